@@ -1,0 +1,32 @@
+# OADP-Flow: open-vocabulary detection (OADP, CVPR 2023) as one Snakemake DAG.
+#
+# results/ layout (every path is written by exactly one rule family):
+#   demo_data/images/{train,val}/*.jpg           generated demo images          (demo_data)
+#   demo_data/annotations/{instances,lvis}_{train,val}.json                     (demo_data)
+#   annotations/coco/instances_{train,val}2017.{48,65}.json, instances_val2017.65.min.json  (annotations)
+#   annotations/lvis/lvis_v1_{train,val}.{866,1203}.json, lvis_v1_train.norare.json,
+#                    lvis_v1_train_cat_info.json                                          (annotations)
+#   annotations/demo/{train,val}.{base,all}.json, val.all.min.json, lvis_{train,val}.{base,all}.json,
+#                    lvis_train.norare.json, lvis_train_cat_info.json                     (annotations)
+#   logs/<rule>/...                               one log per job
+#
+# Default config = the embedded demo; real data: --configfile workflow/presets/ov_coco.yaml
+# --config data_root=PATH (see README).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/annotations.smk"
+
+
+rule all:
+    input:
+        annotation_targets(),
+    default_target: True

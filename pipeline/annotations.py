@@ -1,0 +1,261 @@
+"""Stage ``annotations``: open-vocabulary annotation files (method §2).
+
+Subcommands (one per rule of the family)::
+
+    coco  instances_{split}2017.json -> .65.json (all 65 classes) and .48.json (base annotations only)
+    lvis  lvis_v1_{split}.json       -> .1203.json and .866.json
+    demo  demo instances_{split}.json -> {split}.all.json and {split}.base.json (split from the config)
+    min   a remapped file            -> the same restricted to images with >= 1 annotation (crowd counts)
+    lvis-extras lvis_v1_train.json   -> Detic/MM-OVOD lvis_v1_train.norare.json and lvis_v1_train_cat_info.json
+
+Every output keeps exactly ``images``, ``annotations``, ``categories``; category ids are remapped to the index in
+``bases + novels`` (LVIS: also every image's ``neg_category_ids`` / ``not_exhaustive_category_ids``); the
+categories list is sorted by the new id. The base file keeps **all** images and **all** categories but only the
+annotations of base classes. Inputs are validated before anything is written; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import atomic, cli, vocab
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+_REQUIRED = {
+    "images": ("id",),
+    "annotations": ("id", "image_id", "category_id", "bbox"),
+    "categories": ("id", "name"),
+}
+_LVIS_IMAGE_LISTS = ("neg_category_ids", "not_exhaustive_category_ids")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used; the message names the file and the offending record."""
+
+
+def validate(data: Any, source: str, lvis: bool = False) -> None:
+    """Check the structure and referential integrity of a COCO- or LVIS-format dict.
+
+    Raises:
+        AnnotationError: naming ``source`` and the first offending key, id or name.
+    """
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{source}: top level must be an object with images/annotations/categories")
+    for key, fields in _REQUIRED.items():
+        if key not in data:
+            raise AnnotationError(f"{source}: missing key '{key}'")
+        if not isinstance(data[key], list):
+            raise AnnotationError(f"{source}: '{key}' must be a list")
+        for i, record in enumerate(data[key]):
+            if not isinstance(record, dict):
+                raise AnnotationError(f"{source}: {key}[{i}] is not an object")
+            for field in fields:
+                if field not in record:
+                    rid = record.get("id", f"#{i}")
+                    raise AnnotationError(f"{source}: {key}[{i}] (id {rid}) has no '{field}'")
+    for key in _REQUIRED:
+        counts = Counter(r["id"] for r in data[key])
+        dup = sorted(i for i, n in counts.items() if n > 1)
+        if dup:
+            what = {"images": "image", "annotations": "annotation", "categories": "category"}[key]
+            raise AnnotationError(f"{source}: duplicate {what} id(s) {dup[:10]}")
+    names = Counter(c["name"] for c in data["categories"])
+    dup_names = sorted(n for n, k in names.items() if k > 1)
+    if dup_names:
+        raise AnnotationError(f"{source}: duplicate category name(s) {dup_names[:10]}")
+    image_ids = {im["id"] for im in data["images"]}
+    cat_ids = {c["id"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        if ann["image_id"] not in image_ids:
+            raise AnnotationError(f"{source}: annotation {ann['id']} points at unknown image {ann['image_id']}")
+        if ann["category_id"] not in cat_ids:
+            raise AnnotationError(
+                f"{source}: annotation {ann['id']} points at unknown category {ann['category_id']}"
+            )
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise AnnotationError(f"{source}: annotation {ann['id']} has a bbox that is not [x, y, w, h]")
+    if lvis:
+        for im in data["images"]:
+            for field in _LVIS_IMAGE_LISTS:
+                if field not in im:
+                    raise AnnotationError(f"{source}: image {im['id']} has no '{field}'")
+                unknown = [c for c in im[field] if c not in cat_ids]
+                if unknown:
+                    raise AnnotationError(f"{source}: image {im['id']} {field} names unknown categories {unknown}")
+
+
+def load(path: Path, lvis: bool = False) -> Json:
+    data = atomic.read_json(path)
+    validate(data, str(path), lvis=lvis)
+    return data
+
+
+@dataclass(frozen=True)
+class Remapped:
+    """The two views of one remapped file: all split classes and base-only annotations."""
+
+    all: Json
+    base: Json
+
+
+def remap(data: Json, split: vocab.Split, lvis: bool = False) -> Remapped:
+    """Apply method §2.2 steps 1-3 to ``data`` (already validated).
+
+    Categories outside ``split`` and their annotations are dropped; all images are kept. Category ids become
+    the index in ``split.names``. For LVIS the per-image category lists are remapped too (entries of dropped
+    categories are removed).
+    """
+    new_id = split.new_id()
+    old_to_new = {c["id"]: new_id[c["name"]] for c in data["categories"] if c["name"] in new_id}
+    categories = sorted(
+        ({**c, "id": old_to_new[c["id"]]} for c in data["categories"] if c["id"] in old_to_new),
+        key=lambda c: c["id"],
+    )
+    annotations = [
+        {**a, "category_id": old_to_new[a["category_id"]]} for a in data["annotations"] if a["category_id"] in old_to_new
+    ]
+    images = data["images"]
+    if lvis:
+        images = [
+            {**im, **{f: [old_to_new[c] for c in im[f] if c in old_to_new] for f in _LVIS_IMAGE_LISTS}}
+            for im in images
+        ]
+    full = {"images": images, "annotations": annotations, "categories": categories}
+    base = {
+        "images": images,
+        "annotations": [a for a in annotations if a["category_id"] < split.num_bases],
+        "categories": categories,
+    }
+    return Remapped(full, base)
+
+
+def restrict_to_annotated(data: Json) -> Json:
+    """Keep only images with at least one annotation (crowd annotations count): the ``.min`` eval set."""
+    annotated = {a["image_id"] for a in data["annotations"]}
+    images = [im for im in data["images"] if im["id"] in annotated]
+    return {"images": images, "annotations": data["annotations"], "categories": data["categories"]}
+
+
+def without_rare(data: Json) -> Json:
+    """Detic/MM-OVOD ``lvis_v1_train.norare.json``: rare-class annotations dropped, original LVIS ids kept."""
+    rare = {c["id"] for c in data["categories"] if c.get("frequency") == vocab.LVIS_NOVEL_FREQUENCY}
+    return {
+        "images": data["images"],
+        "annotations": [a for a in data["annotations"] if a["category_id"] not in rare],
+        "categories": data["categories"],
+    }
+
+
+def category_info(data: Json) -> list[Json]:
+    """Detic/MM-OVOD ``lvis_v1_train_cat_info.json``: each category with ``image_count`` and ``instance_count``
+    counted from the annotations, in category-id order, original ids."""
+    images: dict[int, set[int]] = defaultdict(set)
+    instances: Counter[int] = Counter()
+    for a in data["annotations"]:
+        images[a["category_id"]].add(a["image_id"])
+        instances[a["category_id"]] += 1
+    return [
+        {**c, "image_count": len(images[c["id"]]), "instance_count": instances[c["id"]]}
+        for c in sorted(data["categories"], key=lambda c: c["id"])
+    ]
+
+
+def summary(name: str, data: Mapping[str, Sequence]) -> str:
+    return f"{name}: {len(data['images'])} images, {len(data['annotations'])} annotations, {len(data['categories'])} categories"
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
+    """Write all outputs only after every one of them was computed (nothing half-done on bad input)."""
+    for path, obj in outputs:
+        atomic.write_json(path, obj)
+        log.info("wrote %s", path)
+
+
+def _cmd_coco(args: argparse.Namespace) -> None:
+    data = load(args.input)
+    split = vocab.coco_split()
+    vocab.check_split(split, data["categories"], str(args.input))
+    out = remap(data, split)
+    log.info(summary(str(args.out_all), out.all))
+    _write([(args.out_all, out.all), (args.out_base, out.base)])
+
+
+def _cmd_lvis(args: argparse.Namespace) -> None:
+    data = load(args.input, lvis=True)
+    split = vocab.lvis_split(data["categories"], str(args.input))
+    out = remap(data, split, lvis=True)
+    log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
+    _write([(args.out_all, out.all), (args.out_base, out.base)])
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    data = load(args.input)
+    split = vocab.named_split(args.base, args.novel, data["categories"], str(args.input))
+    out = remap(data, split)
+    log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
+    _write([(args.out_all, out.all), (args.out_base, out.base)])
+
+
+def _cmd_min(args: argparse.Namespace) -> None:
+    data = load(args.input)
+    _write([(args.output, restrict_to_annotated(data))])
+
+
+def _cmd_lvis_extras(args: argparse.Namespace) -> None:
+    data = load(args.input, lvis=True)
+    vocab.lvis_split(data["categories"], str(args.input))  # frequencies present and valid
+    _write([(args.out_norare, without_rare(data)), (args.out_cat_info, category_info(data))])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.annotations", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_log_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def io(p: argparse.ArgumentParser, outputs: Sequence[str]) -> None:
+        p.add_argument("--input", type=Path, required=True, help="source annotation JSON (input)")
+        for name in outputs:
+            p.add_argument(f"--{name}", type=Path, required=True, help="output JSON")
+
+    p = sub.add_parser("coco", help="OV-COCO 48/17 files")
+    io(p, ["out-all", "out-base"])
+    p.set_defaults(func=_cmd_coco)
+    p = sub.add_parser("lvis", help="OV-LVIS 866/337 files")
+    io(p, ["out-all", "out-base"])
+    p.set_defaults(func=_cmd_lvis)
+    p = sub.add_parser("demo", help="demo files with a split given by name")
+    io(p, ["out-all", "out-base"])
+    p.add_argument("--base", nargs="+", required=True, help="base category names")
+    p.add_argument("--novel", nargs="+", required=True, help="novel category names")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("min", help="restrict to images with >= 1 annotation")
+    io(p, ["output"])
+    p.set_defaults(func=_cmd_min)
+    p = sub.add_parser("lvis-extras", help="Detic/MM-OVOD norare + cat_info files")
+    io(p, ["out-norare", "out-cat-info"])
+    p.set_defaults(func=_cmd_lvis_extras)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))

@@ -1,0 +1,37 @@
+"""Shared command-line plumbing for the stages: logging to stderr and to the rule's log file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", type=Path, default=None, help="also write the log to this file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
+    """Log to stderr and, when given, to ``log_file`` (appended; Snakemake's ``log:`` path)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def run_main(main_fn, argv=None) -> int:
+    """Run a stage's ``main``; a ``ValueError`` (bad input) becomes one clear line and exit status 2."""
+    try:
+        main_fn(argv)
+    except ValueError as exc:
+        logging.getLogger("pipeline").error("%s", exc)
+        return 2
+    return 0

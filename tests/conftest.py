@@ -1,0 +1,87 @@
+"""Shared fixtures: the real category metadata in ../shared/data and small generated annotation files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``shared/data`` beside the checkout (or inside it, or ``$OADP_SHARED``)."""
+    for cand in (os.environ.get("OADP_SHARED"), REPO.parent / "shared", REPO / "shared"):
+        if cand and (Path(cand) / "data" / "coco_categories.json").exists():
+            return Path(cand) / "data"
+    pytest.skip("shared/data with the real COCO/LVIS category metadata is not beside the checkout")
+
+
+@pytest.fixture(scope="session")
+def coco_categories() -> list[dict]:
+    return json.loads((shared_data_dir() / "coco_categories.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def lvis_categories() -> list[dict]:
+    return json.loads((shared_data_dir() / "lvis_v1_categories.json").read_text())
+
+
+def make_coco(categories: list[dict], num_images: int, seed: int = 0, per_image: int = 4) -> dict:
+    """A COCO-format dict over ``categories`` with random boxes (no image files).
+
+    Image 1 has only a crowd annotation of category 1; image 2 has no annotation at all; image 3 only
+    annotations of the last category in ``categories``; the others have ``per_image`` random annotations.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [c["id"] for c in categories]
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "width": 640, "height": 480} for i in range(1, num_images + 1)]
+    anns: list[dict] = []
+
+    def add(image_id: int, cat: int, crowd: int = 0) -> None:
+        x, y = rng.uniform(0, 500, 2)
+        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(cat),
+                     "bbox": [round(float(x), 1), round(float(y), 1), 40.0, 30.0], "area": 1200.0,
+                     "segmentation": [[x, y, x + 40, y, x + 40, y + 30]], "iscrowd": crowd})
+
+    add(1, ids[0], crowd=1)
+    add(3, ids[-1])
+    for image_id in range(4, num_images + 1):
+        for cat in rng.choice(ids, size=per_image):
+            add(image_id, cat)
+    return {"info": {"x": 1}, "licenses": [], "images": images, "annotations": anns,
+            "categories": [dict(c) for c in categories]}
+
+
+def make_lvis(categories: list[dict], num_images: int, seed: int = 0, per_image: int = 6) -> dict:
+    """An LVIS-format dict over ``categories`` (no crowd), with neg / not-exhaustive id lists."""
+    data = make_coco(categories, num_images, seed, per_image)
+    rng = np.random.default_rng(seed + 1)
+    ids = [c["id"] for c in categories]
+    for a in data["annotations"]:
+        a.pop("iscrowd")
+    for im in data["images"]:
+        im["coco_url"] = f"http://images.cocodataset.org/train2017/{im.pop('file_name')}"
+        present = sorted({a["category_id"] for a in data["annotations"] if a["image_id"] == im["id"]})
+        im["neg_category_ids"] = sorted(int(c) for c in rng.choice(ids, 3, replace=False) if c not in present)
+        im["not_exhaustive_category_ids"] = present[:1]
+    del data["licenses"]
+    return data
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def snakemake_bin() -> str:
+    exe = shutil.which("snakemake", path=str(Path(os.sys.executable).parent)) or shutil.which("snakemake")
+    if exe is None:
+        pytest.skip("snakemake is not installed")
+    return exe

@@ -1,0 +1,105 @@
+"""The Snakemake workflow, run as a subprocess in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import vocab
+from tests.conftest import make_coco, make_lvis, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_DEMO = ["demo={seed: 1, num_train: 5, num_val: 3, sizes: ['256x224'], objects: [2, 3], crowd_prob: 0.5,"
+              " classes: ['red circle', 'blue square', 'green star', 'red square', 'blue circle'],"
+              " base: ['red circle', 'blue square', 'green star'], novel: ['red square', 'blue circle']}"]
+
+
+def snakemake(snakemake_bin: str, workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_dry_run_default_config(snakemake_bin, tmp_path):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    for rule in ("demo_data", "annotations_demo", "annotations_demo_lvis", "annotations_min", "all"):
+        assert rule in out
+
+
+def test_lint_is_clean(snakemake_bin, tmp_path):
+    proc = snakemake(snakemake_bin, tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        ("dataset=imagenet", "dataset", "is not one of"),
+        ("dry_run=maybe", "dry_run", "is not of type 'boolean'"),
+        ("colour=red", "(top level)", "'colour' was unexpected"),
+        ("demo={classes: [a, b], base: [a], novel: [b], seed: x}", "demo.seed", "is not of type 'integer'"),
+    ],
+)
+def test_bad_config_fails_at_parse_time_naming_the_key(snakemake_bin, tmp_path, override, key, message):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", override, check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"config key '{key}'" in err and message in err, err[-2000:]
+
+
+def test_preset_without_data_root_is_refused(snakemake_bin, tmp_path):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--configfile", str(REPO / "workflow/presets/ov_coco.yaml"),
+                     "--config", "data_root=", check=False)
+    assert proc.returncode != 0 and "config key 'data_root' is required" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
+    snakemake(snakemake_bin, tmp_path, "--cores", "2", "--config", *SMALL_DEMO)
+    ann = tmp_path / "results" / "annotations" / "demo"
+    train_all = json.loads((ann / "train.all.json").read_text())
+    train_base = json.loads((ann / "train.base.json").read_text())
+    assert [c["name"] for c in train_all["categories"]] == [
+        "red circle", "blue square", "green star", "red square", "blue circle"]
+    assert all(a["category_id"] < 3 for a in train_base["annotations"])
+    assert len(list((tmp_path / "results/demo_data/images/train").glob("*.jpg"))) == 5
+    val_min = json.loads((ann / "val.all.min.json").read_text())
+    assert {im["id"] for im in val_min["images"]} == {a["image_id"] for a in val_min["annotations"]}
+    lvis_all = json.loads((ann / "lvis_val.all.json").read_text())
+    assert [c["name"] for c in lvis_all["categories"]][3:] == ["red square", "blue circle"]  # rare = novel
+    for name in ("lvis_train.norare.json", "lvis_train_cat_info.json", "lvis_train.base.json"):
+        assert (ann / name).stat().st_size > 0
+    assert (tmp_path / "results/logs/demo_data/demo_data.log").read_text().count("demo train") == 1
+    # the DAG is complete: a second dry run has nothing to do
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", *SMALL_DEMO)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_categories, lvis_categories):
+    root = tmp_path / "data"
+    for split, n in (("train", 12), ("val", 8)):
+        write_json(root / f"coco/annotations/instances_{split}2017.json", make_coco(coco_categories, n, seed=n))
+        write_json(root / f"lvis_v1/annotations/lvis_v1_{split}.json", make_lvis(lvis_categories, n, seed=n))
+    for preset, dataset in (("ov_coco", "coco"), ("ov_lvis", "lvis")):
+        snakemake(snakemake_bin, tmp_path, "--cores", "2", "--configfile",
+                  str(REPO / f"workflow/presets/{preset}.yaml"), "--config", f"data_root={root}")
+        assert not (tmp_path / "results/demo_data").exists()  # no demo job on real-data presets
+    coco = tmp_path / "results/annotations/coco"
+    assert sorted(p.name for p in coco.glob("*.json")) == [
+        "instances_train2017.48.json", "instances_train2017.65.json", "instances_val2017.48.json",
+        "instances_val2017.65.json", "instances_val2017.65.min.json"]
+    names = [c["name"] for c in json.loads((coco / "instances_val2017.48.json").read_text())["categories"]]
+    assert names == list(vocab.COCO_BASE + vocab.COCO_NOVEL)
+    lvis = tmp_path / "results/annotations/lvis"
+    assert sorted(p.name for p in lvis.glob("*.json")) == [
+        "lvis_v1_train.1203.json", "lvis_v1_train.866.json", "lvis_v1_train.norare.json",
+        "lvis_v1_train_cat_info.json", "lvis_v1_val.1203.json", "lvis_v1_val.866.json"]

@@ -1,0 +1,112 @@
+# Open-vocabulary annotation files (method section 2): ids remapped 0-based base-first;
+# ".all"/".65"/".1203" hold every split class, ".base"/".48"/".866" only base annotations.
+
+
+rule annotations_coco:
+    input:
+        coco_source,
+    output:
+        all="results/annotations/coco/instances_{split}2017.65.json",
+        base="results/annotations/coco/instances_{split}2017.48.json",
+    log:
+        "results/logs/annotations_coco/{split}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} coco --input {input}"
+        " --out-all {output.all} --out-base {output.base}"
+
+
+rule annotations_lvis:
+    input:
+        lvis_source,
+    output:
+        all="results/annotations/lvis/lvis_v1_{split}.1203.json",
+        base="results/annotations/lvis/lvis_v1_{split}.866.json",
+    log:
+        "results/logs/annotations_lvis/{split}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} lvis --input {input}"
+        " --out-all {output.all} --out-base {output.base}"
+
+
+rule annotations_lvis_extras:
+    input:
+        lvis_train_source,
+    output:
+        norare="results/annotations/lvis/lvis_v1_train.norare.json",
+        cat_info="results/annotations/lvis/lvis_v1_train_cat_info.json",
+    log:
+        "results/logs/annotations_lvis_extras/train.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
+        " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+
+
+rule annotations_demo:
+    input:
+        "results/demo_data/annotations/instances_{split}.json",
+    output:
+        all="results/annotations/demo/{split}.all.json",
+        base="results/annotations/demo/{split}.base.json",
+    params:
+        base=config["demo"]["base"],
+        novel=config["demo"]["novel"],
+    log:
+        "results/logs/annotations_demo/{split}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} demo --input {input}"
+        " --out-all {output.all} --out-base {output.base}"
+        " --base {params.base:q} --novel {params.novel:q}"
+
+
+rule annotations_demo_lvis:
+    input:
+        "results/demo_data/annotations/lvis_{split}.json",
+    output:
+        all="results/annotations/demo/lvis_{split}.all.json",
+        base="results/annotations/demo/lvis_{split}.base.json",
+    log:
+        "results/logs/annotations_demo_lvis/{split}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} lvis --input {input}"
+        " --out-all {output.all} --out-base {output.base}"
+
+
+rule annotations_demo_lvis_extras:
+    input:
+        "results/demo_data/annotations/lvis_train.json",
+    output:
+        norare="results/annotations/demo/lvis_train.norare.json",
+        cat_info="results/annotations/demo/lvis_train_cat_info.json",
+    log:
+        "results/logs/annotations_demo_lvis_extras/train.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
+        " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+
+
+rule annotations_min:
+    input:
+        "results/annotations/{dataset}/{stem}.json",
+    output:
+        "results/annotations/{dataset}/{stem}.min.json",
+    wildcard_constraints:
+        dataset="coco|demo",
+        stem="[^/]+",
+    log:
+        "results/logs/annotations_min/{dataset}/{stem}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    shell:
+        "python -m pipeline.annotations --log {log} min --input {input} --output {output}"

@@ -1,0 +1,100 @@
+# Config validation, path helpers and target lists. No rules here.
+
+import jsonschema
+import yaml
+from snakemake.utils import validate
+
+
+def _check_config(cfg, schema_path):
+    """Fail at parse time with one line per problem, each naming the config key."""
+    with open(schema_path) as fh:
+        schema = yaml.safe_load(fh)
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(cfg), key=lambda e: list(e.path)
+    )
+    if errors:
+        lines = []
+        for err in errors:
+            key = ".".join(str(p) for p in err.path) or "(top level)"
+            lines.append(f"  config key '{key}': {err.message}")
+        raise ValueError("invalid configuration:\n" + "\n".join(lines))
+    validate(cfg, schema_path)  # fills in the schema's defaults
+
+
+_check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+DATASET = config["dataset"]
+DATA_ROOT = config["data_root"]
+SPLITS = ["train", "val"]
+
+if DATASET in ("coco", "lvis") and not DATA_ROOT:
+    raise ValueError(
+        f"config key 'data_root' is required for dataset '{DATASET}' "
+        "(--config data_root=PATH, a tree with coco/ and lvis_v1/ as in the README)"
+    )
+
+
+wildcard_constraints:
+    split="train|val",
+
+
+def coco_source(wildcards):
+    """Original COCO annotation file of one split (reference layout under data_root)."""
+    return f"{DATA_ROOT}/coco/annotations/instances_{wildcards.split}2017.json"
+
+
+def lvis_source(wildcards):
+    """Original LVIS v1 annotation file of one split (LVIS images are the COCO 2017 images)."""
+    return f"{DATA_ROOT}/lvis_v1/annotations/lvis_v1_{wildcards.split}.json"
+
+
+def lvis_train_source(wildcards):
+    """Original LVIS v1 training file (for the Detic/MM-OVOD extras)."""
+    return f"{DATA_ROOT}/lvis_v1/annotations/lvis_v1_train.json"
+
+
+def demo_options():
+    """The demo generator's options as CLI arguments (a config change reruns the generator)."""
+    demo = config["demo"]
+    return {
+        "classes": demo["classes"],
+        "novel": demo["novel"],
+        "sizes": demo["sizes"],
+        "objects": demo["objects"],
+        "num_train": demo["num_train"],
+        "num_val": demo["num_val"],
+        "crowd_prob": demo["crowd_prob"],
+        "seed": demo["seed"],
+    }
+
+
+def annotation_targets():
+    """Every annotation file of the configured dataset (ARCHITECTURE.md section 2)."""
+    if DATASET == "coco":
+        return expand(
+            "results/annotations/coco/instances_{split}2017.{k}.json",
+            split=SPLITS,
+            k=[48, 65],
+        ) + ["results/annotations/coco/instances_val2017.65.min.json"]
+    if DATASET == "lvis":
+        return expand(
+            "results/annotations/lvis/lvis_v1_{split}.{k}.json",
+            split=SPLITS,
+            k=[866, 1203],
+        ) + [
+            "results/annotations/lvis/lvis_v1_train.norare.json",
+            "results/annotations/lvis/lvis_v1_train_cat_info.json",
+        ]
+    return (
+        expand(
+            "results/annotations/demo/{prefix}{split}.{view}.json",
+            prefix=["", "lvis_"],
+            split=SPLITS,
+            view=["base", "all"],
+        )
+        + [
+            "results/annotations/demo/val.all.min.json",
+            "results/annotations/demo/lvis_train.norare.json",
+            "results/annotations/demo/lvis_train_cat_info.json",
+        ]
+    )
