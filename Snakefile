@@ -27,6 +27,6 @@ include: "workflow/rules/annotations.smk"
 
 
 rule all:
+    default_target: True
     input:
         annotation_targets(),
-    default_target: True

@@ -78,9 +78,7 @@ def validate(data: Any, source: str, lvis: bool = False) -> None:
         if ann["image_id"] not in image_ids:
             raise AnnotationError(f"{source}: annotation {ann['id']} points at unknown image {ann['image_id']}")
         if ann["category_id"] not in cat_ids:
-            raise AnnotationError(
-                f"{source}: annotation {ann['id']} points at unknown category {ann['category_id']}"
-            )
+            raise AnnotationError(f"{source}: annotation {ann['id']} points at unknown category {ann['category_id']}")
         bbox = ann["bbox"]
         if not (isinstance(bbox, list) and len(bbox) == 4):
             raise AnnotationError(f"{source}: annotation {ann['id']} has a bbox that is not [x, y, w, h]")
@@ -122,13 +120,14 @@ def remap(data: Json, split: vocab.Split, lvis: bool = False) -> Remapped:
         key=lambda c: c["id"],
     )
     annotations = [
-        {**a, "category_id": old_to_new[a["category_id"]]} for a in data["annotations"] if a["category_id"] in old_to_new
+        {**a, "category_id": old_to_new[a["category_id"]]}
+        for a in data["annotations"]
+        if a["category_id"] in old_to_new
     ]
     images = data["images"]
     if lvis:
         images = [
-            {**im, **{f: [old_to_new[c] for c in im[f] if c in old_to_new] for f in _LVIS_IMAGE_LISTS}}
-            for im in images
+            {**im, **{f: [old_to_new[c] for c in im[f] if c in old_to_new] for f in _LVIS_IMAGE_LISTS}} for im in images
         ]
     full = {"images": images, "annotations": annotations, "categories": categories}
     base = {
@@ -171,7 +170,8 @@ def category_info(data: Json) -> list[Json]:
 
 
 def summary(name: str, data: Mapping[str, Sequence]) -> str:
-    return f"{name}: {len(data['images'])} images, {len(data['annotations'])} annotations, {len(data['categories'])} categories"
+    counts = (len(data[k]) for k in ("images", "annotations", "categories"))
+    return "{}: {} images, {} annotations, {} categories".format(name, *counts)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -189,7 +189,7 @@ def _cmd_coco(args: argparse.Namespace) -> None:
     split = vocab.coco_split()
     vocab.check_split(split, data["categories"], str(args.input))
     out = remap(data, split)
-    log.info(summary(str(args.out_all), out.all))
+    log.info("%s", summary(str(args.out_all), out.all))
     _write([(args.out_all, out.all), (args.out_base, out.base)])
 
 
@@ -221,8 +221,11 @@ def _cmd_lvis_extras(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.annotations", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.annotations",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 

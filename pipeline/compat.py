@@ -6,8 +6,9 @@ torchvision on CPU torch
     "operator torchvision::nms does not exist"; open_clip, timm, transformers' ``CLIPModel`` and mmengine's
     ``Runner`` all import torchvision and fail with it. :func:`ensure_torchvision_ops` probes torchvision's own
     extension first and stands aside when it loads (CUDA machines, matching builds). Only when it cannot load
-    does it define the ``torchvision::nms`` operator with a pure-torch kernel and let ``torchvision.ops.nms``
-    use it. ``roi_align`` needs nothing: torchvision falls back to its Python implementation by itself.
+    does it define the ``torchvision::nms`` (and ``qnms``) operators with a pure-torch kernel and let
+    ``torchvision.ops.nms`` use it. ``roi_align`` needs nothing: torchvision falls back to its Python
+    implementation by itself.
 
 lvis-api on numpy 2
     lvis 0.5.3 uses ``np.float`` (removed in numpy 1.24). :func:`patch_lvis_numpy` gives that one module a numpy
@@ -71,6 +72,12 @@ def nms_reference(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: floa
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
+def _nms_kernel(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    if dets.is_quantized:
+        dets, scores = dets.dequantize(), scores.dequantize()
+    return nms_reference(dets, scores, iou_threshold)
+
+
 def _torchvision_ops_registered() -> bool:
     try:
         torch.ops.torchvision.nms  # noqa: B018 - resolves only when the schema exists
@@ -111,8 +118,10 @@ def ensure_torchvision_ops(force_fallback: bool = False) -> bool:
     if "torchvision" in sys.modules and not _torchvision_ops_registered():
         log.warning("torchvision was imported before pipeline.compat; its nms may not work on this torch")
     lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.impl("nms", nms_reference, "CompositeExplicitAutograd")
+    # torchvision registers fake kernels for both at import; qnms (quantized boxes) shares the kernel.
+    for op in ("nms", "qnms"):
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.impl(op, _nms_kernel, "CompositeExplicitAutograd")
     _fallback_lib = lib
     FALLBACK_ACTIVE = True
     if importlib.util.find_spec("torchvision") is not None:
@@ -126,9 +135,8 @@ def ensure_torchvision_ops(force_fallback: bool = False) -> bool:
 
 def patch_lvis_numpy() -> None:
     """Give ``lvis.eval`` a numpy namespace that still has ``np.float`` (lvis 0.5.3 on numpy 2)."""
-    import numpy as np
-
     import lvis.eval as lvis_eval
+    import numpy as np
 
     if getattr(lvis_eval.np, "float", None) is float:
         return

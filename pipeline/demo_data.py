@@ -296,7 +296,12 @@ def draw_image(opts: DemoOptions, split: str, index: int) -> tuple[np.ndarray, l
                 py = centre[1] + rng.uniform(-side / 2 + r, side / 2 - r)
                 union |= paint(spec, shape_polygon(spec.shape, px, py, r, rng.uniform(0, 2 * math.pi)))
             ys, xs = np.nonzero(union)
-            bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+            bbox = [
+                float(xs.min()),
+                float(ys.min()),
+                float(xs.max() + 1 - xs.min()),
+                float(ys.max() + 1 - ys.min()),
+            ]
             objects.append(DrawnObject(category, bbox, float(union.sum()), rle_uncompressed(union), 1))
             continue
         side = rng.uniform(*opts.object_scale) * short
@@ -338,15 +343,17 @@ def generate_split(opts: DemoOptions, split: str) -> tuple[dict, list[tuple[dict
         record = {"id": iid, "file_name": name, "width": img.shape[1], "height": img.shape[0]}
         images.append(record)
         for obj in objects:
-            annotations.append({
-                "id": len(annotations) + 1 + (10_000_000 if split == "val" else 0),
-                "image_id": iid,
-                "category_id": obj.category + 1,
-                "bbox": obj.bbox,
-                "area": obj.area,
-                "segmentation": obj.segmentation,
-                "iscrowd": obj.iscrowd,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1 + (10_000_000 if split == "val" else 0),
+                    "image_id": iid,
+                    "category_id": obj.category + 1,
+                    "bbox": obj.bbox,
+                    "area": obj.area,
+                    "segmentation": obj.segmentation,
+                    "iscrowd": obj.iscrowd,
+                }
+            )
         drawn.append((record, objects))
     categories = [{"id": i + 1, "name": s.name, "supercategory": s.shape} for i, s in enumerate(opts.specs)]
     coco = {
@@ -392,14 +399,16 @@ def to_lvis(opts: DemoOptions, split: str, coco: dict, freq: dict[int, str]) -> 
         absent = [c for c in all_ids if c not in present[im["id"]]]
         neg = sorted(rng.choice(absent, size=min(3, len(absent)), replace=False).tolist()) if absent else []
         not_exhaustive = [c for c in here if rng.random() < 0.1]
-        images.append({
-            "id": im["id"],
-            "coco_url": coco_url(split, im["file_name"]),
-            "width": im["width"],
-            "height": im["height"],
-            "neg_category_ids": [int(c) for c in neg],
-            "not_exhaustive_category_ids": not_exhaustive,
-        })
+        images.append(
+            {
+                "id": im["id"],
+                "coco_url": coco_url(split, im["file_name"]),
+                "width": im["width"],
+                "height": im["height"],
+                "neg_category_ids": [int(c) for c in neg],
+                "not_exhaustive_category_ids": not_exhaustive,
+            }
+        )
     image_count = {c: sum(c in p for p in present.values()) for c in all_ids}
     instance_count = {c: sum(a["category_id"] == c for a in annotations) for c in all_ids}
     categories = []
@@ -409,16 +418,18 @@ def to_lvis(opts: DemoOptions, split: str, coco: dict, freq: dict[int, str]) -> 
             for syn in SHAPE_SYNONYMS[spec.shape]
         ]
         texture = "" if spec.texture == "solid" else f" {spec.texture}"
-        categories.append({
-            "id": cat["id"],
-            "name": spec.name,
-            "synset": f"{spec.colour}_{spec.texture}_{spec.shape}.n.01",
-            "synonyms": synonyms,
-            "def": f"a {spec.colour}{texture} {spec.shape}",
-            "frequency": freq[cat["id"]],
-            "image_count": image_count[cat["id"]],
-            "instance_count": instance_count[cat["id"]],
-        })
+        categories.append(
+            {
+                "id": cat["id"],
+                "name": spec.name,
+                "synset": f"{spec.colour}_{spec.texture}_{spec.shape}.n.01",
+                "synonyms": synonyms,
+                "def": f"a {spec.colour}{texture} {spec.shape}",
+                "frequency": freq[cat["id"]],
+                "image_count": image_count[cat["id"]],
+                "instance_count": instance_count[cat["id"]],
+            }
+        )
     return {"info": coco["info"], "images": images, "annotations": annotations, "categories": categories}
 
 
@@ -447,8 +458,11 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.demo_data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.demo_data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out-dir", type=Path, required=True, help="output root (outputs listed above)")
     p.add_argument("--classes", nargs="+", required=True, help="category names, '<colour> [<texture>] <shape>'")
     p.add_argument("--novel", nargs="*", default=[], help="names marked rare in the LVIS-format files")

@@ -44,17 +44,30 @@ def make_coco(categories: list[dict], num_images: int, seed: int = 0, per_image:
 
     def add(image_id: int, cat: int, crowd: int = 0) -> None:
         x, y = rng.uniform(0, 500, 2)
-        anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(cat),
-                     "bbox": [round(float(x), 1), round(float(y), 1), 40.0, 30.0], "area": 1200.0,
-                     "segmentation": [[x, y, x + 40, y, x + 40, y + 30]], "iscrowd": crowd})
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": int(cat),
+                "bbox": [round(float(x), 1), round(float(y), 1), 40.0, 30.0],
+                "area": 1200.0,
+                "segmentation": [[x, y, x + 40, y, x + 40, y + 30]],
+                "iscrowd": crowd,
+            }
+        )
 
     add(1, ids[0], crowd=1)
     add(3, ids[-1])
     for image_id in range(4, num_images + 1):
         for cat in rng.choice(ids, size=per_image):
             add(image_id, cat)
-    return {"info": {"x": 1}, "licenses": [], "images": images, "annotations": anns,
-            "categories": [dict(c) for c in categories]}
+    return {
+        "info": {"x": 1},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [dict(c) for c in categories],
+    }
 
 
 def make_lvis(categories: list[dict], num_images: int, seed: int = 0, per_image: int = 6) -> dict:

@@ -134,8 +134,21 @@ def test_demo_split_order_and_ids(tmp_path):
     src = write_json(tmp_path / "train.json", raw)
     out_all, out_base = tmp_path / "train.all.json", tmp_path / "train.base.json"
     # names given out of id order are put in id order, bases first; "c" belongs to neither and is dropped
-    run_cli("demo", "--input", str(src), "--out-all", str(out_all), "--out-base", str(out_base),
-            "--base", "d", "a", "--novel", "e", "b")
+    run_cli(
+        "demo",
+        "--input",
+        str(src),
+        "--out-all",
+        str(out_all),
+        "--out-base",
+        str(out_base),
+        "--base",
+        "d",
+        "a",
+        "--novel",
+        "e",
+        "b",
+    )
     full = load(out_all)
     assert [(c["id"], c["name"]) for c in full["categories"]] == [(0, "a"), (1, "d"), (2, "b"), (3, "e")]
     assert len(full["annotations"]) == sum(a["category_id"] != 3 for a in raw["annotations"])
@@ -192,8 +205,19 @@ def test_bad_split_names_the_problem_and_writes_nothing(tmp_path, base, novel, m
     cats = [{"id": i, "name": n} for i, n in enumerate("abcd", start=1)]
     src = write_json(tmp_path / "train.json", make_coco(cats, num_images=5))
     with pytest.raises(vocab.VocabError) as err:
-        run_cli("demo", "--input", str(src), "--out-all", str(tmp_path / "x.json"),
-                "--out-base", str(tmp_path / "y.json"), "--base", *base, "--novel", *novel)
+        run_cli(
+            "demo",
+            "--input",
+            str(src),
+            "--out-all",
+            str(tmp_path / "x.json"),
+            "--out-base",
+            str(tmp_path / "y.json"),
+            "--base",
+            *base,
+            "--novel",
+            *novel,
+        )
     assert str(src) in str(err.value) and message in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.json"]
 
@@ -211,9 +235,21 @@ def test_cli_reports_bad_input_as_one_line_and_exit_2(tmp_path, coco_categories)
 
     src = write_json(tmp_path / "bad.json", _broken("unknown image", coco_categories))
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.annotations", "coco", "--input", str(src),
-         "--out-all", str(tmp_path / "a.json"), "--out-base", str(tmp_path / "b.json")],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.annotations",
+            "coco",
+            "--input",
+            str(src),
+            "--out-all",
+            str(tmp_path / "a.json"),
+            "--out-base",
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 2
     assert "bad.json: annotation 3 points at unknown image 4242" in proc.stderr

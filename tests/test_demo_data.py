@@ -21,8 +21,15 @@ NOVEL = ("blue circle", "red star")
 
 
 def generate(out: Path, **kw) -> demo_data.DemoOptions:
-    opts = demo_data.DemoOptions(out_dir=out, classes=CLASSES, novel=NOVEL, num_train=kw.pop("num_train", 12),
-                                 num_val=kw.pop("num_val", 5), crowd_prob=kw.pop("crowd_prob", 0.5), **kw)
+    opts = demo_data.DemoOptions(
+        out_dir=out,
+        classes=CLASSES,
+        novel=NOVEL,
+        num_train=kw.pop("num_train", 12),
+        num_val=kw.pop("num_val", 5),
+        crowd_prob=kw.pop("crowd_prob", 0.5),
+        **kw,
+    )
     demo_data.run(opts)
     return opts
 
@@ -102,7 +109,11 @@ def test_lvis_view(demo):
 
 def test_deterministic(tmp_path, demo):
     generate(tmp_path)
-    for rel in ("annotations/instances_train.json", "annotations/lvis_val.json", "images/val/000000000013.jpg"):
+    for rel in (
+        "annotations/instances_train.json",
+        "annotations/lvis_val.json",
+        "images/val/000000000013.jpg",
+    ):
         a, b = (demo / rel).read_bytes(), (tmp_path / rel).read_bytes()
         assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), rel
 

@@ -7,19 +7,37 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline import vocab
 from tests.conftest import make_coco, make_lvis, write_json
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_DEMO = ["demo={seed: 1, num_train: 5, num_val: 3, sizes: ['256x224'], objects: [2, 3], crowd_prob: 0.5,"
-              " classes: ['red circle', 'blue square', 'green star', 'red square', 'blue circle'],"
-              " base: ['red circle', 'blue square', 'green star'], novel: ['red square', 'blue circle']}"]
+SMALL_DEMO = {
+    "seed": 1,
+    "num_train": 5,
+    "num_val": 3,
+    "sizes": ["256x224"],
+    "objects": [2, 3],
+    "crowd_prob": 0.5,
+    "classes": ["red circle", "blue square", "green star", "red square", "blue circle"],
+    "base": ["red circle", "blue square", "green star"],
+    "novel": ["red square", "blue circle"],
+}
 
 
-def snakemake(snakemake_bin: str, workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(REPO / "config.yaml"), *args]
+def snakemake(
+    snakemake_bin: str, workdir: Path, *args: str, check: bool = True, demo: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir`` with the repository's config.yaml there (``demo`` replaces its demo part).
+
+    ``configfile:`` paths are relative to the working directory, as in a user's project folder.
+    """
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if demo is not None:
+        config["demo"] = demo
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -45,30 +63,48 @@ def test_lint_is_clean(snakemake_bin, tmp_path):
         ("dataset=imagenet", "dataset", "is not one of"),
         ("dry_run=maybe", "dry_run", "is not of type 'boolean'"),
         ("colour=red", "(top level)", "'colour' was unexpected"),
-        ("demo={classes: [a, b], base: [a], novel: [b], seed: x}", "demo.seed", "is not of type 'integer'"),
+        ({**SMALL_DEMO, "seed": "x"}, "demo.seed", "is not of type 'integer'"),
+        ({**SMALL_DEMO, "num_val": 0}, "demo.num_val", "is less than the minimum of 1"),
+        ({**SMALL_DEMO, "colours": 3}, "demo", "'colours' was unexpected"),
     ],
 )
 def test_bad_config_fails_at_parse_time_naming_the_key(snakemake_bin, tmp_path, override, key, message):
-    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", override, check=False)
+    if isinstance(override, dict):
+        proc = snakemake(snakemake_bin, tmp_path, "-n", demo=override, check=False)
+    else:
+        proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", override, check=False)
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"config key '{key}'" in err and message in err, err[-2000:]
 
 
 def test_preset_without_data_root_is_refused(snakemake_bin, tmp_path):
-    proc = snakemake(snakemake_bin, tmp_path, "-n", "--configfile", str(REPO / "workflow/presets/ov_coco.yaml"),
-                     "--config", "data_root=", check=False)
+    proc = snakemake(
+        snakemake_bin,
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "workflow/presets/ov_coco.yaml"),
+        "--config",
+        "data_root=",
+        check=False,
+    )
     assert proc.returncode != 0 and "config key 'data_root' is required" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
-    snakemake(snakemake_bin, tmp_path, "--cores", "2", "--config", *SMALL_DEMO)
+    snakemake(snakemake_bin, tmp_path, "--cores", "2", demo=SMALL_DEMO)
     ann = tmp_path / "results" / "annotations" / "demo"
     train_all = json.loads((ann / "train.all.json").read_text())
     train_base = json.loads((ann / "train.base.json").read_text())
     assert [c["name"] for c in train_all["categories"]] == [
-        "red circle", "blue square", "green star", "red square", "blue circle"]
+        "red circle",
+        "blue square",
+        "green star",
+        "red square",
+        "blue circle",
+    ]
     assert all(a["category_id"] < 3 for a in train_base["annotations"])
     assert len(list((tmp_path / "results/demo_data/images/train").glob("*.jpg"))) == 5
     val_min = json.loads((ann / "val.all.min.json").read_text())
@@ -79,7 +115,7 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
         assert (ann / name).stat().st_size > 0
     assert (tmp_path / "results/logs/demo_data/demo_data.log").read_text().count("demo train") == 1
     # the DAG is complete: a second dry run has nothing to do
-    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", *SMALL_DEMO)
+    proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -89,17 +125,34 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
     for split, n in (("train", 12), ("val", 8)):
         write_json(root / f"coco/annotations/instances_{split}2017.json", make_coco(coco_categories, n, seed=n))
         write_json(root / f"lvis_v1/annotations/lvis_v1_{split}.json", make_lvis(lvis_categories, n, seed=n))
-    for preset, dataset in (("ov_coco", "coco"), ("ov_lvis", "lvis")):
-        snakemake(snakemake_bin, tmp_path, "--cores", "2", "--configfile",
-                  str(REPO / f"workflow/presets/{preset}.yaml"), "--config", f"data_root={root}")
+    for preset in ("ov_coco", "ov_lvis"):
+        snakemake(
+            snakemake_bin,
+            tmp_path,
+            "--cores",
+            "2",
+            "--configfile",
+            str(REPO / f"workflow/presets/{preset}.yaml"),
+            "--config",
+            f"data_root={root}",
+        )
         assert not (tmp_path / "results/demo_data").exists()  # no demo job on real-data presets
     coco = tmp_path / "results/annotations/coco"
     assert sorted(p.name for p in coco.glob("*.json")) == [
-        "instances_train2017.48.json", "instances_train2017.65.json", "instances_val2017.48.json",
-        "instances_val2017.65.json", "instances_val2017.65.min.json"]
+        "instances_train2017.48.json",
+        "instances_train2017.65.json",
+        "instances_val2017.48.json",
+        "instances_val2017.65.json",
+        "instances_val2017.65.min.json",
+    ]
     names = [c["name"] for c in json.loads((coco / "instances_val2017.48.json").read_text())["categories"]]
     assert names == list(vocab.COCO_BASE + vocab.COCO_NOVEL)
     lvis = tmp_path / "results/annotations/lvis"
     assert sorted(p.name for p in lvis.glob("*.json")) == [
-        "lvis_v1_train.1203.json", "lvis_v1_train.866.json", "lvis_v1_train.norare.json",
-        "lvis_v1_train_cat_info.json", "lvis_v1_val.1203.json", "lvis_v1_val.866.json"]
+        "lvis_v1_train.1203.json",
+        "lvis_v1_train.866.json",
+        "lvis_v1_train.norare.json",
+        "lvis_v1_train_cat_info.json",
+        "lvis_v1_val.1203.json",
+        "lvis_v1_val.866.json",
+    ]

@@ -1,5 +1,6 @@
-# Open-vocabulary annotation files (method section 2): ids remapped 0-based base-first;
-# ".all"/".65"/".1203" hold every split class, ".base"/".48"/".866" only base annotations.
+# Open-vocabulary annotation files (method section 2): ids remapped 0-based base-first.
+# The all-class files (suffix all, 65 or 1203) hold every split class; the base files
+# (suffix base, 48 or 866) keep all images and categories but only base annotations.
 
 
 rule annotations_coco:
@@ -53,13 +54,13 @@ rule annotations_demo:
     output:
         all="results/annotations/demo/{split}.all.json",
         base="results/annotations/demo/{split}.base.json",
-    params:
-        base=config["demo"]["base"],
-        novel=config["demo"]["novel"],
     log:
         "results/logs/annotations_demo/{split}.log",
     conda:
         "../../envs/pipeline.yaml"
+    params:
+        base=config["demo"]["base"],
+        novel=config["demo"]["novel"],
     shell:
         "python -m pipeline.annotations --log {log} demo --input {input}"
         " --out-all {output.all} --out-base {output.base}"
@@ -101,11 +102,11 @@ rule annotations_min:
         "results/annotations/{dataset}/{stem}.json",
     output:
         "results/annotations/{dataset}/{stem}.min.json",
+    log:
+        "results/logs/annotations_min/{dataset}/{stem}.log",
     wildcard_constraints:
         dataset="coco|demo",
         stem="[^/]+",
-    log:
-        "results/logs/annotations_min/{dataset}/{stem}.log",
     conda:
         "../../envs/pipeline.yaml"
     shell:

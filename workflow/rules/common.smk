@@ -1,5 +1,9 @@
 # Config validation, path helpers and target lists. No rules here.
 
+import os
+import sys
+from pathlib import Path
+
 import jsonschema
 import yaml
 from snakemake.utils import validate
@@ -10,7 +14,8 @@ def _check_config(cfg, schema_path):
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
     errors = sorted(
-        jsonschema.Draft7Validator(schema).iter_errors(cfg), key=lambda e: list(e.path)
+        jsonschema.Draft202012Validator(schema).iter_errors(cfg),
+        key=lambda e: list(e.path),
     )
     if errors:
         lines = []
@@ -21,7 +26,17 @@ def _check_config(cfg, schema_path):
     validate(cfg, schema_path)  # fills in the schema's defaults
 
 
+envvars:
+    "PATH",
+
+
 _check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+# Rules call `python -m pipeline.<stage>`: without --sdm conda, that is the interpreter running Snakemake
+# (e.g. .venv/bin/snakemake works without activating the venv); a conda env's bin dir comes first when used.
+os.environ["PATH"] = (
+    os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+)
 
 DATASET = config["dataset"]
 DATA_ROOT = config["data_root"]
@@ -68,6 +83,11 @@ def demo_options():
     }
 
 
+def demo_out_dir(wildcards, output):
+    """The generator's output root, derived from its declared outputs."""
+    return str(Path(output.coco[0]).parent.parent)
+
+
 def annotation_targets():
     """Every annotation file of the configured dataset (ARCHITECTURE.md section 2)."""
     if DATASET == "coco":
@@ -85,16 +105,13 @@ def annotation_targets():
             "results/annotations/lvis/lvis_v1_train.norare.json",
             "results/annotations/lvis/lvis_v1_train_cat_info.json",
         ]
-    return (
-        expand(
-            "results/annotations/demo/{prefix}{split}.{view}.json",
-            prefix=["", "lvis_"],
-            split=SPLITS,
-            view=["base", "all"],
-        )
-        + [
-            "results/annotations/demo/val.all.min.json",
-            "results/annotations/demo/lvis_train.norare.json",
-            "results/annotations/demo/lvis_train_cat_info.json",
-        ]
-    )
+    return expand(
+        "results/annotations/demo/{prefix}{split}.{view}.json",
+        prefix=["", "lvis_"],
+        split=SPLITS,
+        view=["base", "all"],
+    ) + [
+        "results/annotations/demo/val.all.min.json",
+        "results/annotations/demo/lvis_train.norare.json",
+        "results/annotations/demo/lvis_train_cat_info.json",
+    ]

@@ -1,15 +1,17 @@
 rule demo_data:
     output:
-        coco=expand("results/demo_data/annotations/instances_{split}.json", split=SPLITS),
+        coco=expand(
+            "results/demo_data/annotations/instances_{split}.json", split=SPLITS
+        ),
         lvis=expand("results/demo_data/annotations/lvis_{split}.json", split=SPLITS),
         images=directory(expand("results/demo_data/images/{split}", split=SPLITS)),
-    params:
-        out_dir="results/demo_data",
-        opts=demo_options(),
     log:
         "results/logs/demo_data/demo_data.log",
     conda:
         "../../envs/pipeline.yaml"
+    params:
+        out_dir=demo_out_dir,
+        opts=demo_options(),
     shell:
         "python -m pipeline.demo_data --out-dir {params.out_dir}"
         " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q}"
