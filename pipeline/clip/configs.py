@@ -1,0 +1,44 @@
+"""Named CLIP architectures beyond open_clip's own list: tiny models for the demo and the tests.
+
+Tiny models are real CLIP models (same code path as ViT-B/32), only narrow and shallow. With ``clip.weights:
+random`` they are initialised from a fixed seed, so every stage that loads "the same random model" gets the
+same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import open_clip
+from open_clip import factory
+
+TINY_CONFIGS: dict[str, dict] = {
+    # width 64 -> 1 head of 64; patch 32 at 224 px gives the 7x7 grid of ViT-B/32
+    "OADP-Tiny-ViT-32": {
+        "embed_dim": 64,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    },
+    # width 128 -> 2 heads: exercises multi-head masking at low cost
+    "OADP-Small-ViT-32": {
+        "embed_dim": 128,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 224, "layers": 3, "width": 128, "patch_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
+    },
+}
+
+
+def register() -> None:
+    """Make the tiny configs known to ``open_clip.create_model`` (idempotent)."""
+    for name, cfg in TINY_CONFIGS.items():
+        factory._MODEL_CONFIGS.setdefault(name, copy.deepcopy(cfg))
+
+
+def known_models() -> list[str]:
+    register()
+    return sorted(open_clip.list_models())
+
+
+register()

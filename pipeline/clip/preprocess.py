@@ -1,0 +1,51 @@
+"""CLIP image preprocessing without torchvision transforms: the exact standard and "adaptive" recipes.
+
+Standard (method section 5.2): bicubic resize of the short side to 224, centre crop 224, RGB -> [0, 1], CLIP
+normalise. Adaptive: no resize, no crop (globals run at full resolution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``[3, H, W]`` float32, CLIP-normalised."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    t = torch.from_numpy(arr).permute(2, 0, 1)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def resize_short_side(image: Image.Image, size: int = 224) -> Image.Image:
+    """Bicubic resize so that the short side is ``size`` (torchvision ``Resize(size)`` rounding)."""
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    return image.resize((new_w, new_h), Image.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int = 224) -> Image.Image:
+    """Centre crop (torchvision ``CenterCrop`` rounding)."""
+    w, h = image.size
+    left = int(round((w - size) / 2.0))
+    top = int(round((h - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def standard(image: Image.Image, size: int = 224) -> torch.Tensor:
+    """The standard CLIP preprocessing -> ``[3, size, size]``."""
+    return to_tensor(center_crop(resize_short_side(image, size), size))
+
+
+def adaptive(image: Image.Image) -> torch.Tensor:
+    """The fork's adaptive preprocessing (no resize / crop) -> ``[3, H, W]``."""
+    return to_tensor(image)
