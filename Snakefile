@@ -8,6 +8,7 @@
 #                    lvis_v1_train_cat_info.json                                          (annotations)
 #   annotations/demo/{train,val}.{base,all}.json, val.all.min.json, lvis_{train,val}.{base,all}.json,
 #                    lvis_train.norare.json, lvis_train_cat_info.json                     (annotations)
+#   prompts/{vild,detpro_lvis,mmovod_text,mmovod_vision_avg,mmovod_multimodal}.pth        (prompts)
 #   logs/<rule>/...                               one log per job
 #
 # Default config = the embedded demo; real data: --configfile workflow/presets/ov_coco.yaml
@@ -24,9 +25,11 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo_data.smk"
 include: "workflow/rules/annotations.smk"
+include: "workflow/rules/prompts.smk"
 
 
 rule all:
     default_target: True
     input:
         annotation_targets(),
+        prompt_targets(),

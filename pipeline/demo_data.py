@@ -160,8 +160,9 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> n
         pts = np.stack([np.cos(t) * rad, np.sin(t) * rad], 1)
     elif shape == "cross":
         a, b = 0.3, 1.0
-        pts = np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a],
-                        [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]])  # fmt: skip
+        pts = np.array(
+            [[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]]
+        )
     elif shape == "diamond":
         pts = np.array([[0, -1], [0.6, 0], [0, 1], [-0.6, 0]])
     elif shape == "hexagon":

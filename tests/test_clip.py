@@ -133,12 +133,26 @@ def test_hugging_face_folder_gives_the_same_embeddings(tmp_path, small):
     from transformers import CLIPConfig, CLIPModel
 
     cfg = CLIPConfig(
-        text_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu"),
-        vision_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
-                           image_size=224, patch_size=32, hidden_act="quick_gelu"),
+        text_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            vocab_size=49408,
+            hidden_act="quick_gelu",
+        ),
+        vision_config=dict(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=224,
+            patch_size=32,
+            hidden_act="quick_gelu",
+        ),
         projection_dim=128,
-    )  # fmt: skip
+    )
     hf = CLIPModel(cfg)
     hf.load_state_dict(convert.open_clip_to_hf(small.model.state_dict()), strict=False)
     hf.save_pretrained(tmp_path / "hf")
@@ -149,9 +163,12 @@ def test_hugging_face_folder_gives_the_same_embeddings(tmp_path, small):
     # and the HF model itself agrees (the conversion is a true inverse)
     tokens = text.tokenizer()(["a photo of a red star"])
     with torch.inference_mode():
-        hf_txt = F.normalize(hf.get_text_features(input_ids=tokens).pooler_output
-                             if hasattr(hf.get_text_features(input_ids=tokens), "pooler_output")
-                             else hf.get_text_features(input_ids=tokens), dim=-1)  # fmt: skip
+        hf_txt = F.normalize(
+            hf.get_text_features(input_ids=tokens).pooler_output
+            if hasattr(hf.get_text_features(input_ids=tokens), "pooler_output")
+            else hf.get_text_features(input_ids=tokens),
+            dim=-1,
+        )
     torch.testing.assert_close(hf_txt, text.encode_text(small.model, ["a photo of a red star"]), atol=1e-5, rtol=0)
 
 
@@ -187,5 +204,7 @@ def test_pickle_with_code_is_not_executed(tmp_path):
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(CLIPLoadError, match=r"unknown CLIP model 'ViT-Q-99'; known models: .*OADP-Tiny-ViT-32.*ViT-B-32"):
+    with pytest.raises(
+        CLIPLoadError, match=r"unknown CLIP model 'ViT-Q-99'; known models: .*OADP-Tiny-ViT-32.*ViT-B-32"
+    ):
         load_clip("ViT-Q-99", "random")

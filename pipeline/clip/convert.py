@@ -63,8 +63,13 @@ def open_clip_to_hf(oc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             hf, src = f"{tower}.encoder.layers.{i}.", f"{oc_prefix}.{i}."
             for kind in ("weight", "bias"):
                 q, k, v = oc[f"{src}attn.in_proj_{kind}"].chunk(3)
-                out.update({f"{hf}self_attn.q_proj.{kind}": q, f"{hf}self_attn.k_proj.{kind}": k,
-                            f"{hf}self_attn.v_proj.{kind}": v})  # fmt: skip
+                out.update(
+                    {
+                        f"{hf}self_attn.q_proj.{kind}": q,
+                        f"{hf}self_attn.k_proj.{kind}": k,
+                        f"{hf}self_attn.v_proj.{kind}": v,
+                    }
+                )
                 for a, b in _BLOCK.items():
                     out[f"{hf}{a}.{kind}"] = oc[f"{src}{b}.{kind}"]
     return out

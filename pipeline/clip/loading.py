@@ -66,8 +66,12 @@ class LoadedClip:
 
     def provenance(self) -> dict[str, str]:
         """What every output made with this model records."""
-        return {"clip_model": self.name, "clip_weights": self.weights, "clip_source": self.source,
-                "clip_weights_hash": self.weights_hash}  # fmt: skip
+        return {
+            "clip_model": self.name,
+            "clip_weights": self.weights,
+            "clip_source": self.source,
+            "clip_weights_hash": self.weights_hash,
+        }
 
 
 def file_hash(paths: list[Path]) -> str:
@@ -126,8 +130,11 @@ def _load_into(model: CLIP, state: dict[str, torch.Tensor], path: Path, name: st
     state = {k: v for k, v in state.items() if k not in _OPENAI_EXTRA_KEYS and k not in derived}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]  # fmt: skip
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -153,12 +160,22 @@ def _load_hf_folder(folder: Path) -> tuple[CLIP, list[Path]]:
         raise CLIPLoadError(f"{folder}: activation {v.hidden_act}/{t.hidden_act} is not supported")
     model = CLIP(
         hf.config.projection_dim,
-        vision_cfg=CLIPVisionCfg(layers=v.num_hidden_layers, width=v.hidden_size, head_width=v.hidden_size // v.num_attention_heads,
-                                 mlp_ratio=v.intermediate_size / v.hidden_size, patch_size=v.patch_size,
-                                 image_size=v.image_size),  # fmt: skip
-        text_cfg=CLIPTextCfg(context_length=t.max_position_embeddings, vocab_size=t.vocab_size, width=t.hidden_size,
-                             heads=t.num_attention_heads, layers=t.num_hidden_layers,
-                             mlp_ratio=t.intermediate_size / t.hidden_size),  # fmt: skip
+        vision_cfg=CLIPVisionCfg(
+            layers=v.num_hidden_layers,
+            width=v.hidden_size,
+            head_width=v.hidden_size // v.num_attention_heads,
+            mlp_ratio=v.intermediate_size / v.hidden_size,
+            patch_size=v.patch_size,
+            image_size=v.image_size,
+        ),
+        text_cfg=CLIPTextCfg(
+            context_length=t.max_position_embeddings,
+            vocab_size=t.vocab_size,
+            width=t.hidden_size,
+            heads=t.num_attention_heads,
+            layers=t.num_hidden_layers,
+            mlp_ratio=t.intermediate_size / t.hidden_size,
+        ),
         quick_gelu=v.hidden_act == "quick_gelu",
     )
     state = convert.hf_to_open_clip(hf.state_dict())

@@ -32,8 +32,10 @@ def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
     return tokens[:, :length]
 
 
-def encode_tokens(model: CLIP, tokens: torch.Tensor, token_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the text tower on ``tokens [N, L]`` (L <= context length) -> ``[N, D]`` L2-normalised.
+def encode_tokens(
+    model: CLIP, tokens: torch.Tensor, token_embeddings: torch.Tensor | None = None, normalize: bool = True
+) -> torch.Tensor:
+    """Run the text tower on ``tokens [N, L]`` (L <= context length) -> ``[N, D]`` (L2-normalised by default).
 
     ``token_embeddings [N, L, W]`` replaces the embedding lookup (learned prompts); the [EOT] position still
     comes from ``tokens`` (the argmax, as in CLIP).
@@ -45,18 +47,22 @@ def encode_tokens(model: CLIP, tokens: torch.Tensor, token_embeddings: torch.Ten
     x = model.transformer(x, attn_mask=mask)
     x = model.ln_final(x)
     x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-    x = x @ model.text_projection if not isinstance(model.text_projection, torch.nn.Linear) else model.text_projection(x)
-    return F.normalize(x, dim=-1)
+    x = (
+        x @ model.text_projection
+        if not isinstance(model.text_projection, torch.nn.Linear)
+        else model.text_projection(x)
+    )
+    return F.normalize(x, dim=-1) if normalize else x
 
 
 @torch.inference_mode()
-def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """``texts`` -> ``[N, D]`` float32, L2-normalised, batched."""
+def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+    """``texts`` -> ``[N, D]`` float32 on CPU, batched; L2-normalised unless ``normalize=False``."""
     device = model.token_embedding.weight.device
     out = []
     for i in range(0, len(texts), batch_size):
         tokens = tokenize(texts[i : i + batch_size], model.context_length).to(device)
-        out.append(encode_tokens(model, tokens).float())
+        out.append(encode_tokens(model, tokens, normalize=normalize).float())
     if not out:
         return torch.zeros(0, model.text_projection.shape[1])
     return torch.cat(out).cpu()

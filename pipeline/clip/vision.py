@@ -42,7 +42,9 @@ def interpolate_pos(visual: VisionTransformer, grid: tuple[int, int]) -> torch.T
     return torch.cat([pos[:1], patches], 0)
 
 
-def _tokens(visual: VisionTransformer, images: torch.Tensor, stride: int | None = None, padding: int = 0) -> torch.Tensor:
+def _tokens(
+    visual: VisionTransformer, images: torch.Tensor, stride: int | None = None, padding: int = 0
+) -> torch.Tensor:
     """Patch tokens + [CLS] + position embedding + ln_pre: ``[B, 1 + gh * gw, C]``."""
     weight = visual.conv1.weight
     x = F.conv2d(images.to(weight.dtype), weight, stride=stride or visual.conv1.stride, padding=padding)
@@ -123,6 +125,8 @@ class ObjectAwareEncoder:
         if len(images) == 0:
             return images.new_zeros(0, self.visual.output_dim)
         return torch.cat(
-            [self._forward(images[i : i + self.mini_batch], foreground[i : i + self.mini_batch])
-             for i in range(0, len(images), self.mini_batch)]  # fmt: skip
+            [
+                self._forward(images[i : i + self.mini_batch], foreground[i : i + self.mini_batch])
+                for i in range(0, len(images), self.mini_batch)
+            ]
         )

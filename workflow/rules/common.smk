@@ -48,6 +48,17 @@ if DATASET in ("coco", "lvis") and not DATA_ROOT:
         "(--config data_root=PATH, a tree with coco/ and lvis_v1/ as in the README)"
     )
 
+_NEEDS = {
+    "detpro": "detpro",
+    "mmovod_text": "descriptions",
+    "mmovod_multimodal": "descriptions",
+}
+for _kind in config["prompts"]["kinds"]:
+    if _kind in _NEEDS and not config["prompts"][_NEEDS[_kind]]:
+        raise ValueError(
+            f"config key 'prompts.{_NEEDS[_kind]}' is required for prompts kind '{_kind}'"
+        )
+
 
 wildcard_constraints:
     split="train|val",
@@ -115,3 +126,47 @@ def annotation_targets():
         "results/annotations/demo/lvis_train.norare.json",
         "results/annotations/demo/lvis_train_cat_info.json",
     ]
+
+
+def all_classes_file(dataset, split):
+    """The remapped annotation file with every class of ``dataset`` (base and novel)."""
+    return {
+        "demo": f"results/annotations/demo/{split}.all.json",
+        "coco": f"results/annotations/coco/instances_{split}2017.65.json",
+        "lvis": f"results/annotations/lvis/lvis_v1_{split}.1203.json",
+    }[dataset]
+
+
+def image_dir(dataset, split):
+    """Image folder of a split (LVIS images are the COCO 2017 images)."""
+    if dataset == "demo":
+        return f"results/demo_data/images/{split}"
+    return f"{DATA_ROOT}/coco/{split}2017"
+
+
+def clip_weights_input():
+    """The CLIP weights as an input file (a changed file reruns its consumers); none when random."""
+    weights = config["clip"]["weights"]
+    return [] if weights == "random" else [weights]
+
+
+def prompt_vocab_files(wildcards):
+    """Annotation files whose class names form the vild vocabulary."""
+    datasets = [DATASET] + [d for d in config["prompts"]["vocab_from"] if d != DATASET]
+    return [all_classes_file(d, "val") for d in datasets]
+
+
+def optional_path(section, key):
+    """A configured input file, or no input (then its job is never requested; checked at parse time)."""
+    return config[section][key] or []
+
+
+def prompt_targets():
+    names = {
+        "vild": "vild",
+        "detpro": "detpro_lvis",
+        "mmovod_text": "mmovod_text",
+        "mmovod_vision_avg": "mmovod_vision_avg",
+        "mmovod_multimodal": "mmovod_multimodal",
+    }
+    return [f"results/prompts/{names[k]}.pth" for k in config["prompts"]["kinds"]]

@@ -1,0 +1,111 @@
+# Class-embedding files (method section 3, MM-OVOD): dicts {names, embeddings[, scaler, bias], meta}
+# under results/prompts/, loadable with torch.load(weights_only=True); consumers select rows by name.
+
+
+rule prompts_vild:
+    input:
+        vocab=prompt_vocab_files,
+        weights=clip_weights_input(),
+    output:
+        "results/prompts/vild.pth",
+    log:
+        "results/logs/prompts_vild/vild.log",
+    benchmark:
+        "results/benchmarks/prompts_vild.tsv"
+    conda:
+        "../../envs/clip.yaml"
+    params:
+        clip=config["clip"],
+        renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
+    shell:
+        "python -m pipeline.prompts --log {log} vild --names-from {input.vocab}"
+        " --model {params.clip[model]} --weights {params.clip[weights]:q}"
+        " {params.renormalize} --output {output}"
+
+
+rule prompts_detpro:
+    input:
+        optional_path("prompts", "detpro"),
+    output:
+        "results/prompts/detpro_lvis.pth",
+    log:
+        "results/logs/prompts_detpro/detpro_lvis.log",
+    conda:
+        "../../envs/clip.yaml"
+    shell:
+        "python -m pipeline.prompts --log {log} detpro --input {input} --output {output}"
+
+
+rule prompts_exemplars:
+    input:
+        all_classes_file(DATASET, "train"),
+    output:
+        "results/prompts/exemplars.json",
+    log:
+        "results/logs/prompts_exemplars/exemplars.log",
+    conda:
+        "../../envs/clip.yaml"
+    params:
+        k=config["prompts"]["exemplars"]["k"],
+    shell:
+        "python -m pipeline.prompts --log {log} sample-exemplars --input {input}"
+        " -k {params.k} --output {output}"
+
+
+rule prompts_mmovod_text:
+    input:
+        vocab=all_classes_file(DATASET, "val"),
+        descriptions=optional_path("prompts", "descriptions"),
+        weights=clip_weights_input(),
+    output:
+        "results/prompts/mmovod_text.pth",
+    log:
+        "results/logs/prompts_mmovod_text/mmovod_text.log",
+    conda:
+        "../../envs/clip.yaml"
+    params:
+        clip=config["clip"],
+    shell:
+        "python -m pipeline.prompts --log {log} text --names-from {input.vocab}"
+        " --descriptions {input.descriptions}"
+        " --model {params.clip[model]} --weights {params.clip[weights]:q} --output {output}"
+
+
+rule prompts_mmovod_vision_avg:
+    input:
+        vocab=all_classes_file(DATASET, "val"),
+        categories=all_classes_file(DATASET, "train"),
+        exemplars="results/prompts/exemplars.json",
+        images=image_dir(DATASET, "train"),
+        weights=clip_weights_input(),
+    output:
+        "results/prompts/mmovod_vision_avg.pth",
+    log:
+        "results/logs/prompts_mmovod_vision_avg/mmovod_vision_avg.log",
+    benchmark:
+        "results/benchmarks/prompts_mmovod_vision_avg.tsv"
+    conda:
+        "../../envs/clip.yaml"
+    params:
+        clip=config["clip"],
+        ex=config["prompts"]["exemplars"],
+    shell:
+        "python -m pipeline.prompts --log {log} vision-avg --names-from {input.vocab}"
+        " --exemplars {input.exemplars} --categories {input.categories} --images {input.images}"
+        " --context {params.ex[context]} --num-augs {params.ex[num_augs]}"
+        " --model {params.clip[model]} --weights {params.clip[weights]:q} --output {output}"
+
+
+rule prompts_mmovod_multimodal:
+    input:
+        text="results/prompts/mmovod_text.pth",
+        vision="results/prompts/mmovod_vision_avg.pth",
+    output:
+        "results/prompts/mmovod_multimodal.pth",
+    log:
+        "results/logs/prompts_mmovod_multimodal/mmovod_multimodal.log",
+    conda:
+        "../../envs/clip.yaml"
+    shell:
+        "python -m pipeline.prompts --log {log} multimodal --text {input.text}"
+        " --vision {input.vision} --output {output}"
