@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, cli
 
-BENCHMARKS = ("annotations",)
+BENCHMARKS = ("annotations", "prompts")
 
 
 def main(argv=None) -> None:
