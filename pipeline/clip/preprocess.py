@@ -49,3 +49,20 @@ def standard(image: Image.Image, size: int = 224) -> torch.Tensor:
 def adaptive(image: Image.Image) -> torch.Tensor:
     """The fork's adaptive preprocessing (no resize / crop) -> ``[3, H, W]``."""
     return to_tensor(image)
+
+
+def standard_uint8(image: Image.Image, size: int = 224) -> torch.Tensor:
+    """Standard preprocessing up to the crop, as ``[3, size, size]`` uint8 (4x less to move between processes)."""
+    return pil_to_uint8(center_crop(resize_short_side(image, size), size))
+
+
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> ``[3, H, W]`` uint8."""
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def normalize_uint8(batch: torch.Tensor) -> torch.Tensor:
+    """``[..., 3, H, W]`` uint8 -> float32 CLIP-normalised (on the batch's device)."""
+    mean = torch.tensor(CLIP_MEAN, device=batch.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=batch.device).view(3, 1, 1)
+    return (batch.float() / 255.0 - mean) / std

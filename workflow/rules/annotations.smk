@@ -105,7 +105,6 @@ rule annotations_min:
     log:
         "results/logs/annotations_min/{dataset}/{stem}.log",
     wildcard_constraints:
-        dataset="coco|demo",
         stem="[^/]+",
     conda:
         "../../envs/pipeline.yaml"

@@ -62,6 +62,10 @@ for _kind in config["prompts"]["kinds"]:
 
 wildcard_constraints:
     split="train|val",
+    folder="train|val|train2017|val2017",
+    kind="globals|blocks|objects",
+    shard="[0-9]{3}",
+    dataset="demo|coco|lvis",
 
 
 def coco_source(wildcards):
@@ -170,3 +174,49 @@ def prompt_targets():
         "mmovod_multimodal": "mmovod_multimodal",
     }
     return [f"results/prompts/{names[k]}.pth" for k in config["prompts"]["kinds"]]
+
+
+OAKE_FOLDERS = ["train", "val"] if DATASET == "demo" else ["train2017", "val2017"]
+
+
+def folder_split(folder):
+    """Image folder name -> split (train2017 -> train)."""
+    return folder.removesuffix("2017")
+
+
+def oake_source(wildcards):
+    """The original annotation file listing every image of the split (OAKE covers all images)."""
+    split = folder_split(wildcards.folder)
+    if DATASET == "demo":
+        return f"results/demo_data/annotations/instances_{split}.json"
+    if DATASET == "lvis":
+        return f"{DATA_ROOT}/lvis_v1/annotations/lvis_v1_{split}.json"
+    return f"{DATA_ROOT}/coco/annotations/instances_{split}2017.json"
+
+
+def oake_images(wildcards):
+    return image_dir(DATASET, folder_split(wildcards.folder))
+
+
+def shard_index(wildcards):
+    return int(wildcards.shard)
+
+
+def oake_shards(wildcards):
+    return expand(
+        "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+        dataset=wildcards.dataset,
+        kind=wildcards.kind,
+        folder=wildcards.folder,
+        shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
+    )
+
+
+def oake_targets():
+    """Verified caches of every configured kind and split."""
+    return expand(
+        "results/oake/{dataset}/{kind}/{folder}/verify.json",
+        dataset=DATASET,
+        kind=config["oake"]["kinds"],
+        folder=OAKE_FOLDERS,
+    )

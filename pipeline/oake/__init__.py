@@ -1,0 +1,1 @@
+"""Stage oake: CLIP knowledge extraction (globals, blocks, objects) into HDF5 feature caches."""

@@ -1,0 +1,167 @@
+"""The extraction loop shared by the three OAKE extractors.
+
+Images are decoded and prepared (crops, masks) in DataLoader workers; the main process batches across images,
+runs CLIP under ``torch.inference_mode`` (autocast fp16/bf16 on GPU), and appends each image's rows to the shard
+writer in ascending image-id order. The writer (:mod:`pipeline.oake.cache`) works on ``<shard>.partial``,
+commits regularly, resumes after a kill and renames into place only after verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pipeline import atomic, cli
+from pipeline.oake import cache
+
+log = logging.getLogger(__name__)
+
+STAGE_VERSION = 1
+DRY_RUN_IMAGES = 4
+DRY_RUN_PROPOSALS = 5
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    image_id: int
+    path: Path
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_images(annotation_file: str | Path, image_dir: str | Path) -> list[ImageItem]:
+    """Every image of an (original, unfiltered) COCO- or LVIS-format file, ascending id.
+
+    The file is ``file_name`` under ``image_dir``; LVIS records have no file name and use the last component of
+    ``coco_url`` (LVIS images are the COCO 2017 images, ``image_dir`` is the split's COCO folder).
+    """
+    data = atomic.read_json(annotation_file)
+    items = []
+    for im in data.get("images", []):
+        name = im.get("file_name") or str(im.get("coco_url", "")).rsplit("/", 1)[-1]
+        if not name:
+            raise ValueError(f"{annotation_file}: image {im.get('id')} has neither file_name nor coco_url")
+        items.append(ImageItem(int(im["id"]), Path(image_dir) / name))
+    return sorted(items, key=lambda it: it.image_id)
+
+
+class _Images(Dataset):
+    """Decodes one image and runs ``prepare`` on it (inside a worker); errors become records, not crashes."""
+
+    def __init__(self, items: Sequence[ImageItem], prepare: Callable[[ImageItem, Image.Image], dict]) -> None:
+        self.items, self.prepare = list(items), prepare
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        try:
+            with Image.open(item.path) as im:
+                image = im.convert("RGB")
+        except (OSError, SyntaxError, ValueError) as exc:
+            return {"image_id": item.image_id, "error": f"{item.path}: unreadable image ({exc})"}
+        return {"image_id": item.image_id, **self.prepare(item, image)}
+
+
+def autocast(device: torch.device, precision: str):
+    """fp16/bf16 autocast on CUDA; plain float32 elsewhere."""
+    if device.type == "cuda" and precision in ("fp16", "bf16"):
+        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--annotations", type=Path, required=True, help="original annotation JSON (input: image list)")
+    p.add_argument("--images", type=Path, required=True, help="image folder of the split (input)")
+    p.add_argument("--output", type=Path, required=True, help="shard file .../shard-{i:03d}.h5 (output)")
+    p.add_argument("--shards", type=int, default=1, help="number of shards of this split")
+    p.add_argument("--shard", type=int, default=0, help="this shard's index")
+    p.add_argument("--model", required=True, help="CLIP architecture (clip.model)")
+    p.add_argument("--weights", required=True, help="CLIP weights or 'random' (clip.weights)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="autocast on GPU")
+    p.add_argument("--batch-images", type=int, default=8, help="images per DataLoader batch")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
+    p.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
+    p.add_argument("--dry-run", action="store_true", help=f"first {DRY_RUN_IMAGES} images of the shard only")
+    cli.add_log_argument(p)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def shard_items(args: argparse.Namespace) -> list[ImageItem]:
+    items = list_images(args.annotations, args.images)
+    ids = set(cache.shard_image_ids([it.image_id for it in items], args.shards, args.shard))
+    items = [it for it in items if it.image_id in ids]
+    return items[:DRY_RUN_IMAGES] if args.dry_run else items
+
+
+def run(
+    args: argparse.Namespace,
+    kind: str,
+    dim: int,
+    prepare: Callable[[ImageItem, Image.Image], dict],
+    forward: Callable[[list[dict]], list[dict]],
+    attrs: dict[str, Any],
+    storage: str = "float16",
+) -> dict:
+    """Extract one shard. ``forward`` maps prepared records to ``{"embeddings", ["boxes", "objectness"]}`` each.
+
+    Returns throughput figures (also logged).
+    """
+    items = shard_items(args)
+    expected = [it.image_id for it in items]
+    attrs = {**attrs, "stage_version": STAGE_VERSION, "annotations_sha256": sha256_file(args.annotations),
+             "shards": args.shards, "shard": args.shard, "dry_run": bool(args.dry_run)}  # fmt: skip
+    start, done = time.perf_counter(), 0
+    with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage) as writer:
+        pending = set(writer.pending)
+        todo = [it for it in items if it.image_id in pending]
+        if len(todo) < len(items):
+            log.info("%s: resuming, %d of %d images already extracted", args.output, len(items) - len(todo), len(items))
+        loader = DataLoader(_Images(todo, prepare), batch_size=args.batch_images, num_workers=args.workers,
+                            collate_fn=list, persistent_workers=False)  # fmt: skip
+        bar = tqdm(total=len(todo), desc=f"oake {kind} {args.output.parent.name}/{args.output.name}", unit="img")
+        for batch in loader:
+            good = [r for r in batch if "error" not in r]
+            outputs = iter(forward(good)) if good else iter(())
+            for record in batch:
+                if "error" in record:
+                    if args.on_bad_image != "skip":
+                        raise ValueError(record["error"])
+                    log.warning("skipped: %s", record["error"])
+                    writer.skip(record["image_id"], record["error"])
+                    continue
+                out = next(outputs)
+                writer.add(record["image_id"], out["embeddings"], out.get("boxes"), out.get("objectness"))
+            done += len(batch)
+            bar.update(len(batch))
+        bar.close()
+        writer.finalize(expected)
+    seconds = time.perf_counter() - start
+    rate = done / seconds if seconds > 0 else 0.0
+    log.info("%s: %d images in %.1f s (%.2f images/s)", args.output, done, seconds, rate)
+    return {"images": done, "seconds": seconds, "images_per_s": rate}

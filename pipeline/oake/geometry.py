@@ -1,0 +1,127 @@
+"""OAKE geometry (method sections 5.4 and 5.5): block windows and pyramid, adaptive object squares, masks.
+
+Pure functions on sizes and boxes; no images, no models. Boxes are xyxy in original-image pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 224
+MAX_STRIDE = 112
+RESCALE = 1.5
+MIN_OBJECT_SIDE = 4.0
+BLOCK0_BOX_MODES = ("centre", "reference_quirk")
+
+
+def partition(length: int, block: int = BLOCK, stride: int = MAX_STRIDE) -> list[int]:
+    """Window offsets along one axis: none if ``length < block``, ``[0]`` if equal; otherwise
+    ``n = (length - block - 1) // stride + 1`` steps splitting ``length - block`` into nearly equal integer steps
+    (the first ``span mod n`` one pixel longer), i.e. ``n + 1`` offsets from 0 to ``length - block``."""
+    if length < block:
+        return []
+    if length == block:
+        return [0]
+    span = length - block
+    n = (length - block - 1) // stride + 1
+    base, extra = divmod(span, n)
+    steps = [base + 1] * extra + [base] * (n - extra)
+    return [0] + np.cumsum(steps).tolist()
+
+
+@dataclass(frozen=True)
+class BlockLevel:
+    """One pyramid level: the image resized to ``size`` = (w, h), windows at ``offsets`` (x, y), scale ``scale``."""
+
+    size: tuple[int, int]
+    scale: float
+    offsets: tuple[tuple[int, int], ...]
+
+
+def pyramid(width: int, height: int, block: int = BLOCK, stride: int = MAX_STRIDE,
+            rescale: float = RESCALE) -> list[BlockLevel]:  # fmt: skip
+    """Levels at scale 1, 1.5, 1.5**2 ... (sizes ``int(prev / 1.5)``) while both sides are >= ``block``."""
+    levels = []
+    w, h, scale = width, height, 1.0
+    while w >= block and h >= block:
+        offsets = tuple((x, y) for x in partition(w, block, stride) for y in partition(h, block, stride))
+        levels.append(BlockLevel((w, h), scale, offsets))
+        w, h, scale = int(w / rescale), int(h / rescale), scale * rescale
+    return levels
+
+
+def block0_box(width: int, height: int, mode: str = "centre") -> tuple[float, float, float, float]:
+    """Box of block 0 (the centre square through standard preprocessing).
+
+    ``centre``: the true centre square, xyxy. ``reference_quirk``: what the reference writes, an xywh-style tuple
+    among xyxy boxes, ``((W - H) / 2, 0, H, H)`` if W > H else ``(0, (H - W) / 2, W, W)`` (the released
+    features contain it).
+    """
+    if mode not in BLOCK0_BOX_MODES:
+        raise ValueError(f"block0 box mode {mode!r} not in {BLOCK0_BOX_MODES}")
+    if width > height:
+        x = (width - height) / 2
+        return (
+            (x, 0.0, float(height), float(height)) if mode == "reference_quirk" else (x, 0.0, x + height, float(height))
+        )
+    y = (height - width) / 2
+    return (0.0, y, float(width), float(width)) if mode == "reference_quirk" else (0.0, y, float(width), y + width)
+
+
+def block_boxes(width: int, height: int, block0: str = "centre") -> np.ndarray:
+    """``[Nb, 4]`` float32 boxes: block 0, then every window of every level, (x*s, y*s, (x+224)*s, (y+224)*s)."""
+    boxes = [block0_box(width, height, block0)]
+    for level in pyramid(width, height):
+        s = level.scale
+        boxes += [(x * s, y * s, (x + BLOCK) * s, (y + BLOCK) * s) for x, y in level.offsets]
+    return np.asarray(boxes, dtype=np.float32)
+
+
+def keep_objects(boxes: np.ndarray, min_side: float = MIN_OBJECT_SIDE) -> np.ndarray:
+    """Boolean mask of proposals with width >= 4 and height >= 4."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return (boxes[:, 2] - boxes[:, 0] >= min_side) & (boxes[:, 3] - boxes[:, 1] >= min_side)
+
+
+def _shift(lo: float, side: float, size: float) -> float:
+    hi = lo + side
+    if side > size:
+        return lo  # larger than the image: sticks out on both sides
+    if hi > size:
+        return lo - (hi - size)
+    if lo < 0:
+        return 0.0
+    return lo
+
+
+def adaptive_square(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """The adaptive square of a proposal: side sqrt(8 w h) centred on the box, shifted inside per axis
+    (right/down if it overflows the left/top, left/up if it overflows the right/bottom, which wins; no shift
+    when the side exceeds the image on that axis). No clamping, no minimum side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = math.sqrt(8.0 * (x2 - x1) * (y2 - y1))
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    sx = _shift(cx - side / 2, side, width)
+    sy = _shift(cy - side / 2, side, height)
+    return (sx, sy, sx + side, sy + side)
+
+
+def crop_box(square) -> tuple[int, int, int, int]:
+    """The pixel box PIL crops for a float square (PIL rounds each coordinate)."""
+    return tuple(int(round(v)) for v in square)
+
+
+def foreground_mask(box, crop: tuple[int, int, int, int], grid: int) -> np.ndarray:
+    """``[grid, grid]`` bool, True = foreground: the proposal translated into the crop's pixel grid (inclusive
+    bounds), nearest-neighbour resized to ``grid`` (source pixel ``floor(g * S / grid)``)."""
+    cx1, cy1, cx2, cy2 = crop
+    bx1, by1, bx2, by2 = (float(v) for v in box)
+    w, h = cx2 - cx1, cy2 - cy1
+    xs = np.floor(np.arange(grid) * w / grid)
+    ys = np.floor(np.arange(grid) * h / grid)
+    in_x = (xs >= bx1 - cx1) & (xs <= bx2 - cx1)
+    in_y = (ys >= by1 - cy1) & (ys <= by2 - cy1)
+    return in_y[:, None] & in_x[None, :]

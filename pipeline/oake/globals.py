@@ -1,0 +1,62 @@
+"""OAKE globals (method section 5.3): the full-resolution image (no resize, no crop), position embedding
+interpolated to the token grid, L2-normalised [CLS] -> one row per image.
+
+``python -m pipeline.oake.globals --annotations A --images DIR --output shard-000.h5 --model M --weights W``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+from pipeline import cli
+from pipeline.clip import load_clip, preprocess, vision
+from pipeline.oake import extract
+
+log = logging.getLogger(__name__)
+
+
+def prepare(item: extract.ImageItem, image: Image.Image) -> dict:
+    return {"image": preprocess.pil_to_uint8(image)}
+
+
+def make_forward(visual, device: torch.device, precision: str):
+    def forward(records: list[dict]) -> list[dict]:
+        out: list[dict | None] = [None] * len(records)
+        by_size: dict[tuple, list[int]] = defaultdict(list)
+        for i, r in enumerate(records):
+            by_size[tuple(r["image"].shape)].append(i)
+        with torch.inference_mode(), extract.autocast(device, precision):
+            for idx in by_size.values():
+                batch = preprocess.normalize_uint8(torch.stack([records[i]["image"] for i in idx]).to(device))
+                emb = vision.encode_any_resolution(visual, batch).float().cpu()
+                for i, row in zip(idx, emb, strict=True):
+                    out[i] = {"embeddings": row[None]}
+        return out
+
+    return forward
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.oake.globals", description=__doc__)
+    extract.add_common_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    device = extract.resolve_device(args.device)
+    clip = load_clip(args.model, args.weights, device=device)
+    attrs = {**clip.provenance(), "preprocessing": "adaptive: full resolution, CLIP mean/std, interpolated pos"}
+    forward = make_forward(clip.model.visual, device, args.precision)
+    return extract.run(args, "globals", clip.embed_dim, prepare, forward, attrs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))

@@ -1,0 +1,71 @@
+"""Check final OAKE shards (the reference's ``auto_fix``, done once over the cache instead of per file).
+
+For every shard: readable, rows finite and unit-norm within fp16 tolerance, CSR offsets consistent, image ids equal
+to the shard's share of the annotation file (``--shards``; the index comes from ``shard-{i:03d}.h5``). Bad shards
+are listed; with ``--fix`` they are removed so that the next ``snakemake`` run rebuilds exactly those.
+
+``python -m pipeline.oake.verify --annotations A --shards N results/oake/demo/objects/val/shard-*.h5 [--fix]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline import atomic, cli
+from pipeline.oake import cache
+
+log = logging.getLogger(__name__)
+SHARD_NAME = re.compile(r"shard-(\d+)\.h5$")
+
+
+def check(shards: Sequence[Path], annotations: Path | None, num_shards: int | None, dry_run: bool = False
+          ) -> dict[Path, list[str]]:  # fmt: skip
+    """Problems per shard path (only bad shards are in the result)."""
+    all_ids = None
+    if annotations is not None:
+        all_ids = [int(im["id"]) for im in atomic.read_json(annotations)["images"]]
+    bad: dict[Path, list[str]] = {}
+    for path in shards:
+        expected = None
+        match = SHARD_NAME.search(path.name)
+        if all_ids is not None and num_shards and match and not dry_run:
+            expected = cache.shard_image_ids(all_ids, num_shards, int(match.group(1)))
+        problems = cache.verify_shard(path, expected)
+        if problems:
+            bad[path] = problems
+    return bad
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m pipeline.oake.verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("shards", type=Path, nargs="+", help="final shard files (inputs)")
+    p.add_argument("--annotations", type=Path, help="the annotation file the shards were made from")
+    p.add_argument("--shards", dest="num_shards", type=int, help="number of shards of the split")
+    p.add_argument("--dry-run-cache", action="store_true", help="shards were made with dry_run (ids not compared)")
+    p.add_argument("--fix", action="store_true", help="remove bad shards so that they are rebuilt")
+    p.add_argument("--report", type=Path, help="write the result as JSON (output)")
+    cli.add_log_argument(p)
+    args = p.parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    bad = check(args.shards, args.annotations, args.num_shards, args.dry_run_cache)
+    for path, problems in bad.items():
+        log.error("BAD %s: %s", path, "; ".join(problems[:5]))
+        if args.fix:
+            path.unlink(missing_ok=True)
+            log.warning("removed %s: the next run rebuilds it", path)
+    log.info("%d shard(s) checked, %d bad", len(args.shards), len(bad))
+    result = {"checked": [str(s) for s in args.shards], "bad": {str(k): v for k, v in bad.items()}}
+    if args.report:
+        atomic.write_json(args.report, result, compact=False)
+    if bad and not args.fix:
+        raise ValueError(f"{len(bad)} bad shard(s): {', '.join(str(b) for b in bad)} (rerun with --fix to rebuild)")
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))

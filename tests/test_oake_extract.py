@@ -1,0 +1,212 @@
+"""OAKE extractors end to end on generated images with a tiny CLIP: rows equal direct computations,
+resume, bad images, dry run, verify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import demo_data, proposal_file
+from pipeline.clip import load_clip, preprocess, vision
+from pipeline.oake import blocks, cache, extract, geometry, objects
+from pipeline.oake import globals as oake_globals
+from pipeline.oake import verify as oake_verify
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "OADP-Tiny-ViT-32"
+FP16 = 2e-3
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("oake_demo")
+    demo_data.run(demo_data.DemoOptions(out_dir=out, classes=("red circle", "blue square", "green star"),
+                                        num_train=2, num_val=5, sizes=((320, 240), (240, 320), (480, 360)),
+                                        crowd_prob=0.0))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_clip(TINY, "random")
+
+
+def argv(demo: Path, out: Path, *extra: str) -> list[str]:
+    return ["--annotations", str(demo / "annotations/instances_val.json"), "--images", str(demo / "images/val"),
+            "--output", str(out), "--model", TINY, "--weights", "random", "--device", "cpu", "--workers", "0",
+            "--batch-images", "2", *extra]  # fmt: skip
+
+
+def image(demo: Path, image_id: int) -> Image.Image:
+    return Image.open(demo / "images/val" / f"{image_id:012d}.jpg").convert("RGB")
+
+
+def val_ids(demo: Path) -> list[int]:
+    return sorted(im["id"] for im in json.loads((demo / "annotations/instances_val.json").read_text())["images"])
+
+
+def test_globals_rows_are_the_full_resolution_cls(tmp_path, demo, clip):
+    out = tmp_path / "shard-000.h5"
+    stats = oake_globals.main(argv(demo, out))
+    assert stats["images"] == 5 and not Path(str(out) + ".partial").exists()
+    reader = cache.ShardReader(out)
+    assert list(reader.image_ids) == val_ids(demo)
+    for image_id in val_ids(demo)[:2]:
+        x = preprocess.adaptive(image(demo, image_id))[None]
+        with torch.inference_mode():
+            direct = vision.encode_any_resolution(clip.model.visual, x)[0].numpy()
+        np.testing.assert_allclose(reader.get(image_id)["embeddings"][0], direct, atol=FP16)
+    assert reader.attrs["clip_weights"] == "random" and reader.attrs["kind"] == "globals"
+
+
+def test_blocks_counts_boxes_and_block0(tmp_path, demo, clip):
+    out = tmp_path / "shard-001.h5"
+    blocks.main(argv(demo, out, "--shards", "2", "--shard", "1"))
+    reader = cache.ShardReader(out)
+    assert list(reader.image_ids) == cache.shard_image_ids(val_ids(demo), 2, 1)
+    for image_id in reader.image_ids:
+        img = image(demo, int(image_id))
+        rec = reader.get(int(image_id))
+        np.testing.assert_allclose(rec["boxes"], geometry.block_boxes(*img.size))
+        with torch.inference_mode():
+            b0 = vision.encode_standard(clip.model.visual, preprocess.standard(img)[None])[0].numpy()
+            last = blocks.block_crops(img)[-1:]
+            last = vision.encode_standard(clip.model.visual, preprocess.normalize_uint8(last))[0].numpy()
+        np.testing.assert_allclose(rec["embeddings"][0], b0, atol=FP16)
+        np.testing.assert_allclose(rec["embeddings"][-1], last, atol=FP16)
+
+
+def write_proposals(demo: Path, path: Path) -> dict[int, np.ndarray]:
+    """Ground-truth boxes (xyxy) plus one 3 px box that the w,h >= 4 filter removes."""
+    data = json.loads((demo / "annotations/instances_val.json").read_text())
+    per: dict[int, list] = {im["id"]: [] for im in data["images"]}
+    for a in data["annotations"]:
+        x, y, w, h = a["bbox"]
+        per[a["image_id"]].append([x, y, x + w, y + h])
+    boxes = {i: np.array(b + [[5, 5, 8, 30]], dtype=np.float32) for i, b in per.items()}
+    ids = sorted(boxes)
+    proposal_file.write(path, ids, [boxes[i] for i in ids], [np.linspace(1, 0.5, len(boxes[i])) for i in ids])
+    return boxes
+
+
+def test_objects_rows_boxes_objectness(tmp_path, demo, clip):
+    props = tmp_path / "val.h5"
+    boxes = write_proposals(demo, props)
+    out = tmp_path / "shard-000.h5"
+    objects.main(argv(demo, out, "--proposals", str(props)))
+    reader = cache.ShardReader(out)
+    image_id = val_ids(demo)[0]
+    rec = reader.get(image_id)
+    kept = boxes[image_id][:-1]  # the 3 px box is gone
+    np.testing.assert_allclose(rec["boxes"], kept)
+    np.testing.assert_allclose(rec["objectness"], np.linspace(1, 0.5, len(kept) + 1)[:-1], atol=1e-3)
+    enc = vision.ObjectAwareEncoder(clip.model.visual)
+    crops, masks = objects.object_inputs(image(demo, image_id), kept[:1], enc.grid)
+    with torch.inference_mode():
+        direct = enc(preprocess.normalize_uint8(crops), masks)[0].numpy()
+    np.testing.assert_allclose(rec["embeddings"][0], direct, atol=FP16)
+
+
+def test_objects_int8_storage_is_close_to_float16(tmp_path, demo):
+    props = tmp_path / "val.h5"
+    write_proposals(demo, props)
+    objects.main(argv(demo, tmp_path / "f16.h5", "--proposals", str(props)))
+    objects.main(argv(demo, tmp_path / "i8.h5", "--proposals", str(props), "--storage", "int8"))
+    a, b = cache.ShardReader(tmp_path / "f16.h5"), cache.ShardReader(tmp_path / "i8.h5")
+    for image_id in a.image_ids:
+        x, y = a.get(int(image_id))["embeddings"], b.get(int(image_id))["embeddings"]
+        cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        assert cos.min() > 0.999
+
+
+def test_objects_refuse_a_proposals_file_without_the_images(tmp_path, demo):
+    props = tmp_path / "p.h5"
+    proposal_file.write(props, [val_ids(demo)[0]], [np.array([[0, 0, 50, 50]])], [np.array([0.9])])
+    with pytest.raises(ValueError, match=r"p\.h5: no proposals for image\(s\)"):
+        objects.main(argv(demo, tmp_path / "o.h5", "--proposals", str(props)))
+
+
+def test_resume_from_a_partial_shard_equals_a_full_run(tmp_path, demo):
+    full = tmp_path / "full.h5"
+    oake_globals.main(argv(demo, full))
+    ids = val_ids(demo)
+    reader = cache.ShardReader(full)
+    # a shard interrupted after 2 images: same attrs as a real run would have written
+    part = tmp_path / "resumed.h5"
+    with cache.ShardWriter(part, ids, "globals", int(reader.attrs["dim"]),
+                           {k: v for k, v in reader.attrs.items()
+                            if k not in ("kind", "dim", "storage", "format_version", "skipped")}) as w:  # fmt: skip
+        for image_id in ids[:2]:
+            w.add(image_id, reader.get(image_id)["embeddings"])
+    assert Path(str(part) + ".partial").exists() and not part.exists()
+    stats = oake_globals.main(argv(demo, part))
+    assert stats["images"] == 3  # only the rest was extracted
+    again = cache.ShardReader(part)
+    for image_id in ids:
+        np.testing.assert_array_equal(again.get(image_id)["embeddings"], reader.get(image_id)["embeddings"])
+
+
+def test_bad_image_error_or_skip(tmp_path, demo):
+    broken = tmp_path / "demo"
+    shutil.copytree(demo, broken)
+    bad_id = val_ids(demo)[3]
+    (broken / "images/val" / f"{bad_id:012d}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "shard-000.h5"
+    with pytest.raises(ValueError, match=f"{bad_id:012d}.jpg: unreadable image"):
+        oake_globals.main(argv(broken, out))
+    oake_globals.main(argv(broken, tmp_path / "s.h5", "--on-bad-image", "skip"))
+    reader = cache.ShardReader(tmp_path / "s.h5")
+    skipped = json.loads(reader.attrs["skipped"])
+    assert [s["image_id"] for s in skipped] == [bad_id] and "unreadable image" in skipped[0]["reason"]
+    with pytest.raises(KeyError, match="was skipped"):
+        reader.get(bad_id)
+    assert len(reader.get(val_ids(demo)[0])["embeddings"]) == 1
+
+
+def test_bad_image_keeps_earlier_work(tmp_path, demo):
+    broken = tmp_path / "demo"
+    shutil.copytree(demo, broken)
+    ids = val_ids(demo)
+    (broken / "images/val" / f"{ids[3]:012d}.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "shard-000.h5"
+    with pytest.raises(ValueError):
+        oake_globals.main(argv(broken, out))
+    shutil.copy(demo / "images/val" / f"{ids[3]:012d}.jpg", broken / "images/val")  # the user fixes the file
+    stats = oake_globals.main(argv(broken, out))
+    assert stats["images"] == 2  # ids[0..2] were kept from the failed run
+
+
+def test_dry_run_limits_images(tmp_path, demo):
+    out = tmp_path / "d.h5"
+    blocks.main(argv(demo, out, "--dry-run"))
+    assert len(cache.ShardReader(out).image_ids) == extract.DRY_RUN_IMAGES
+
+
+def test_verify_cli_lists_and_fixes_bad_shards(tmp_path, demo):
+    import h5py
+
+    out = tmp_path / "shard-000.h5"
+    oake_globals.main(argv(demo, out))
+    ann = str(demo / "annotations/instances_val.json")
+    assert oake_verify.main([str(out), "--annotations", ann, "--shards", "1"])["bad"] == {}
+    with h5py.File(out, "r+") as f:
+        f["embeddings"][1] = np.nan
+    cmd = [sys.executable, "-m", "pipeline.oake.verify", str(out), "--annotations", ann, "--shards", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "BAD" in proc.stderr and str(out) in proc.stderr
+    assert out.exists()
+    proc = subprocess.run([*cmd, "--fix"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and not out.exists()
+    # the ids check: a shard built for 2 shards does not pass as the only shard
+    blocks.main(argv(demo, out, "--shards", "2", "--shard", "0"))
+    assert oake_verify.main([str(out), "--annotations", ann, "--shards", "2"])["bad"] == {}
+    with pytest.raises(ValueError, match="1 bad shard"):
+        oake_verify.main([str(out), "--annotations", ann, "--shards", "1"])

@@ -1,0 +1,120 @@
+"""OAKE geometry: block windows / pyramid (method 5.4), adaptive squares, shifts and masks (5.5)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.oake import geometry as g
+
+
+@pytest.mark.parametrize(
+    ("size", "count"), [((640, 480), 27), ((640, 427), 22), ((500, 375), 17), ((640, 640), 39), ((800, 600), 54)]
+)
+def test_block_counts(size, count):
+    assert len(g.block_boxes(*size)) == count
+
+
+def test_partition_by_hand():
+    # 640: span 416, n = (640 - 225) // 112 + 1 = 4 steps of 104
+    assert g.partition(640) == [0, 104, 208, 312, 416]
+    # 480: span 256, n = 3: steps 86, 85, 85 (the first one pixel longer)
+    assert g.partition(480) == [0, 86, 171, 256]
+    assert g.partition(224) == [0] and g.partition(223) == [] and g.partition(225) == [0, 1]
+    for length in range(225, 1400, 7):
+        offs = g.partition(length)
+        assert offs[0] == 0 and offs[-1] == length - 224
+        assert max(np.diff(offs)) <= 112 and max(np.diff(offs)) - min(np.diff(offs)) <= 1
+
+
+def test_pyramid_levels_and_boxes_640x480():
+    levels = g.pyramid(640, 480)
+    assert [lv.size for lv in levels] == [(640, 480), (426, 320)]
+    assert [len(lv.offsets) for lv in levels] == [20, 6]
+    boxes = g.block_boxes(640, 480)
+    np.testing.assert_allclose(boxes[0], [80, 0, 560, 480])  # true centre square
+    np.testing.assert_allclose(boxes[1], [0, 0, 224, 224])
+    # last window of level 2: offsets (202, 96) at scale 1.5
+    np.testing.assert_allclose(boxes[-1], [202 * 1.5, 96 * 1.5, 426 * 1.5, 320 * 1.5])
+    assert boxes.dtype == np.float32
+
+
+def test_block0_box_quirk_option():
+    assert g.block0_box(640, 480, "reference_quirk") == (80.0, 0.0, 480.0, 480.0)
+    assert g.block0_box(480, 640, "reference_quirk") == (0.0, 80.0, 480.0, 480.0)
+    assert g.block0_box(480, 640) == (0.0, 80.0, 480.0, 560.0)
+    with pytest.raises(ValueError, match="block0 box mode"):
+        g.block0_box(10, 10, "other")
+
+
+def test_small_image_has_only_block0():
+    boxes = g.block_boxes(200, 300)
+    assert len(boxes) == 1 and tuple(boxes[0]) == (0, 50, 200, 250)
+
+
+def test_keep_objects_filter():
+    boxes = np.array([[0, 0, 4, 4], [0, 0, 3.9, 10], [0, 0, 10, 3], [5, 5, 20, 30]])
+    assert g.keep_objects(boxes).tolist() == [True, False, False, True]
+
+
+def square(box, w=640, h=480):
+    return tuple(round(v, 6) for v in g.adaptive_square(box, w, h))
+
+
+def test_adaptive_square_inside():
+    # 20 x 10 box at (100, 100): side sqrt(1600) = 40, centred on (110, 105)
+    assert square((100, 100, 120, 110)) == (90, 85, 130, 125)
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((0, 100, 20, 110), (0, 85, 40, 125)),  # left border: shift right
+        ((100, 0, 120, 10), (90, 0, 130, 40)),  # top border: shift down
+        ((620, 100, 640, 110), (600, 85, 640, 125)),  # right border: shift left
+        ((100, 470, 120, 480), (90, 440, 130, 480)),  # bottom border: shift up
+        ((0, 0, 20, 10), (0, 0, 40, 40)),  # corner
+    ],
+)
+def test_adaptive_square_shifts_at_borders(box, expected):
+    assert square(box) == expected
+
+
+def test_square_larger_than_image_is_not_shifted():
+    # 300 x 200 box in a 320 x 240 image: side sqrt(8 * 60000) = 692.8 > both sides -> centred, sticks out
+    side = math.sqrt(8 * 300 * 200)
+    x1, y1, x2, y2 = g.adaptive_square((10, 20, 310, 220), 320, 240)
+    assert math.isclose(x2 - x1, side) and math.isclose(x1, 160 - side / 2) and math.isclose(y1, 120 - side / 2)
+    # larger than the height only: x is shifted, y is not
+    x1, y1, x2, y2 = g.adaptive_square((0, 0, 30, 30), 1000, 60)
+    assert x1 == 0 and math.isclose(y1, 15 - math.sqrt(7200) / 2)
+
+
+def test_elongated_box_can_exceed_its_square():
+    x1, y1, x2, y2 = g.adaptive_square((100, 100, 400, 102), 640, 480)  # 300 x 2: side sqrt(4800) = 69.3 < 300
+    assert x2 - x1 < 300
+
+
+def test_foreground_mask_contents():
+    crop = (0, 0, 28, 28)  # 2 pixels per cell on a 14 grid
+    mask = g.foreground_mask((4, 6, 9, 13), crop, 14)
+    # cell c samples pixel 2c; inclusive bounds: x in [4, 9] -> cells 2..4, y in [6, 13] -> cells 3..6
+    expected = np.zeros((14, 14), bool)
+    expected[3:7, 2:5] = True
+    np.testing.assert_array_equal(mask, expected)
+    full = g.foreground_mask((0, 0, 28, 28), crop, 14)
+    assert full.all()
+    # a box in crop coordinates: a crop starting at (100, 50)
+    shifted = g.foreground_mask((104, 56, 109, 63), (100, 50, 128, 78), 14)
+    np.testing.assert_array_equal(shifted, expected)
+
+
+def test_mask_of_a_real_adaptive_crop_covers_the_centre():
+    box = (200, 150, 260, 190)
+    cb = g.crop_box(g.adaptive_square(box, 640, 480))
+    mask = g.foreground_mask(box, cb, 14)
+    assert mask[7, 7] and not mask[0, 0] and not mask[13, 13]
+    # object area / square area = 1/8 -> about 1/8 of the cells
+    assert 0.08 < mask.mean() < 0.2
