@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -50,21 +49,12 @@ def rows_for(image_id: int, kind: str, dim: int = DIM) -> dict | None:
 
 
 def write_shard(path, ids=IDS, kind="objects", storage="float16", attrs=ATTRS, commit_every=64, stop_after=None,
-                kill_after=None, kill_at_sync=None, finalize=True) -> list[int]:  # fmt: skip
-    """Write or resume a shard; returns the pending ids the writer found.
+                hook=None) -> list[int]:  # fmt: skip
+    """Write or resume (and finalize) a shard; returns the pending ids the writer found.
 
     ``stop_after``: leave the ``with`` block after that many images (commit + close, no finalize);
-    ``kill_after`` / ``kill_at_sync``: SIGKILL this process after that many images / before that ``_sync`` call.
+    ``hook(count)`` runs after each image (the killed writers use it to SIGKILL themselves).
     """
-    if kill_at_sync is not None:
-        calls, sync = itertools.count(1), ShardWriter._sync
-
-        def killing_sync(self) -> None:
-            if next(calls) == kill_at_sync:
-                os.kill(os.getpid(), signal.SIGKILL)
-            sync(self)
-
-        ShardWriter._sync = killing_sync
     with ShardWriter(path, ids, kind, DIM, attrs, storage=storage, commit_every=commit_every) as writer:
         pending = writer.pending
         for count, image_id in enumerate(pending, 1):
@@ -73,13 +63,62 @@ def write_shard(path, ids=IDS, kind="objects", storage="float16", attrs=ATTRS, c
                 writer.skip(image_id, "unreadable image")
             else:
                 writer.add(image_id, **rows)
-            if count == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if hook is not None:
+                hook(count)
             if count == stop_after:
                 return pending
-        if finalize:
-            writer.finalize(ids)
+        writer.finalize(ids)
     return pending
+
+
+def _killed_child(job: dict, announce: int) -> None:
+    """Forked child of ``run_killed_writers``: write the job's shard until it is killed."""
+
+    def suicide() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if "kill_at_sync" in job:
+        calls, sync = itertools.count(1), ShardWriter._sync
+        ShardWriter._sync = lambda self: suicide() if next(calls) == job["kill_at_sync"] else sync(self)
+
+    def hook(count: int) -> None:
+        if count == job.get("kill_after"):
+            suicide()
+        if count == 20 and "delay" in job:
+            os.write(announce, b"x")
+
+    write_shard(job["path"], storage=job["storage"], commit_every=job["commit_every"], hook=hook)
+
+
+def run_killed_writers(jobs: list[dict]) -> None:
+    """Subprocess side (imports once): each job runs in a forked child that is SIGKILLed; prints name -> exit code.
+
+    Job keys: name, path, storage, commit_every and one of kill_after (images; the child kills itself),
+    kill_at_sync (the child kills itself before its n-th ``ShardWriter._sync``: inside commits),
+    delay (the parent kills the child that long after it wrote image 20: any moment, also inside HDF5 calls).
+    """
+    status = {}
+    for job in jobs:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                _killed_child(job, w)
+                os._exit(0)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                os._exit(1)
+        os.close(w)
+        if "delay" in job:
+            os.read(r, 1)
+            time.sleep(job["delay"])
+            os.kill(pid, signal.SIGKILL)
+        os.close(r)
+        status[job["name"]] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    print(json.dumps(status))
 
 
 def read_shard(path) -> dict:
@@ -161,7 +200,8 @@ def test_round_trip(tmp_path, kind):
     assert (attrs["kind"], attrs["dim"], attrs["storage"], attrs["format_version"]) == (kind, DIM, "float16", 1)
     assert json.loads(attrs["skipped"]) == [{"image_id": 74, "reason": "bad jpeg"}]
     with h5py.File(path) as f:
-        assert f["embeddings"].chunks is not None
+        assert f["embeddings"].chunks is None  # final shards are repacked contiguous
+    assert not path.with_name(path.name + ".final").exists()
     assert verify_shard(path, ids) == []
 
     reader = ShardReader(path)
@@ -180,6 +220,7 @@ def test_round_trip(tmp_path, kind):
     assert 5 not in reader
     with pytest.raises(KeyError, match="image 5 "):
         reader.get(5)
+    assert isinstance(reader._rows["embeddings"], np.memmap)  # the fast path is the one in use
     reader.close()
 
 
@@ -211,9 +252,10 @@ def test_finalize_refuses_bad_shards(tmp_path, problem):
     writer = ShardWriter(path, ids, "blocks", DIM, ATTRS)
     for image_id in ids[:3] if problem == "missing" else ids:
         rows = rows_for(image_id, "blocks")
-        if image_id == 3:
-            rows["embeddings"][1] = {"nan": np.nan, "inf": np.inf}.get(problem, 1.0)
-            rows["embeddings"][1] *= 2.0 if problem == "not_unit" else 1.0
+        if image_id == 3 and problem == "not_unit":
+            rows["embeddings"][1] *= 1.05
+        elif image_id == 3 and problem in ("nan", "inf"):
+            rows["embeddings"][1, 5] = {"nan": np.nan, "inf": np.inf}[problem]
         writer.add(image_id, **rows)
     with pytest.raises(CacheError) as err:
         writer.finalize(ids + [99] if problem == "wrong_ids" else ids)
@@ -227,6 +269,8 @@ def test_finalize_refuses_bad_shards(tmp_path, problem):
         assert "[3]" in message
         assert ("not unit-norm" if problem == "not_unit" else "non-finite") in message
     assert not path.exists()
+    # bad rows are never resumed; a partial that only lacks images (or got the wrong expected ids) is kept
+    assert Path(f"{path}.partial").exists() == (problem in ("wrong_ids", "missing"))
 
 
 def test_add_validates_inputs(tmp_path):
@@ -310,40 +354,28 @@ def test_damaged_partial_restarts_cleanly(tmp_path, reference, caplog, damage):
     assert_same_shard(path, reference["float16"])
 
 
-# Killed writers: (name, storage, write_shard kwargs, possible numbers of images done when reopened).
+# Killed writers: (name, storage, job keys, possible numbers of images done when reopened); see run_killed_writers.
 KILLS = [(f"after-{k}", "float16", {"kill_after": k}, {64 * (k // 64)}) for k in (1, 63, 64, 65, 150)] + [
-    (f"sync-{j}", "int8", {"kill_at_sync": j}, done)
+    (f"sync-{j}", "int8", {"kill_at_sync": j}, done)  # sync 1: create; 2-4: rows, done/offsets, state of commit 1
     for j, done in [(1, {0}), (2, {0}), (3, {0}), (4, {0, 64}), (5, {64}), (7, {64, 128}), (14, {200})]
 ]
-RANDOM_KILLS = [0.05, 0.3, 0.7]  # seconds after the writer started (commit_every=1)
-SCRIPT = "import json, sys; from tests.test_oake_cache import write_shard; print('ready', flush=True); " \
-         "write_shard(sys.argv[1], **json.loads(sys.argv[2]))"  # fmt: skip
+RANDOM_KILLS = [0.0, 0.003, 0.01, 0.03]  # seconds after image 20, writing with commit_every=1
 
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory) -> dict[str, Path]:
-    """Run every killed writer (all at once) and return name -> shard path (only the .partial exists)."""
-    root, procs = tmp_path_factory.mktemp("killed"), {}
-    jobs = [(name, {**kw, "storage": storage}) for name, storage, kw, _ in KILLS]
-    jobs += [(f"random-{d}", {"commit_every": 1, "storage": "int8"}) for d in RANDOM_KILLS]
-    for name, kwargs in jobs:
-        cmd = [sys.executable, "-c", SCRIPT, str(root / f"{name}.h5"), json.dumps(kwargs)]
-        procs[name] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def kill_later(proc: subprocess.Popen, delay: float) -> None:
-        proc.stdout.readline()
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-
-    threads = [threading.Thread(target=kill_later, args=(procs[f"random-{d}"], d)) for d in RANDOM_KILLS]
-    for t in threads:
-        t.start()
-    for name, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode in (-signal.SIGKILL, 0 if name.startswith("random") else None), err
-    for t in threads:
-        t.join()
-    return {name: root / f"{name}.h5" for name, _ in jobs}
+    """Run every killed writer in one subprocess; name -> shard path (only its .partial exists)."""
+    root = tmp_path_factory.mktemp("killed")
+    jobs = [{"name": name, "storage": storage, "commit_every": 64, **kw} for name, storage, kw, _ in KILLS]
+    jobs += [{"name": f"random-{d}", "storage": "int8", "commit_every": 1, "delay": d} for d in RANDOM_KILLS]
+    jobs = [{**job, "path": str(root / f"{job['name']}.h5")} for job in jobs]
+    script = "import json, sys; from tests.test_oake_cache import run_killed_writers as r; r(json.loads(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout.splitlines()[-1])
+    assert status == {job["name"]: -signal.SIGKILL for job in jobs}, done.stderr
+    return {job["name"]: Path(job["path"]) for job in jobs}
 
 
 @pytest.mark.parametrize("name, storage, kwargs, done", KILLS, ids=[k[0] for k in KILLS])
@@ -360,7 +392,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(killed, reference, name, s
 @pytest.mark.parametrize("delay", RANDOM_KILLS)
 def test_sigkill_at_a_random_moment_then_resume(killed, reference, delay):
     path = killed[f"random-{delay}"]
-    write_shard(path, storage="int8")
+    assert not path.exists() and Path(f"{path}.partial").exists()
+    assert len(write_shard(path, storage="int8")) <= len(IDS)
     only_final(path)
     assert_same_shard(path, reference["int8"])
 
@@ -369,38 +402,45 @@ def test_sigkill_at_a_random_moment_then_resume(killed, reference, delay):
 READER_SCRIPT = """
 import json, sys
 from pipeline.oake.cache import CacheError, ShardReader
-out = {}
-for p in sys.argv[1:]:
-    try:
-        out[p] = ShardReader(p).get(int(4))["embeddings"].tolist()
-    except CacheError as exc:
-        out[p] = "CacheError: " + str(exc)
-print(json.dumps(out))
+for line in sys.stdin:  # one JSON list of paths per line; answers path -> image 4's embeddings or the CacheError
+    out = {}
+    for p in json.loads(line):
+        try:
+            out[p] = ShardReader(p).get(4)["embeddings"].tolist()
+        except CacheError as exc:
+            out[p] = "CacheError: " + str(exc)
+    print(json.dumps(out), flush=True)
 """
-
-
-def read_elsewhere(*paths: Path) -> dict:
-    cmd = [sys.executable, "-c", READER_SCRIPT, *map(str, paths)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_reader_in_another_process_never_opens_incomplete_shards(tmp_path):
     path, partial = tmp_path / "shard.h5", tmp_path / "shard.h5.partial"
-    with ShardWriter(path, IDS[:10], "objects", DIM, ATTRS) as writer:
-        for image_id in IDS[:5]:
-            writer.add(image_id, **rows_for(image_id, "objects"))
-        writer.commit()
-        for p in (path, partial):
-            with pytest.raises(CacheError):
-                ShardReader(p)
-        got = read_elsewhere(path, partial)
-        assert all(v.startswith("CacheError") for v in got.values()), got
-        for image_id in writer.pending:
-            writer.add(image_id, **rows_for(image_id, "objects"))
-        writer.finalize()
-    got = read_elsewhere(path)
-    np.testing.assert_allclose(got[str(path)], rows_for(4, "objects")["embeddings"], atol=1e-3)
+    other = subprocess.Popen([sys.executable, "-c", READER_SCRIPT], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+    def read_elsewhere(*paths: Path) -> dict:
+        other.stdin.write(json.dumps([str(p) for p in paths]) + "\n")
+        other.stdin.flush()
+        return json.loads(other.stdout.readline())
+
+    try:
+        with ShardWriter(path, IDS[:10], "objects", DIM, ATTRS) as writer:
+            for image_id in IDS[:5]:
+                writer.add(image_id, **rows_for(image_id, "objects"))
+            writer.commit()
+            for p in (path, partial):
+                with pytest.raises(CacheError):
+                    ShardReader(p)
+            got = read_elsewhere(path, partial)
+            assert all(v.startswith("CacheError") for v in got.values()), got
+            for image_id in writer.pending:
+                writer.add(image_id, **rows_for(image_id, "objects"))
+            writer.finalize()
+        got = read_elsewhere(path)
+        np.testing.assert_allclose(got[str(path)], rows_for(4, "objects")["embeddings"], atol=1e-3)
+    finally:
+        other.stdin.close()
+        other.wait(timeout=60)
 
 
 def test_reader_reopens_in_forked_dataloader_workers(tmp_path, reference):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, cli
 
-BENCHMARKS = ("annotations", "prompts")
+BENCHMARKS = ("annotations", "prompts", "oake")
 
 
 def main(argv=None) -> None:

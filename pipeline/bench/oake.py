@@ -1,0 +1,213 @@
+"""OAKE benchmark: extractor throughput vs the bare model, disk use vs per-image ``torch.save``, random reads.
+
+Runs on generated demo images with ViT-B/32-shaped random weights on this machine (CPU unless a GPU is
+visible). Figures (targets from the issue):
+
+* ``throughput``: images/s of each extractor end to end (decode in workers, prepare, forward, write, verify)
+  and of the bare batched model forward on the same prepared inputs; ``ratio`` = extractor / bare (>= 0.9).
+* ``disk``: allocated bytes (``du``) of the shards vs one ``torch.save`` file per image holding the same
+  tensors (the reference layout); ratio per kind (globals <= 0.3, blocks and objects <= 0.95), and int8 objects.
+* ``random_read``: 1,000 images' object features read in random order from a shard vs ``torch.load`` of
+  per-image files (>= 5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline import atomic, demo_data, proposal_file
+from pipeline.clip import load_clip, vision
+from pipeline.oake import blocks, cache, extract, objects
+from pipeline.oake import globals as oake_globals
+
+MODEL = "ViT-B-32"
+PROPOSALS_PER_IMAGE = 12
+
+
+def du_bytes(paths: list[Path]) -> int:
+    out = subprocess.run(["du", "-s", "-B1", "-c", *map(str, paths)], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1].split()[0])
+
+
+def _args(ann: Path, images: Path, out: Path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(
+        annotations=ann,
+        images=images,
+        output=out,
+        shards=1,
+        shard=0,
+        model=MODEL,
+        weights="random",
+        device="auto",
+        precision="fp16",
+        batch_images=kw.get("batch", 8),
+        workers=1,
+        on_bad_image="error",
+        dry_run=False,
+        log=None,
+        verbose=False,
+    )
+
+
+def _bare(forward, prepared: list[dict], batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(prepared), batch):
+        forward(prepared[i : i + batch])
+    return len(prepared) / (time.perf_counter() - start)
+
+
+def _per_file(reader: cache.ShardReader, folder: Path, kind: str) -> list[Path]:
+    """The reference layout: one torch.save file per image with the same fp16 tensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_id in reader.image_ids:
+        rec = reader.get(int(image_id))
+        emb = torch.from_numpy(rec["embeddings"]).half()
+        if kind == "globals":
+            obj = emb[0]
+        else:
+            obj = {"embeddings": emb, "bboxes": torch.from_numpy(rec["boxes"]).half()}
+            if kind == "objects":
+                obj["objectness"] = torch.from_numpy(rec["objectness"]).half()[:, None]
+        path = folder / f"{int(image_id):012d}.pth"
+        torch.save(obj, path)
+        paths.append(path)
+    return paths
+
+
+def _random_read(tmp: Path, n: int = 1000, rows: int = 300, dim: int = 512) -> dict:
+    rng = np.random.default_rng(0)
+    ids = list(range(1, n + 1))
+    shard = tmp / "read.h5"
+    files = tmp / "read_files"
+    files.mkdir()
+    with cache.ShardWriter(shard, ids, "objects", dim, {"bench": True}) as w:
+        for image_id in ids:
+            e = rng.normal(size=(rows, dim)).astype(np.float32)
+            e /= np.linalg.norm(e, axis=1, keepdims=True)
+            b = rng.uniform(0, 500, size=(rows, 4)).astype(np.float32)
+            s = rng.uniform(size=rows).astype(np.float32)
+            w.add(image_id, e, b, s)
+            torch.save(
+                {
+                    "embeddings": torch.from_numpy(e).half(),
+                    "bboxes": torch.from_numpy(b).half(),
+                    "objectness": torch.from_numpy(s).half()[:, None],
+                },
+                files / f"{image_id:012d}.pth",
+            )
+        w.finalize(ids)
+    order = rng.permutation(ids).tolist()
+    os.sync()
+    start = time.perf_counter()
+    reader = cache.ShardReader(shard)
+    for image_id in order:
+        reader.get(image_id)
+    shard_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for image_id in order:
+        torch.load(files / f"{image_id:012d}.pth", weights_only=True)
+    files_s = time.perf_counter() - start
+    return {
+        "images": n,
+        "rows_per_image": rows,
+        "shard_seconds": round(shard_s, 3),
+        "per_file_seconds": round(files_s, 3),
+        "speedup": round(files_s / shard_s, 2),
+        "note": "both read from the page cache (files just written)",
+    }
+
+
+def run(scale: float = 1.0) -> dict:
+    result: dict = {
+        "benchmark": "oake",
+        "model": f"{MODEL} (random weights)",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+    }
+    n_images = max(4, int(16 * scale))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        demo_data.run(
+            demo_data.DemoOptions(
+                out_dir=tmp / "demo",
+                classes=("red circle", "blue square", "green star"),
+                num_train=1,
+                num_val=n_images,
+                sizes=((640, 480), (480, 360), (320, 240)),
+            )
+        )
+        ann, images = tmp / "demo/annotations/instances_val.json", tmp / "demo/images/val"
+        data = atomic.read_json(ann)
+        rng = np.random.default_rng(0)
+        ids, boxes, scores = [], [], []
+        for im in data["images"]:
+            xy = rng.uniform(0, [im["width"] * 0.7, im["height"] * 0.7], size=(PROPOSALS_PER_IMAGE, 2))
+            wh = rng.uniform(16, 120, size=(PROPOSALS_PER_IMAGE, 2))
+            ids.append(im["id"])
+            boxes.append(np.concatenate([xy, xy + wh], 1))
+            scores.append(rng.uniform(size=PROPOSALS_PER_IMAGE))
+        props = tmp / "proposals.h5"
+        proposal_file.write(props, ids, boxes, scores)
+
+        clip = load_clip(MODEL, "random", device=extract.resolve_device("auto"))
+        device = extract.resolve_device("auto")
+        enc = vision.ObjectAwareEncoder(clip.model.visual)
+        pf = proposal_file.ProposalFile(props)
+        kinds = {
+            "globals": (oake_globals.prepare, oake_globals.make_forward(clip.model.visual, device, "fp16")),
+            "blocks": (blocks.make_prepare("centre"), blocks.make_forward(clip.model.visual, device, "fp16")),
+            "objects": (objects.make_prepare(pf, enc.grid, None), objects.make_forward(enc, device, "fp16")),
+        }
+        items = extract.list_images(ann, images)
+        result["throughput"], result["disk"] = {}, {}
+        for kind, (prepare, forward) in kinds.items():
+            out = tmp / kind / "shard-000.h5"
+            args = _args(ann, images, out)
+            attrs = {**clip.provenance(), "bench": True}
+            stats = extract.run(args, kind, clip.embed_dim, prepare, forward, attrs)
+            prepared = []
+            for it in items:
+                with Image.open(it.path) as im:
+                    prepared.append({"image_id": it.image_id, **prepare(it, im.convert("RGB"))})
+            bare = _bare(forward, prepared, args.batch_images)
+            result["throughput"][kind] = {
+                "extractor_images_per_s": round(stats["images_per_s"], 3),
+                "bare_forward_images_per_s": round(bare, 3),
+                "ratio": round(stats["images_per_s"] / bare, 3),
+            }
+            reader = cache.ShardReader(out)
+            files = _per_file(reader, tmp / f"{kind}_files", kind)
+            shard_b, files_b = du_bytes([out]), du_bytes(files)
+            result["disk"][kind] = {
+                "images": len(files),
+                "shard_bytes": shard_b,
+                "per_file_bytes": files_b,
+                "ratio": round(shard_b / files_b, 3),
+            }
+            if kind == "objects":
+                out8 = tmp / "objects_int8" / "shard-000.h5"
+                extract.run(_args(ann, images, out8), kind, clip.embed_dim, prepare, forward, attrs, storage="int8")
+                r8 = cache.ShardReader(out8)
+                cos = 1.0
+                for image_id in reader.image_ids:
+                    a, b = reader.get(int(image_id))["embeddings"], r8.get(int(image_id))["embeddings"]
+                    if len(a):
+                        c = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+                        cos = min(cos, float(c.min()))
+                result["disk"]["objects_int8"] = {
+                    "shard_bytes": du_bytes([out8]),
+                    "ratio_vs_float16_shard": round(du_bytes([out8]) / shard_b, 3),
+                    "min_cosine_vs_float16": round(cos, 5),
+                }
+        result["random_read"] = _random_read(tmp)
+    return result
