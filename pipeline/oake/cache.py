@@ -9,9 +9,10 @@ caller's attrs plus ``kind``, ``dim``, ``storage``, ``format_version`` and ``ski
 Final shards are repacked: every dataset contiguous and exactly sized, so readers memory-map the rows.
 
 Crash safety: a writer only touches ``<path>.partial`` (and ``<path>.final`` while repacking it). ``add`` buffers
-rows in memory; ``commit`` appends them and syncs (flush + fsync), then sets ``done``/``offsets``/``skipped`` and syncs, then writes ``commit_state`` and syncs.
-``commit_state`` is the single source of truth: on reopen, rows past its row count are cut off and the committed
-prefix is checked against its checksums; any failure (unreadable file, torn metadata, checksum mismatch) restarts.
+rows in memory; ``commit`` appends them and syncs (flush + fsync), then sets ``done``/``offsets``/``skipped`` and
+syncs, then writes ``commit_state`` and syncs. ``commit_state`` is the single source of truth: on reopen, rows past
+its row count are cut off and the committed prefix is checked against its checksums; any failure (unreadable file,
+torn metadata, checksum mismatch) restarts.
 """
 
 from __future__ import annotations
