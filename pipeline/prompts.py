@@ -12,6 +12,7 @@ Subcommands::
     text        MM-OVOD text classifier from a descriptions JSON {name: [sentences]}
     vision-avg  MM-OVOD vision classifier: exemplar context crops, seeded TTA, mean of CLIP image features
     multimodal  MM-OVOD fusion of two files: normalise, sum, normalise
+    ml          the learned multi-label prompt (CoOp context, scaler, bias) fitted on OAKE globals and base labels
     sample-exemplars  MM-OVOD exemplar sampling from an annotation file (K per class, p ~ area, seed 42)
 """
 
@@ -249,6 +250,34 @@ def _cmd_multimodal(args: argparse.Namespace) -> None:
     save(args.output, names, emb, {"kind": "mmovod_multimodal", "text": str(args.text), "vision": str(args.vision)})
 
 
+def _cmd_ml(args: argparse.Namespace) -> None:
+    from pipeline import ml_prompt
+    from pipeline.oake.cache import ShardReader
+
+    train = atomic.read_json(args.train_annotations)
+    cats = sorted(train["categories"], key=lambda c: c["id"])
+    names = [c["name"] for c in cats]
+    if [c["id"] for c in cats] != list(range(len(cats))) or not 0 < args.num_base <= len(cats):
+        raise PromptError(f"{args.train_annotations}: expected remapped 0-based base-first ids and 0 < --num-base <= K")
+    base, novel = names[: args.num_base], names[args.num_base :]
+    clip = _clip(args)
+    images, labels, _ = ml_prompt.image_labels(train, [ShardReader(p) for p in args.globals], args.num_base)
+    opts = ml_prompt.MLOptions(epochs=args.epochs)
+    log.info("ml prompt: %d images, %d base classes, %d novel", len(images), len(base), len(novel))
+    learner, history = ml_prompt.train(clip.model, names, base, images, labels, opts)
+    meta = {"kind": "ml", "epochs": str(opts.epochs), "loss_history": ",".join(f"{v:.5f}" for v in history),
+            "train_images": str(len(images)), **clip.provenance()}  # fmt: skip
+    if args.val_annotations and args.val_globals and novel:
+        val = atomic.read_json(args.val_annotations)
+        readers = [ShardReader(p) for p in args.val_globals]
+        vi, vl, _ = ml_prompt.image_labels(val, readers, len(names))
+        meta["val_novel_map"] = f"{100 * ml_prompt.mean_ap(learner, names, novel, vi, vl[:, len(base) :]):.2f}"
+        log.info("ml prompt: novel mAP on val %s", meta["val_novel_map"])
+    with torch.no_grad():
+        emb = learner.text_embeddings().cpu()
+    save(args.output, names, emb, meta, scaler=float(learner.scaler.detach()), bias=float(learner.bias.detach()))
+
+
 def _cmd_sample_exemplars(args: argparse.Namespace) -> None:
     from pipeline import mmovod
 
@@ -307,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", type=Path, required=True, help="text prompt file (input)")
     p.add_argument("--vision", type=Path, required=True, help="vision prompt file (input)")
     p.set_defaults(func=_cmd_multimodal)
+    p = sub.add_parser("ml", help="learned multi-label prompt on OAKE globals")
+    common(p, names=False)
+    p.add_argument("--train-annotations", type=Path, required=True,
+                   help="remapped training file with base annotations (.48 / .866 / .base) (input)")  # fmt: skip
+    p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
+    p.add_argument("--globals", type=Path, nargs="+", required=True, help="OAKE globals shards of train (inputs)")
+    p.add_argument("--val-annotations", type=Path, help="remapped val file with every class (for novel mAP)")
+    p.add_argument("--val-globals", type=Path, nargs="*", default=[], help="OAKE globals shards of val")
+    p.add_argument("--epochs", type=int, default=4)
+    p.set_defaults(func=_cmd_ml)
     p = sub.add_parser("sample-exemplars", help="MM-OVOD exemplar sampling")
     common(p, model=False, names=False)
     p.add_argument("--input", type=Path, required=True, help="annotation JSON with boxes of every class (input)")

@@ -168,6 +168,7 @@ def optional_path(section, key):
 def prompt_targets():
     names = {
         "vild": "vild",
+        "ml": "ml",
         "detpro": "detpro_lvis",
         "mmovod_text": "mmovod_text",
         "mmovod_vision_avg": "mmovod_vision_avg",
@@ -177,6 +178,29 @@ def prompt_targets():
 
 
 OAKE_FOLDERS = ["train", "val"] if DATASET == "demo" else ["train2017", "val2017"]
+
+
+def base_file(dataset, split):
+    """The remapped annotation file with base annotations only."""
+    return {
+        "demo": f"results/annotations/demo/{split}.base.json",
+        "coco": f"results/annotations/coco/instances_{split}2017.48.json",
+        "lvis": f"results/annotations/lvis/lvis_v1_{split}.866.json",
+    }[dataset]
+
+
+def num_base():
+    """Number of base classes: remapped ids 0..K-1 are the bases."""
+    return {"coco": 48, "lvis": 866, "demo": len(config["demo"]["base"])}[DATASET]
+
+
+def globals_shards(folder):
+    return expand(
+        "results/oake/{dataset}/globals/{folder}/shard-{shard}.h5",
+        dataset=DATASET,
+        folder=folder,
+        shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
+    )
 
 
 def folder_split(folder):

@@ -109,3 +109,30 @@ rule prompts_mmovod_multimodal:
     shell:
         "python -m pipeline.prompts --log {log} multimodal --text {input.text}"
         " --vision {input.vision} --output {output}"
+
+
+rule prompts_ml:
+    input:
+        train=base_file(DATASET, "train"),
+        val=all_classes_file(DATASET, "val"),
+        globals_train=globals_shards(OAKE_FOLDERS[0]),
+        globals_val=globals_shards(OAKE_FOLDERS[1]),
+        weights=clip_weights_input(),
+    output:
+        "results/prompts/ml.pth",
+    log:
+        "results/logs/prompts_ml/ml.log",
+    benchmark:
+        "results/benchmarks/prompts_ml.tsv"
+    conda:
+        "../../envs/clip.yaml"
+    params:
+        clip=config["clip"],
+        num_base=num_base(),
+        epochs=config["prompts"]["ml_epochs"],
+    shell:
+        "python -m pipeline.prompts --log {log} ml --train-annotations {input.train}"
+        " --num-base {params.num_base} --globals {input.globals_train}"
+        " --val-annotations {input.val} --val-globals {input.globals_val}"
+        " --epochs {params.epochs} --model {params.clip[model]} --weights {params.clip[weights]:q}"
+        " --output {output}"
