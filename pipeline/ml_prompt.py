@@ -90,8 +90,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(precision[hits].mean())
 
 
-def train(clip_model, names: Sequence[str], base: Sequence[str], images: torch.Tensor, labels: torch.Tensor,
-          opts: MLOptions) -> tuple[PromptLearner, list[float]]:  # fmt: skip
+def train(
+    clip_model, names: Sequence[str], base: Sequence[str], images: torch.Tensor, labels: torch.Tensor, opts: MLOptions
+) -> tuple[PromptLearner, list[float]]:
     """Fit the prompt on ``images [N, D]`` with base-class labels ``labels [N, len(base)]``; returns the learner
     and the mean loss of each epoch."""
     torch.manual_seed(opts.seed)
@@ -109,21 +110,30 @@ def train(clip_model, names: Sequence[str], base: Sequence[str], images: torch.T
         for i in range(0, len(images), opts.batch_size):
             idx = order[i : i + opts.batch_size].to(device)
             logits = learner(images[idx], base_rows)
-            loss = asymmetric_loss(torch.sigmoid(logits), labels[idx], opts.gamma_neg, opts.gamma_pos,
-                                   opts.clip).mean() * opts.loss_weight  # fmt: skip
+            loss = (
+                asymmetric_loss(torch.sigmoid(logits), labels[idx], opts.gamma_neg, opts.gamma_pos, opts.clip).mean()
+                * opts.loss_weight
+            )
             optim.zero_grad()
             loss.backward()
             optim.step()
             total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         history.append(total / max(count, 1))
-        log.info("ml prompt epoch %d/%d: loss %.4f, scaler %.3f, bias %.3f", epoch + 1, opts.epochs, history[-1],
-                 float(learner.scaler.detach()), float(learner.bias.detach()))  # fmt: skip
+        log.info(
+            "ml prompt epoch %d/%d: loss %.4f, scaler %.3f, bias %.3f",
+            epoch + 1,
+            opts.epochs,
+            history[-1],
+            float(learner.scaler.detach()),
+            float(learner.bias.detach()),
+        )
     return learner, history
 
 
 @torch.no_grad()
-def mean_ap(learner: PromptLearner, names: Sequence[str], classes: Sequence[str], images: torch.Tensor,
-            labels: torch.Tensor) -> float:  # fmt: skip
+def mean_ap(
+    learner: PromptLearner, names: Sequence[str], classes: Sequence[str], images: torch.Tensor, labels: torch.Tensor
+) -> float:
     """Mean AP over ``classes`` (columns of ``labels``) with classes that have a positive; NaN if none."""
     rows = torch.tensor([list(names).index(n) for n in classes], device=learner.ctx.device)
     scores = learner(images.float().to(learner.ctx.device), rows).cpu().numpy()

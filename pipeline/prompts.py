@@ -265,8 +265,13 @@ def _cmd_ml(args: argparse.Namespace) -> None:
     opts = ml_prompt.MLOptions(epochs=args.epochs)
     log.info("ml prompt: %d images, %d base classes, %d novel", len(images), len(base), len(novel))
     learner, history = ml_prompt.train(clip.model, names, base, images, labels, opts)
-    meta = {"kind": "ml", "epochs": str(opts.epochs), "loss_history": ",".join(f"{v:.5f}" for v in history),
-            "train_images": str(len(images)), **clip.provenance()}  # fmt: skip
+    meta = {
+        "kind": "ml",
+        "epochs": str(opts.epochs),
+        "loss_history": ",".join(f"{v:.5f}" for v in history),
+        "train_images": str(len(images)),
+        **clip.provenance(),
+    }
     if args.val_annotations and args.val_globals and novel:
         val = atomic.read_json(args.val_annotations)
         readers = [ShardReader(p) for p in args.val_globals]
@@ -338,8 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_multimodal)
     p = sub.add_parser("ml", help="learned multi-label prompt on OAKE globals")
     common(p, names=False)
-    p.add_argument("--train-annotations", type=Path, required=True,
-                   help="remapped training file with base annotations (.48 / .866 / .base) (input)")  # fmt: skip
+    p.add_argument(
+        "--train-annotations",
+        type=Path,
+        required=True,
+        help="remapped training file with base annotations (.48 / .866 / .base) (input)",
+    )
     p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
     p.add_argument("--globals", type=Path, nargs="+", required=True, help="OAKE globals shards of train (inputs)")
     p.add_argument("--val-annotations", type=Path, help="remapped val file with every class (for novel mAP)")

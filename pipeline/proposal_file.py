@@ -21,8 +21,13 @@ class ProposalFileError(ValueError):
     """A proposals file that is missing, malformed or does not fit the annotation file."""
 
 
-def write(path: str | Path, image_ids: Sequence[int], boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray],
-          attrs: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+def write(
+    path: str | Path,
+    image_ids: Sequence[int],
+    boxes: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray],
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
     """Write per-image ``boxes [n, 4]`` and ``scores [n]`` (any image order; stored by ascending id)."""
     if not (len(image_ids) == len(boxes) == len(scores)):
         raise ProposalFileError(f"{path}: {len(image_ids)} ids, {len(boxes)} box arrays, {len(scores)} score arrays")

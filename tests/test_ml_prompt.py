@@ -75,23 +75,80 @@ def test_training_lowers_the_loss_and_only_touches_the_prompt(clip):
 
 def test_ml_cli_on_demo_globals(tmp_path, clip):
     demo = tmp_path / "demo"
-    demo_data.run(demo_data.DemoOptions(out_dir=demo, classes=("red circle", "blue square", "green star", "red star"),
-                                        num_train=10, num_val=4, sizes=((256, 256),)))  # fmt: skip
+    demo_data.run(
+        demo_data.DemoOptions(
+            out_dir=demo,
+            classes=("red circle", "blue square", "green star", "red star"),
+            num_train=10,
+            num_val=4,
+            sizes=((256, 256),),
+        )
+    )
     ann = {}
     for split in ("train", "val"):
-        annotations.main(["demo", "--input", str(demo / f"annotations/instances_{split}.json"),
-                          "--out-all", str(tmp_path / f"{split}.all.json"), "--out-base", str(tmp_path / f"{split}.base.json"),
-                          "--base", "red circle", "blue square", "green star", "--novel", "red star"])  # fmt: skip
+        annotations.main(
+            [
+                "demo",
+                "--input",
+                str(demo / f"annotations/instances_{split}.json"),
+                "--out-all",
+                str(tmp_path / f"{split}.all.json"),
+                "--out-base",
+                str(tmp_path / f"{split}.base.json"),
+                "--base",
+                "red circle",
+                "blue square",
+                "green star",
+                "--novel",
+                "red star",
+            ]
+        )
         shard = tmp_path / f"globals_{split}.h5"
-        oake_globals.main(["--annotations", str(demo / f"annotations/instances_{split}.json"), "--images",
-                           str(demo / "images" / split), "--output", str(shard), "--model", TINY, "--weights", "random",
-                           "--device", "cpu", "--workers", "0"])  # fmt: skip
+        oake_globals.main(
+            [
+                "--annotations",
+                str(demo / f"annotations/instances_{split}.json"),
+                "--images",
+                str(demo / "images" / split),
+                "--output",
+                str(shard),
+                "--model",
+                TINY,
+                "--weights",
+                "random",
+                "--device",
+                "cpu",
+                "--workers",
+                "0",
+            ]
+        )
         ann[split] = shard
     out = tmp_path / "ml.pth"
-    prompts.main(["ml", "--train-annotations", str(tmp_path / "train.base.json"), "--num-base", "3",
-                  "--globals", str(ann["train"]), "--val-annotations", str(tmp_path / "val.all.json"),
-                  "--val-globals", str(ann["val"]), "--model", TINY, "--weights", "random", "--device", "cpu",
-                  "--output", str(out), "--epochs", "2"])  # fmt: skip
+    prompts.main(
+        [
+            "ml",
+            "--train-annotations",
+            str(tmp_path / "train.base.json"),
+            "--num-base",
+            "3",
+            "--globals",
+            str(ann["train"]),
+            "--val-annotations",
+            str(tmp_path / "val.all.json"),
+            "--val-globals",
+            str(ann["val"]),
+            "--model",
+            TINY,
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+            "--epochs",
+            "2",
+        ]
+    )
     obj = torch.load(out, weights_only=True)
     assert obj["names"] == ["red circle", "blue square", "green star", "red star"]
     assert isinstance(obj["scaler"], float) and isinstance(obj["bias"], float)

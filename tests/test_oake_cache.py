@@ -22,8 +22,14 @@ from pipeline.oake.cache import CacheError, ShardReader, ShardWriter, shard_imag
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
-ATTRS = {"clip_model": "ViT-B/32", "weights_sha256": "ab12", "preprocess": "resize-224", "stage_version": 3,
-         "block_scale": 0.5, "dry_run": False}  # fmt: skip
+ATTRS = {
+    "clip_model": "ViT-B/32",
+    "weights_sha256": "ab12",
+    "preprocess": "resize-224",
+    "stage_version": 3,
+    "block_scale": 0.5,
+    "dry_run": False,
+}
 IDS = shard_image_ids(range(1, 401), 2, 1)  # 200 ids: 2, 4, ..., 400
 SKIP_EVERY = 37
 
@@ -48,8 +54,9 @@ def rows_for(image_id: int, kind: str, dim: int = DIM) -> dict | None:
     return out
 
 
-def write_shard(path, ids=IDS, kind="objects", storage="float16", attrs=ATTRS, commit_every=64, stop_after=None,
-                hook=None) -> list[int]:  # fmt: skip
+def write_shard(
+    path, ids=IDS, kind="objects", storage="float16", attrs=ATTRS, commit_every=64, stop_after=None, hook=None
+) -> list[int]:
     """Write or resume (and finalize) a shard; returns the pending ids the writer found.
 
     ``stop_after``: leave the ``with`` block after that many images (commit + close, no finalize);
@@ -325,7 +332,7 @@ def test_resume_after_close_equals_uninterrupted_run(tmp_path, reference, caplog
         {"attrs": {**ATTRS, "stage_version": "3"}},
         {"ids": IDS[:-1]},
         {"storage": "int8"},
-    ],  # fmt: skip
+    ],
 )
 def test_resume_with_different_identity_restarts(tmp_path, caplog, change):
     path = tmp_path / "shard.h5"
@@ -370,8 +377,9 @@ def killed(tmp_path_factory) -> dict[str, Path]:
     jobs += [{"name": f"random-{d}", "storage": "int8", "commit_every": 1, "delay": d} for d in RANDOM_KILLS]
     jobs = [{**job, "path": str(root / f"{job['name']}.h5")} for job in jobs]
     script = "import json, sys; from tests.test_oake_cache import run_killed_writers as r; r(json.loads(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(jobs)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(jobs)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout.splitlines()[-1])
     assert status == {job["name"]: -signal.SIGKILL for job in jobs}, done.stderr
@@ -415,8 +423,9 @@ for line in sys.stdin:  # one JSON list of paths per line; answers path -> image
 
 def test_reader_in_another_process_never_opens_incomplete_shards(tmp_path):
     path, partial = tmp_path / "shard.h5", tmp_path / "shard.h5.partial"
-    other = subprocess.Popen([sys.executable, "-c", READER_SCRIPT], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    other = subprocess.Popen(
+        [sys.executable, "-c", READER_SCRIPT], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
     def read_elsewhere(*paths: Path) -> dict:
         other.stdin.write(json.dumps([str(p) for p in paths]) + "\n")

@@ -28,9 +28,16 @@ FP16 = 2e-3
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("oake_demo")
-    demo_data.run(demo_data.DemoOptions(out_dir=out, classes=("red circle", "blue square", "green star"),
-                                        num_train=2, num_val=5, sizes=((320, 240), (240, 320), (480, 360)),
-                                        crowd_prob=0.0))  # fmt: skip
+    demo_data.run(
+        demo_data.DemoOptions(
+            out_dir=out,
+            classes=("red circle", "blue square", "green star"),
+            num_train=2,
+            num_val=5,
+            sizes=((320, 240), (240, 320), (480, 360)),
+            crowd_prob=0.0,
+        )
+    )
     return out
 
 
@@ -40,9 +47,25 @@ def clip():
 
 
 def argv(demo: Path, out: Path, *extra: str) -> list[str]:
-    return ["--annotations", str(demo / "annotations/instances_val.json"), "--images", str(demo / "images/val"),
-            "--output", str(out), "--model", TINY, "--weights", "random", "--device", "cpu", "--workers", "0",
-            "--batch-images", "2", *extra]  # fmt: skip
+    return [
+        "--annotations",
+        str(demo / "annotations/instances_val.json"),
+        "--images",
+        str(demo / "images/val"),
+        "--output",
+        str(out),
+        "--model",
+        TINY,
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--batch-images",
+        "2",
+        *extra,
+    ]
 
 
 def image(demo: Path, image_id: int) -> Image.Image:
@@ -141,9 +164,13 @@ def test_resume_from_a_partial_shard_equals_a_full_run(tmp_path, demo):
     reader = cache.ShardReader(full)
     # a shard interrupted after 2 images: same attrs as a real run would have written
     part = tmp_path / "resumed.h5"
-    with cache.ShardWriter(part, ids, "globals", int(reader.attrs["dim"]),
-                           {k: v for k, v in reader.attrs.items()
-                            if k not in ("kind", "dim", "storage", "format_version", "skipped")}) as w:  # fmt: skip
+    with cache.ShardWriter(
+        part,
+        ids,
+        "globals",
+        int(reader.attrs["dim"]),
+        {k: v for k, v in reader.attrs.items() if k not in ("kind", "dim", "storage", "format_version", "skipped")},
+    ) as w:
         for image_id in ids[:2]:
             w.add(image_id, reader.get(image_id)["embeddings"])
     assert Path(str(part) + ".partial").exists() and not part.exists()

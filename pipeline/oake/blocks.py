@@ -58,8 +58,12 @@ def make_forward(visual, device: torch.device, precision: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.oake.blocks", description=__doc__)
     extract.add_common_arguments(p)
-    p.add_argument("--block0-box", choices=geometry.BLOCK0_BOX_MODES, default="centre",
-                   help="block 0's box: the true centre square, or the reference's quirk")  # fmt: skip
+    p.add_argument(
+        "--block0-box",
+        choices=geometry.BLOCK0_BOX_MODES,
+        default="centre",
+        help="block 0's box: the true centre square, or the reference's quirk",
+    )
     return p
 
 
@@ -68,8 +72,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cli.setup_logging(args.log, args.verbose)
     device = extract.resolve_device(args.device)
     clip = load_clip(args.model, args.weights, device=device)
-    attrs = {**clip.provenance(), "preprocessing": "standard 224 (block 0) + windows", "block0_box": args.block0_box,
-             "block": geometry.BLOCK, "max_stride": geometry.MAX_STRIDE, "rescale": geometry.RESCALE}  # fmt: skip
+    attrs = {
+        **clip.provenance(),
+        "preprocessing": "standard 224 (block 0) + windows",
+        "block0_box": args.block0_box,
+        "block": geometry.BLOCK,
+        "max_stride": geometry.MAX_STRIDE,
+        "rescale": geometry.RESCALE,
+    }
     forward = make_forward(clip.model.visual, device, args.precision)
     return extract.run(args, "blocks", clip.embed_dim, make_prepare(args.block0_box), forward, attrs)
 

@@ -58,8 +58,12 @@ def shard_image_ids(image_ids: Sequence[int], shards: int, index: int) -> list[i
 
 def _row_datasets(kind: str, storage: str, dim: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Row-aligned datasets of a shard: name -> (dtype, shape of one row)."""
-    specs = {"embeddings": (storage, (dim,)), "scales": ("float32", ()), "boxes": ("float32", (4,)),
-             "objectness": ("float16", ())}  # fmt: skip
+    specs = {
+        "embeddings": (storage, (dim,)),
+        "scales": ("float32", ()),
+        "boxes": ("float32", (4,)),
+        "objectness": ("float16", ()),
+    }
     used = (True, storage == "int8", kind != "globals", kind == "objects")
     return {name: spec for (name, spec), keep in zip(specs.items(), used, strict=True) if keep}
 
@@ -184,8 +188,17 @@ class ShardWriter:
     automatic ``commit``. ``fsync=False`` skips the fsyncs (survives a killed process, not a power cut).
     """
 
-    def __init__(self, path: str | Path, image_ids: Sequence[int], kind: str, dim: int, attrs: Mapping[str, Any],
-                 storage: str = "float16", commit_every: int = 64, fsync: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: str | Path,
+        image_ids: Sequence[int],
+        kind: str,
+        dim: int,
+        attrs: Mapping[str, Any],
+        storage: str = "float16",
+        commit_every: int = 64,
+        fsync: bool = True,
+    ) -> None:
         if kind not in KINDS or storage not in STORAGES or int(dim) < 1 or commit_every < 1:
             raise CacheError(f"bad shard spec kind={kind!r} storage={storage!r} dim={dim} commit_every={commit_every}")
         self.path = Path(path)
@@ -194,8 +207,13 @@ class ShardWriter:
         self.image_ids = np.array(sorted(int(i) for i in image_ids), dtype=np.int64)
         if len(np.unique(self.image_ids)) != len(self.image_ids):
             raise CacheError(f"{self.path}: duplicate image ids")
-        self.attrs = {**_normalise_attrs(attrs), "kind": kind, "dim": self.dim, "storage": storage,
-                      "format_version": FORMAT_VERSION}  # fmt: skip
+        self.attrs = {
+            **_normalise_attrs(attrs),
+            "kind": kind,
+            "dim": self.dim,
+            "storage": storage,
+            "format_version": FORMAT_VERSION,
+        }
         self._specs = _row_datasets(kind, storage, self.dim)
         self._buf: list[tuple[int, dict[str, np.ndarray] | None, str | None]] = []  # (id, rows | None, skip reason)
         self._h5: h5py.File | None = None

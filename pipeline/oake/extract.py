@@ -134,16 +134,27 @@ def run(
     """
     items = shard_items(args)
     expected = [it.image_id for it in items]
-    attrs = {**attrs, "stage_version": STAGE_VERSION, "annotations_sha256": sha256_file(args.annotations),
-             "shards": args.shards, "shard": args.shard, "dry_run": bool(args.dry_run)}  # fmt: skip
+    attrs = {
+        **attrs,
+        "stage_version": STAGE_VERSION,
+        "annotations_sha256": sha256_file(args.annotations),
+        "shards": args.shards,
+        "shard": args.shard,
+        "dry_run": bool(args.dry_run),
+    }
     start, done = time.perf_counter(), 0
     with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage) as writer:
         pending = set(writer.pending)
         todo = [it for it in items if it.image_id in pending]
         if len(todo) < len(items):
             log.info("%s: resuming, %d of %d images already extracted", args.output, len(items) - len(todo), len(items))
-        loader = DataLoader(_Images(todo, prepare), batch_size=args.batch_images, num_workers=args.workers,
-                            collate_fn=list, persistent_workers=False)  # fmt: skip
+        loader = DataLoader(
+            _Images(todo, prepare),
+            batch_size=args.batch_images,
+            num_workers=args.workers,
+            collate_fn=list,
+            persistent_workers=False,
+        )
         bar = tqdm(total=len(todo), desc=f"oake {kind} {args.output.parent.name}/{args.output.name}", unit="img")
         for batch in loader:
             good = [r for r in batch if "error" not in r]

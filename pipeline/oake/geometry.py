@@ -41,8 +41,9 @@ class BlockLevel:
     offsets: tuple[tuple[int, int], ...]
 
 
-def pyramid(width: int, height: int, block: int = BLOCK, stride: int = MAX_STRIDE,
-            rescale: float = RESCALE) -> list[BlockLevel]:  # fmt: skip
+def pyramid(
+    width: int, height: int, block: int = BLOCK, stride: int = MAX_STRIDE, rescale: float = RESCALE
+) -> list[BlockLevel]:
     """Levels at scale 1, 1.5, 1.5**2 ... (sizes ``int(prev / 1.5)``) while both sides are >= ``block``."""
     levels = []
     w, h, scale = width, height, 1.0

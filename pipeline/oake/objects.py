@@ -61,8 +61,10 @@ def make_forward(encoder: vision.ObjectAwareEncoder, device: torch.device, preci
                 rows.append(encoder(batch, masks[i : i + encoder.mini_batch].to(device)).float().cpu())
         emb = torch.cat(rows) if rows else torch.zeros(0, encoder.visual.output_dim)
         emb = emb.split([len(r["crops"]) for r in records])
-        return [{"embeddings": e, "boxes": r["boxes"], "objectness": r["objectness"]}
-                for e, r in zip(emb, records, strict=True)]  # fmt: skip
+        return [
+            {"embeddings": e, "boxes": r["boxes"], "objectness": r["objectness"]}
+            for e, r in zip(emb, records, strict=True)
+        ]
 
     return forward
 
@@ -71,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.oake.objects", description=__doc__)
     extract.add_common_arguments(p)
     p.add_argument("--proposals", type=Path, required=True, help="proposals file of the split (input)")
-    p.add_argument("--storage", choices=("float16", "int8"), default="float16",
-                   help="embedding storage; int8 = per-row scale, about half the disk")  # fmt: skip
+    p.add_argument(
+        "--storage",
+        choices=("float16", "int8"),
+        default="float16",
+        help="embedding storage; int8 = per-row scale, about half the disk",
+    )
     p.set_defaults(batch_images=2)
     return p
 
@@ -87,14 +93,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
     device = extract.resolve_device(args.device)
     clip = load_clip(args.model, args.weights, device=device)
     encoder = vision.ObjectAwareEncoder(clip.model.visual)
-    attrs = {**clip.provenance(), "preprocessing": "adaptive square sqrt(8wh), standard 224, object-aware forward",
-             "proposals": str(args.proposals), "proposals_sha256": extract.sha256_file(args.proposals),
-             "min_side": geometry.MIN_OBJECT_SIDE, "background_bias": vision.BACKGROUND_BIAS,
-             "mini_batch": encoder.mini_batch}  # fmt: skip
+    attrs = {
+        **clip.provenance(),
+        "preprocessing": "adaptive square sqrt(8wh), standard 224, object-aware forward",
+        "proposals": str(args.proposals),
+        "proposals_sha256": extract.sha256_file(args.proposals),
+        "min_side": geometry.MIN_OBJECT_SIDE,
+        "background_bias": vision.BACKGROUND_BIAS,
+        "mini_batch": encoder.mini_batch,
+    }
     limit = extract.DRY_RUN_PROPOSALS if args.dry_run else None
     forward = make_forward(encoder, device, args.precision)
-    return extract.run(args, "objects", clip.embed_dim, make_prepare(proposals, encoder.grid, limit), forward,
-                       attrs, storage=args.storage)  # fmt: skip
+    return extract.run(
+        args,
+        "objects",
+        clip.embed_dim,
+        make_prepare(proposals, encoder.grid, limit),
+        forward,
+        attrs,
+        storage=args.storage,
+    )
 
 
 if __name__ == "__main__":

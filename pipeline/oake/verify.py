@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 SHARD_NAME = re.compile(r"shard-(\d+)\.h5$")
 
 
-def check(shards: Sequence[Path], annotations: Path | None, num_shards: int | None, dry_run: bool = False
-          ) -> dict[Path, list[str]]:  # fmt: skip
+def check(
+    shards: Sequence[Path], annotations: Path | None, num_shards: int | None, dry_run: bool = False
+) -> dict[Path, list[str]]:
     """Problems per shard path (only bad shards are in the result)."""
     all_ids = None
     if annotations is not None:
@@ -41,8 +42,9 @@ def check(shards: Sequence[Path], annotations: Path | None, num_shards: int | No
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m pipeline.oake.verify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.oake.verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("shards", type=Path, nargs="+", help="final shard files (inputs)")
     p.add_argument("--annotations", type=Path, help="the annotation file the shards were made from")
     p.add_argument("--shards", dest="num_shards", type=int, help="number of shards of the split")
