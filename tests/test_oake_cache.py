@@ -483,3 +483,24 @@ def test_verify_shard_reports_corruption(tmp_path, reference):
     with h5py.File(path, "r+") as f:
         del f["offsets"]
     assert verify_shard(path) and "unreadable" in verify_shard(tmp_path / "nope.h5")[0]
+
+
+def test_gzip_final_shard_round_trips(tmp_path):
+    rng = np.random.default_rng(5)
+    ids = list(range(1, 41))
+    rows = {}
+    path = tmp_path / "shard-000.h5"
+    with ShardWriter(path, ids, "objects", 64, {"m": 1}, compression="gzip") as w:
+        for image_id in ids:
+            e = rng.normal(size=(7, 64)).astype(np.float32)
+            e /= np.linalg.norm(e, axis=1, keepdims=True)
+            rows[image_id] = e
+            w.add(image_id, e, rng.uniform(0, 9, size=(7, 4)), rng.uniform(size=7))
+        w.finalize(ids)
+    with h5py.File(path) as f:
+        assert f["embeddings"].compression == "gzip" and f["embeddings"].chunks == (256, 64)
+    assert verify_shard(path, ids) == []
+    reader = ShardReader(path)
+    for image_id in (1, 17, 40):
+        np.testing.assert_allclose(reader.get(image_id)["embeddings"], rows[image_id], atol=1e-3)
+    assert not isinstance(reader._rows["embeddings"], np.memmap)  # compressed rows are read through HDF5

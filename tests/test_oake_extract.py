@@ -237,3 +237,25 @@ def test_verify_cli_lists_and_fixes_bad_shards(tmp_path, demo):
     assert oake_verify.main([str(out), "--annotations", ann, "--shards", "2"])["bad"] == {}
     with pytest.raises(ValueError, match="1 bad shard"):
         oake_verify.main([str(out), "--annotations", ann, "--shards", "1"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_extractors_on_gpu_match_cpu(tmp_path, demo, precision):
+    props = tmp_path / "val.h5"
+    write_proposals(demo, props)
+    for name, module, extra in (
+        ("g", oake_globals, []),
+        ("b", blocks, []),
+        ("o", objects, ["--proposals", str(props)]),
+    ):
+        cpu, gpu = tmp_path / f"{name}_cpu.h5", tmp_path / f"{name}_gpu.h5"
+        module.main(argv(demo, cpu, *extra))
+        module.main([*argv(demo, gpu, *extra), "--device", "cuda", "--precision", precision])
+        a, b = cache.ShardReader(cpu), cache.ShardReader(gpu)
+        for image_id in a.image_ids:
+            x, y = a.get(int(image_id))["embeddings"], b.get(int(image_id))["embeddings"]
+            assert x.shape == y.shape
+            if len(x):
+                assert ((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)).min() > 0.99

@@ -6,7 +6,8 @@ image k are ``offsets[k]:offsets[k+1]``), ``embeddings`` float16 [M, D] (or int8
 and ``commit_state`` int64 [7] (row count, done count and CRC32 checksums, see ``STATE_FIELDS``). File attrs: the
 caller's attrs plus ``kind``, ``dim``, ``storage``, ``format_version`` and ``skipped`` (JSON list).
 
-Final shards are repacked: every dataset contiguous and exactly sized, so readers memory-map the rows.
+Final shards are repacked: every dataset contiguous and exactly sized, so readers memory-map the rows (or, with
+``compression="gzip"``, the row datasets shuffled + gzip-1 in chunks of 256 rows: ~13% smaller, slower reads).
 
 Crash safety: a writer only touches ``<path>.partial`` (and ``<path>.final`` while repacking it). ``add`` buffers
 rows in memory; ``commit`` appends them and syncs (flush + fsync), then sets ``done``/``offsets``/``skipped`` and
@@ -40,6 +41,8 @@ RESERVED_ATTRS = ("kind", "dim", "storage", "format_version", "skipped")
 STATE_FIELDS = ("committed_rows", "n_done", "crc_embeddings", "crc_scales", "crc_boxes", "crc_objectness", "crc_meta")
 _BLOCK = 1 << 16  # rows per read when scanning a shard
 _ROW_NAMES = ("embeddings", "scales", "boxes", "objectness")
+COMPRESSIONS = (None, "gzip")
+COMPRESSED_CHUNK = 256
 
 
 class CacheError(ValueError):
@@ -198,7 +201,11 @@ class ShardWriter:
         storage: str = "float16",
         commit_every: int = 64,
         fsync: bool = True,
+        compression: str | None = None,
     ) -> None:
+        if compression not in COMPRESSIONS:
+            raise CacheError(f"compression {compression!r} not in {COMPRESSIONS}")
+        self.compression = compression
         if kind not in KINDS or storage not in STORAGES or int(dim) < 1 or commit_every < 1:
             raise CacheError(f"bad shard spec kind={kind!r} storage={storage!r} dim={dim} commit_every={commit_every}")
         self.path = Path(path)
@@ -421,7 +428,7 @@ class ShardWriter:
         self._h5.close()
         self._h5 = None
         staged = self.path.with_name(self.path.name + ".final")
-        _repack(self.partial_path, staged)
+        _repack(self.partial_path, staged, self.compression)
         if self._fsync:
             _fsync(staged)
         os.replace(staged, self.path)
@@ -464,13 +471,19 @@ def _float32(rows: Any) -> np.ndarray:
     return torch.from_numpy(np.array(rows)).float().numpy()
 
 
-def _repack(src: Path, dst: Path) -> None:
+def _repack(src: Path, dst: Path, compression: str | None = None) -> None:
     """Copy a verified partial into a compact final file: every dataset contiguous and exactly sized (no
-    half-empty chunks on disk), so that readers can memory-map the row datasets."""
+    half-empty chunks on disk), so that readers can memory-map the row datasets. With ``compression="gzip"``
+    the row datasets are byte-shuffled and gzip-compressed in chunks of ``COMPRESSED_CHUNK`` rows instead
+    (smaller on disk, slower random reads)."""
     with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
         fout.attrs.update(fin.attrs)
         for name, d in fin.items():
-            out = fout.create_dataset(name, shape=d.shape, dtype=d.dtype)
+            packed = {}
+            if compression and name in _ROW_NAMES and d.shape[0] > 0:
+                chunks = (min(COMPRESSED_CHUNK, d.shape[0]), *d.shape[1:])
+                packed = {"chunks": chunks, "compression": "gzip", "compression_opts": 1, "shuffle": True}
+            out = fout.create_dataset(name, shape=d.shape, dtype=d.dtype, **packed)
             for lo in range(0, d.shape[0], _BLOCK):
                 out[lo : lo + _BLOCK] = d[lo : lo + _BLOCK]
             out.attrs.update(d.attrs)

@@ -103,6 +103,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     p.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
     p.add_argument("--dry-run", action="store_true", help=f"first {DRY_RUN_IMAGES} images of the shard only")
+    p.add_argument(
+        "--compression",
+        choices=("none", "gzip"),
+        default="none",
+        help="final shard: contiguous and memory-mapped (none) or gzip-compressed rows",
+    )
     cli.add_log_argument(p)
 
 
@@ -143,7 +149,8 @@ def run(
         "dry_run": bool(args.dry_run),
     }
     start, done = time.perf_counter(), 0
-    with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage) as writer:
+    compression = None if getattr(args, "compression", "none") == "none" else args.compression
+    with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
         pending = set(writer.pending)
         todo = [it for it in items if it.image_id in pending]
         if len(todo) < len(items):

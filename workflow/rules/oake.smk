@@ -27,6 +27,7 @@ rule oake_globals:
         " --output {output} --shards {params.oake[shards]} --shard {params.index}"
         " --model {params.clip[model]} --weights {params.clip[weights]:q}"
         " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
+        " --compression {params.oake[compression]}"
         " {params.dry} --log {log}"
 
 
@@ -55,6 +56,7 @@ rule oake_blocks:
         " --output {output} --shards {params.oake[shards]} --shard {params.index}"
         " --model {params.clip[model]} --weights {params.clip[weights]:q}"
         " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
+        " --compression {params.oake[compression]}"
         " --block0-box {params.oake[block0_box]} {params.dry} --log {log}"
 
 
@@ -85,6 +87,7 @@ rule oake_objects:
         " --shards {params.oake[shards]} --shard {params.index}"
         " --model {params.clip[model]} --weights {params.clip[weights]:q}"
         " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
+        " --compression {params.oake[compression]}"
         " --storage {params.oake[object_storage]} {params.dry} --log {log}"
 
 
