@@ -114,6 +114,15 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     for name in ("lvis_train.norare.json", "lvis_train_cat_info.json", "lvis_train.base.json"):
         assert (ann / name).stat().st_size > 0
     assert (tmp_path / "results/logs/demo_data/demo_data.log").read_text().count("demo train") == 1
+    for kind in ("globals", "blocks"):
+        for folder in ("train", "val"):
+            report = json.loads((tmp_path / f"results/oake/demo/{kind}/{folder}/verify.json").read_text())
+            assert len(report["checked"]) == 2 and report["bad"] == {}
+    import torch
+
+    for name in ("vild", "ml"):
+        obj = torch.load(tmp_path / f"results/prompts/{name}.pth", weights_only=True)
+        assert obj["names"] and obj["embeddings"].shape[0] == len(obj["names"]) == 5
     # the DAG is complete: a second dry run has nothing to do
     proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -125,7 +134,17 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
     for split, n in (("train", 12), ("val", 8)):
         write_json(root / f"coco/annotations/instances_{split}2017.json", make_coco(coco_categories, n, seed=n))
         write_json(root / f"lvis_v1/annotations/lvis_v1_{split}.json", make_lvis(lvis_categories, n, seed=n))
-    for preset in ("ov_coco", "ov_lvis"):
+    # the annotation targets of each preset (the tree has annotation files but no images)
+    targets = {
+        "ov_coco": ["results/annotations/coco/instances_val2017.65.min.json"]
+        + [f"results/annotations/coco/instances_{s}2017.{k}.json" for s in ("train", "val") for k in (48, 65)],
+        "ov_lvis": [
+            "results/annotations/lvis/lvis_v1_train.norare.json",
+            "results/annotations/lvis/lvis_v1_train_cat_info.json",
+        ]
+        + [f"results/annotations/lvis/lvis_v1_{s}.{k}.json" for s in ("train", "val") for k in (866, 1203)],
+    }
+    for preset, files in targets.items():
         snakemake(
             snakemake_bin,
             tmp_path,
@@ -135,6 +154,8 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
             str(REPO / f"workflow/presets/{preset}.yaml"),
             "--config",
             f"data_root={root}",
+            "--",
+            *files,
         )
         assert not (tmp_path / "results/demo_data").exists()  # no demo job on real-data presets
     coco = tmp_path / "results/annotations/coco"
