@@ -9,6 +9,7 @@
 #   annotations/demo/{train,val}.{base,all}.json, val.all.min.json, lvis_{train,val}.{base,all}.json,
 #                    lvis_train.norare.json, lvis_train_cat_info.json                     (annotations)
 #   prompts/{vild,detpro_lvis,mmovod_text,mmovod_vision_avg,mmovod_multimodal}.pth        (prompts)
+#   proposals/{dataset}/rpn/final.pth, {folder}.h5, recall.json                           (proposals)
 #   oake/{dataset}/{globals,blocks,objects}/{folder}/shard-{i:03d}.h5, verify.json       (oake)
 #   logs/<rule>/...                               one log per job
 #
@@ -27,6 +28,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo_data.smk"
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/prompts.smk"
+include: "workflow/rules/proposals.smk"
 include: "workflow/rules/oake.smk"
 
 
@@ -35,4 +37,5 @@ rule all:
     input:
         annotation_targets(),
         prompt_targets(),
+        f"results/proposals/{DATASET}/recall.json",
         oake_targets(),

@@ -21,6 +21,7 @@ import glob
 import importlib.util
 import logging
 import os
+import pickle
 import sys
 import types
 
@@ -144,6 +145,33 @@ def patch_lvis_numpy() -> None:
     shim.__dict__.update(np.__dict__)
     shim.float = float
     lvis_eval.np = shim
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default, which mmengine 0.10 inherits) read the
+    checkpoints mmengine itself writes, through an explicit allow-list of the plain-data classes they hold (the
+    message hub's history buffers, numpy arrays, scalars and dtypes in metadata). Nothing else is allowed."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    multiarray = getattr(np, "_core", None) or np.core
+    safe: list = [HistoryBuffer, np.ndarray, np.dtype, multiarray.multiarray._reconstruct, multiarray.multiarray.scalar]
+    safe += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    # HistoryBuffer pickles its statistics registry as getattr(HistoryBuffer, "min") etc.: a general getattr
+    # would reach anything, so the name resolves to a getattr limited to exactly those four functions.
+    safe.append((_history_buffer_getattr, "builtins.getattr"))
+    torch.serialization.add_safe_globals(safe)
+
+
+_HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
+
+
+def _history_buffer_getattr(obj, name: str):
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"checkpoint asks for getattr({obj!r}, {name!r}): not on the allow-list")
 
 
 ensure_torchvision_ops()

@@ -131,3 +131,15 @@ def test_lvis_eval_runs_on_numpy_2(tmp_path):
     ev.run()
     assert np.isclose(ev.results["AP"], 1.0)
     assert "float" not in np.__dict__  # numpy itself is not patched
+
+
+def test_mmengine_checkpoint_allow_list_is_narrow():
+    import pickle
+
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    compat.allow_mmengine_checkpoints()
+    assert compat._history_buffer_getattr(HistoryBuffer, "mean") is HistoryBuffer.mean
+    for obj, name in ((HistoryBuffer, "__init__"), (torch, "load"), (HistoryBuffer, "__class__")):
+        with pytest.raises(pickle.UnpicklingError, match="not on the allow-list"):
+            compat._history_buffer_getattr(obj, name)

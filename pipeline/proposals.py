@@ -1,0 +1,311 @@
+"""Stage ``proposals``: class-agnostic proposals for OAKE objects (method section 4).
+
+Subcommands::
+
+    train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``);
+             resumable: restarts from the last checkpoint of its work dir
+    predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``
+    import   the reference's proposal pickles (list of [N, 5] arrays, ascending image id) through a restricted
+             unpickler -> the same HDF5 format
+    recall   AR@100/300/1000 of base and novel ground truth -> ``recall.json``
+
+The written file holds per image boxes xyxy in original pixels and a score (CSR, ascending ids); attrs record
+the model and the annotation hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pipeline import atomic, cli, proposal_file, recall
+from pipeline.oake.extract import list_images, sha256_file
+from pipeline.proposal_import import load_proposal_pickle
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_ITERS = 4
+DRY_RUN_IMAGES = 4
+BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
+
+
+def rpn_model(depth: int, backbone_init: str) -> dict:
+    """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random`` or
+    ``torchvision:PATH`` (an ImageNet ResNet state dict)."""
+    init_cfg = None
+    if backbone_init.startswith("torchvision:"):
+        init_cfg = dict(type="Pretrained", checkpoint=backbone_init.split(":", 1)[1])
+    elif backbone_init != "random":
+        raise ValueError(f"backbone init {backbone_init!r}: use 'random' or 'torchvision:PATH'")
+    return dict(
+        type="RPN",
+        data_preprocessor=dict(
+            type="DetDataPreprocessor",
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            pad_size_divisor=32,
+        ),
+        backbone=dict(
+            type="ResNet",
+            depth=depth,
+            num_stages=4,
+            out_indices=(0, 1, 2, 3),
+            frozen_stages=1,
+            norm_cfg=dict(type="BN", requires_grad=True),
+            norm_eval=True,
+            style="pytorch",
+            init_cfg=init_cfg,
+        ),
+        neck=dict(type="FPN", in_channels=BACKBONE_CHANNELS[depth], out_channels=256, num_outs=5),
+        rpn_head=dict(
+            type="RPNHead",
+            in_channels=256,
+            feat_channels=256,
+            anchor_generator=dict(
+                type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]
+            ),
+            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
+            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+            loss_bbox=dict(type="L1Loss", loss_weight=1.0),
+        ),
+        train_cfg=dict(
+            rpn=dict(
+                assigner=dict(
+                    type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, ignore_iof_thr=-1
+                ),
+                sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False),
+                allowed_border=-1,
+                pos_weight=-1,
+                debug=False,
+            )
+        ),
+        test_cfg=dict(
+            rpn=dict(nms_pre=2000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0)
+        ),
+    )
+
+
+def _pipelines(scale: int) -> tuple[list, list]:
+    size = (int(scale * 1333 / 800), scale)
+    train = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PackDetInputs"),
+    ]
+    test = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
+    ]
+    return train, test
+
+
+def train_config(args: argparse.Namespace) -> dict:
+    data = atomic.read_json(args.annotations)
+    classes = tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
+    train_pipeline, _ = _pipelines(args.scale)
+    iters = DRY_RUN_ITERS if args.dry_run else args.iters
+    dataset = dict(
+        type="CocoDataset",
+        data_root="",
+        ann_file=str(Path(args.annotations).resolve()),
+        data_prefix=dict(img=str(Path(args.images).resolve()) + "/"),
+        metainfo=dict(classes=classes),
+        filter_cfg=dict(filter_empty_gt=True, min_size=32),
+        pipeline=train_pipeline,
+        indices=DRY_RUN_IMAGES if args.dry_run else None,
+    )
+    return dict(
+        model=rpn_model(args.depth, args.backbone_init),
+        work_dir=str(args.work_dir),
+        train_dataloader=dict(
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            persistent_workers=False,
+            sampler=dict(type="InfiniteSampler", shuffle=True),
+            batch_sampler=dict(type="AspectRatioBatchSampler"),
+            dataset=dataset,
+        ),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1),
+        optim_wrapper=dict(
+            type="OptimWrapper", optimizer=dict(type="SGD", lr=args.lr, momentum=0.9, weight_decay=1e-4)
+        ),
+        param_scheduler=[dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=min(500, iters))],
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=1 if iters < 50 else 20),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(
+                type="CheckpointHook", interval=args.checkpoint_every, by_epoch=False, max_keep_ckpts=2, save_last=True
+            ),
+        ),
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
+        randomness=dict(seed=args.seed),
+        default_scope="mmdet",
+        log_level="INFO",
+        resume=True,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from pipeline import compat
+
+    compat.allow_mmengine_checkpoints()
+    register_all_modules()
+    cfg = Config(train_config(args))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    final = Path(args.work_dir) / "final.pth"
+    state = {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}
+    with atomic.atomic_path(final, suffix=".pth") as tmp:
+        torch.save(
+            {
+                "state_dict": state,
+                "meta": {"depth": args.depth, "scale": args.scale, "annotations_sha256": sha256_file(args.annotations)},
+            },
+            tmp,
+        )
+    log.info("wrote %s", final)
+
+
+def load_rpn(checkpoint: str | Path, device: str):
+    """The trained RPN from ``final.pth`` (tensors and plain metadata only: ``weights_only=True``)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
+    register_all_modules()
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = ckpt["meta"]
+    model = MODELS.build(ConfigDict(rpn_model(int(meta["depth"]), "random")))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), meta
+
+
+@torch.inference_mode()
+def predict(model, meta: dict, items, device: str, max_per_img: int) -> tuple[list, list, list]:
+    """Run the RPN over ``items`` (``ImageItem``s) -> ids, boxes ``[n, 4]`` (original pixels), scores ``[n]``."""
+    from mmcv.transforms import Compose
+    from tqdm import tqdm
+
+    _, test_pipeline = _pipelines(int(meta["scale"]))
+    pipeline = Compose(test_pipeline)
+    ids, boxes, scores = [], [], []
+    for item in tqdm(items, desc="proposals", unit="img"):
+        data = pipeline(dict(img_path=str(item.path), img_id=item.image_id))
+        batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
+        out = model.test_step(batch)[0].pred_instances
+        order = torch.argsort(out.scores, descending=True)[:max_per_img]
+        ids.append(item.image_id)
+        boxes.append(out.bboxes[order].float().cpu().numpy())
+        scores.append(out.scores[order].float().cpu().numpy())
+    return ids, boxes, scores
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, meta = load_rpn(args.checkpoint, device)
+    items = list_images(args.annotations, args.images)
+    if args.dry_run:
+        items = items[:DRY_RUN_IMAGES]
+    start = time.perf_counter()
+    ids, boxes, scores = predict(model, meta, items, device, args.max_per_img)
+    log.info("%d images in %.1f s", len(ids), time.perf_counter() - start)
+    attrs = {
+        "model": f"rpn_r{meta['depth']}_fpn",
+        "checkpoint_sha256": sha256_file(args.checkpoint),
+        "annotations_sha256": sha256_file(args.annotations),
+        "train_annotations_sha256": meta["annotations_sha256"],
+        "dry_run": bool(args.dry_run),
+    }
+    proposal_file.write(args.output, ids, boxes, scores, attrs)
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    arrays = load_proposal_pickle(args.pickle)
+    items = list_images(args.annotations, args.images or ".")
+    if len(arrays) != len(items):
+        raise ValueError(f"{args.pickle}: {len(arrays)} entries for {len(items)} images in {args.annotations}")
+    ids = [it.image_id for it in items]  # ascending image id: the reference's proposal_sorted=True
+    attrs = {
+        "model": "imported",
+        "source": str(args.pickle),
+        "source_sha256": sha256_file(args.pickle),
+        "annotations_sha256": sha256_file(args.annotations),
+    }
+    proposal_file.write(args.output, ids, [a[:, :4] for a in arrays], [a[:, 4] for a in arrays], attrs)
+
+
+def _cmd_recall(args: argparse.Namespace) -> None:
+    report = recall.recall_report(
+        atomic.read_json(args.annotations), proposal_file.ProposalFile(args.proposals), args.num_base
+    )
+    log.info("proposal recall: base %s | novel %s", report["base"], report["novel"])
+    atomic.write_json(args.output, report, compact=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.proposals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_log_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a class-agnostic RPN on base annotations")
+    p.add_argument("--annotations", type=Path, required=True, help="BASE annotation file (input)")
+    p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
+    p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
+    p.add_argument("--depth", type=int, choices=sorted(BACKBONE_CHANNELS), default=50)
+    p.add_argument("--backbone-init", default="random", help="random or torchvision:PATH")
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--scale", type=int, default=800, help="short side of the training images")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=3407)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("predict", help="proposals for every image of a split")
+    p.add_argument("--checkpoint", type=Path, required=True, help="final.pth of train (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
+    p.add_argument("--images", type=Path, required=True, help="image folder (input)")
+    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
+    p.add_argument("--max-per-img", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("import", help="safe import of reference proposal pickles")
+    p.add_argument("--pickle", type=Path, required=True, help="list of [N, 5] arrays, ascending image id (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
+    p.add_argument("--images", type=Path, default=None, help="image folder (only recorded)")
+    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
+    p.set_defaults(func=_cmd_import)
+    p = sub.add_parser("recall", help="average recall of base and novel boxes")
+    p.add_argument("--proposals", type=Path, required=True, help="proposals .h5 (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="remapped val file with every class (input)")
+    p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
+    p.add_argument("--output", type=Path, required=True, help="recall.json (output)")
+    p.set_defaults(func=_cmd_recall)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_main(main))

@@ -1,0 +1,221 @@
+"""Stage proposals: safe pickle import, the proposals file, recall by hand, RPN training on base boxes only."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import annotations, demo_data, proposal_file, proposals, recall
+from pipeline.proposal_import import UnsafePickleError, load_proposal_pickle
+from tests.conftest import write_json
+
+
+def test_proposal_file_round_trip(tmp_path):
+    ids = [7, 3, 5]
+    boxes = [np.array([[0, 0, 10, 10]]), np.zeros((0, 4)), np.array([[1, 2, 3, 4], [5, 6, 7, 8.0]])]
+    scores = [np.array([0.9]), np.zeros(0), np.array([0.5, 0.4])]
+    path = tmp_path / "p.h5"
+    proposal_file.write(path, ids, boxes, scores, {"model": "x"})
+    pf = proposal_file.ProposalFile(path)
+    assert pf.image_ids.tolist() == [3, 5, 7] and pf.attrs["model"] == "x"
+    b, s = pf.get(5)
+    np.testing.assert_array_equal(b, boxes[2])
+    np.testing.assert_allclose(s, scores[2])
+    assert pf.get(3)[0].shape == (0, 4)
+    with pytest.raises(ValueError, match="no proposals for image 9"):
+        pf.get(9)
+
+
+def test_safe_import_accepts_the_reference_format(tmp_path):
+    arrays = [np.random.default_rng(i).uniform(0, 100, size=(i + 1, 5)).astype(np.float32) for i in range(3)]
+    path = tmp_path / "oln.pkl"
+    path.write_bytes(pickle.dumps(arrays))
+    got = load_proposal_pickle(path)
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, arrays, strict=True))
+    ann = write_json(
+        tmp_path / "a.json",
+        {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in (30, 10, 20)], "annotations": [], "categories": []},
+    )
+    out = tmp_path / "p.h5"
+    proposals.main(["import", "--pickle", str(path), "--annotations", str(ann), "--output", str(out)])
+    pf = proposal_file.ProposalFile(out)
+    np.testing.assert_array_equal(pf.get(10)[0], arrays[0][:, :4])  # entry i -> i-th ascending image id
+    np.testing.assert_array_equal(pf.get(30)[1], arrays[2][:, 4])
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("payload", ["reduce", "nested", "object_array", "wrong_shape"])
+def test_safe_import_refuses_anything_else(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    if payload == "reduce":
+        obj = _Evil(marker)
+    elif payload == "nested":
+        obj = [np.zeros((1, 5), np.float32), _Evil(marker)]
+    elif payload == "object_array":
+        obj = [np.array([[1, 2, 3, 4, 5]], dtype=object)]
+    else:
+        obj = [np.zeros((2, 4), np.float32)]
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps(obj))
+    with pytest.raises(UnsafePickleError, match=r"bad\.pkl"):
+        load_proposal_pickle(path)
+    assert not marker.exists()  # nothing ran
+
+
+def test_import_count_mismatch(tmp_path):
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps([np.zeros((1, 5), np.float32)]))
+    ann = write_json(
+        tmp_path / "a.json",
+        {
+            "images": [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}],
+            "annotations": [],
+            "categories": [],
+        },
+    )
+    with pytest.raises(ValueError, match="1 entries for 2 images"):
+        proposals.main(["import", "--pickle", str(path), "--annotations", str(ann), "--output", str(tmp_path / "o.h5")])
+
+
+def test_recall_by_hand():
+    # one base box (0,0,10,10) and one novel box (20,20,30,30)
+    ann = {
+        "annotations": [
+            {"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 0},
+            {"image_id": 1, "bbox": [20, 20, 10, 10], "category_id": 1},
+            {"image_id": 1, "bbox": [50, 50, 5, 5], "category_id": 1, "iscrowd": 1},  # not counted
+        ]
+    }
+
+    class P:
+        def get(self, image_id):
+            # proposal 0 is the base box (score 0.9); proposal 1 (area 50) lies inside the novel box
+            # (area 100): IoU = 50 / 100 = 0.5 (score 0.8)
+            return np.array([[0, 0, 10, 10], [25, 20, 30, 30.0]]), np.array([0.9, 0.8])
+
+    report = recall.recall_report(ann, P(), num_base=1, ks=(1, 2))
+    assert report["base"]["AR@1"] == 100.0 and report["base"]["boxes"] == 1
+    assert report["novel"]["AR@1"] == 0.0  # top-1 is the base proposal, IoU 0 with the novel box
+    # with 2 proposals the novel box has best IoU 0.5: recall 1 at t=0.5 only -> AR = 1/10
+    assert report["novel"]["AR@2"] == pytest.approx(10.0)
+    assert report["novel"]["R@2@0.5"] == 100.0
+    assert report["all"]["AR@2"] == pytest.approx(55.0)
+
+
+@pytest.mark.slow
+def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
+    demo = tmp_path / "demo"
+    demo_data.run(
+        demo_data.DemoOptions(
+            out_dir=demo,
+            classes=("red circle", "blue square", "green star", "red star"),
+            num_train=6,
+            num_val=3,
+            sizes=((256, 256),),
+        )
+    )
+    for split in ("train", "val"):
+        annotations.main(
+            [
+                "demo",
+                "--input",
+                str(demo / f"annotations/instances_{split}.json"),
+                "--out-all",
+                str(tmp_path / f"{split}.all.json"),
+                "--out-base",
+                str(tmp_path / f"{split}.base.json"),
+                "--base",
+                "red circle",
+                "blue square",
+                "green star",
+                "--novel",
+                "red star",
+            ]
+        )
+    work = tmp_path / "work"
+    argv = [
+        "train",
+        "--annotations",
+        str(tmp_path / "train.base.json"),
+        "--images",
+        str(demo / "images/train"),
+        "--work-dir",
+        str(work),
+        "--depth",
+        "18",
+        "--scale",
+        "256",
+        "--iters",
+        "12",
+        "--batch-size",
+        "2",
+        "--lr",
+        "0.01",
+        "--workers",
+        "0",
+        "--checkpoint-every",
+        "6",
+    ]
+    proposals.main(argv)
+    final = work / "final.pth"
+    assert final.exists()
+    logs = sorted(work.glob("*/vis_data/scalars.json"))
+    losses = [json.loads(line)["loss"] for line in logs[-1].read_text().splitlines() if '"loss"' in line]
+    assert len(losses) >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    # resume: a longer schedule continues from the last checkpoint (iteration 12), through weights_only loading
+    proposals.main([a if a != "12" else "14" for a in argv])
+    newest = sorted(work.glob("2*/2*.log"))[-1].read_text()
+    assert "resumed epoch: 0, iter: 12" in newest
+    # the trainer saw base boxes only: the base file has no novel annotation
+    base = json.loads((tmp_path / "train.base.json").read_text())
+    assert base["annotations"] and all(a["category_id"] < 3 for a in base["annotations"])
+    out = tmp_path / "val.h5"
+    proposals.main(
+        [
+            "predict",
+            "--checkpoint",
+            str(final),
+            "--annotations",
+            str(tmp_path / "val.all.json"),
+            "--images",
+            str(demo / "images/val"),
+            "--output",
+            str(out),
+            "--max-per-img",
+            "50",
+            "--device",
+            "cpu",
+        ]
+    )
+    pf = proposal_file.ProposalFile(out)
+    val_ids = sorted(im["id"] for im in json.loads((tmp_path / "val.all.json").read_text())["images"])
+    assert pf.image_ids.tolist() == val_ids
+    b, s = pf.get(val_ids[0])
+    assert 0 < len(b) <= 50 and (np.diff(s) <= 0).all() and (b[:, 2] <= 256.5).all()
+    rec = tmp_path / "recall.json"
+    proposals.main(
+        [
+            "recall",
+            "--proposals",
+            str(out),
+            "--annotations",
+            str(tmp_path / "val.all.json"),
+            "--num-base",
+            "3",
+            "--output",
+            str(rec),
+        ]
+    )
+    report = json.loads(rec.read_text())
+    assert set(report) >= {"base", "novel", "all"} and "AR@100" in report["base"]

@@ -1,0 +1,85 @@
+# Class-agnostic proposals (method section 4): an RPN trained on base boxes only, or the reference's
+# pickles imported safely; results/proposals/{dataset}/{folder}.h5 feeds OAKE objects.
+
+
+if config["proposals"]["import"]:
+
+    rule proposals_import:
+        input:
+            pickle=proposal_pickle,
+            annotations=oake_source,
+        output:
+            "results/proposals/{dataset}/{folder}.h5",
+        log:
+            "results/logs/proposals_import/{dataset}/{folder}.log",
+        conda:
+            "../../envs/mmdet.yaml"
+        shell:
+            "python -m pipeline.proposals --log {log} import --pickle {input.pickle}"
+            " --annotations {input.annotations} --output {output}"
+
+else:
+
+    rule proposals_train:
+        input:
+            annotations=base_file(DATASET, "train"),
+            images=image_dir(DATASET, "train"),
+        output:
+            "results/proposals/{dataset}/rpn/final.pth",
+        log:
+            "results/logs/proposals_train/{dataset}.log",
+        benchmark:
+            "results/benchmarks/proposals_train/{dataset}.tsv"
+        conda:
+            "../../envs/mmdet.yaml"
+        resources:
+            gpu=1,
+        params:
+            work_dir=rpn_work_dir,
+            p=config["proposals"],
+            dry="--dry-run" if config["dry_run"] else "",
+        shell:
+            "python -m pipeline.proposals --log {log} train --annotations {input.annotations}"
+            " --images {input.images} --work-dir {params.work_dir} --depth {params.p[depth]}"
+            " --backbone-init {params.p[backbone_init]:q} --iters {params.p[iters]}"
+            " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --scale {params.p[scale]}"
+            " {params.dry}"
+
+    rule proposals_predict:
+        input:
+            checkpoint="results/proposals/{dataset}/rpn/final.pth",
+            annotations=oake_source,
+            images=oake_images,
+        output:
+            "results/proposals/{dataset}/{folder}.h5",
+        log:
+            "results/logs/proposals_predict/{dataset}/{folder}.log",
+        benchmark:
+            "results/benchmarks/proposals_predict/{dataset}/{folder}.tsv"
+        conda:
+            "../../envs/mmdet.yaml"
+        resources:
+            gpu=1,
+        params:
+            max_per_img=config["proposals"]["max_per_img"],
+        shell:
+            "python -m pipeline.proposals --log {log} predict --checkpoint {input.checkpoint}"
+            " --annotations {input.annotations} --images {input.images}"
+            " --max-per-img {params.max_per_img} --output {output}"
+
+
+rule proposals_recall:
+    input:
+        proposals=f"results/proposals/{{dataset}}/{OAKE_FOLDERS[1]}.h5",
+        annotations=all_classes_file(DATASET, "val"),
+    output:
+        "results/proposals/{dataset}/recall.json",
+    log:
+        "results/logs/proposals_recall/{dataset}.log",
+    conda:
+        "../../envs/mmdet.yaml"
+    params:
+        num_base=num_base(),
+    shell:
+        "python -m pipeline.proposals --log {log} recall --proposals {input.proposals}"
+        " --annotations {input.annotations} --num-base {params.num_base} --output {output}"
