@@ -29,13 +29,15 @@ SMALL_DEMO = {
 def snakemake(
     snakemake_bin: str, workdir: Path, *args: str, check: bool = True, demo: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run snakemake in ``workdir`` with the repository's config.yaml there (``demo`` replaces its demo part).
+    """Run snakemake in ``workdir`` with the repository's config.yaml there (``demo`` replaces its demo part and
+    shortens the RPN training to 3 iterations).
 
     ``configfile:`` paths are relative to the working directory, as in a user's project folder.
     """
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     if demo is not None:
         config["demo"] = demo
+        config["proposals"] = {**config.get("proposals", {}), "iters": 3, "max_per_img": 20}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -123,6 +125,9 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     for name in ("vild", "ml"):
         obj = torch.load(tmp_path / f"results/prompts/{name}.pth", weights_only=True)
         assert obj["names"] and obj["embeddings"].shape[0] == len(obj["names"]) == 5
+    report = json.loads((tmp_path / "results/proposals/demo/recall.json").read_text())
+    assert report["novel"]["boxes"] > 0 and 0 <= report["novel"]["AR@100"] <= 100
+    assert json.loads((tmp_path / "results/oake/demo/objects/val/verify.json").read_text())["bad"] == {}
     # the DAG is complete: a second dry run has nothing to do
     proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)
     assert "Nothing to be done" in proc.stdout + proc.stderr
