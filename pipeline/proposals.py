@@ -35,13 +35,14 @@ BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256,
 
 
 def rpn_model(depth: int, backbone_init: str) -> dict:
-    """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random`` or
-    ``torchvision:PATH`` (an ImageNet ResNet state dict)."""
+    """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random``,
+    ``torchvision:PATH`` (an ImageNet ResNet state dict) or ``detector:PATH`` (a whole-detector checkpoint such as
+    the reference's SoCo Mask R-CNN, loaded non-strictly by the runner: see :func:`train_config`)."""
     init_cfg = None
     if backbone_init.startswith("torchvision:"):
         init_cfg = dict(type="Pretrained", checkpoint=backbone_init.split(":", 1)[1])
-    elif backbone_init != "random":
-        raise ValueError(f"backbone init {backbone_init!r}: use 'random' or 'torchvision:PATH'")
+    elif backbone_init != "random" and not backbone_init.startswith("detector:"):
+        raise ValueError(f"backbone init {backbone_init!r}: use 'random', 'torchvision:PATH' or 'detector:PATH'")
     return dict(
         type="RPN",
         data_preprocessor=dict(
@@ -152,6 +153,9 @@ def train_config(args: argparse.Namespace) -> dict:
         default_scope="mmdet",
         log_level="INFO",
         resume=True,
+        # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head);
+        # mmengine loads it non-strictly, and a resumed run ignores it
+        load_from=args.backbone_init.split(":", 1)[1] if args.backbone_init.startswith("detector:") else None,
     )
 
 
@@ -267,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
     p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
     p.add_argument("--depth", type=int, choices=sorted(BACKBONE_CHANNELS), default=50)
-    p.add_argument("--backbone-init", default="random", help="random or torchvision:PATH")
+    p.add_argument("--backbone-init", default="random", help="random, torchvision:PATH or detector:PATH (SoCo)")
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.02)

@@ -219,3 +219,22 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
     )
     report = json.loads(rec.read_text())
     assert set(report) >= {"base", "novel", "all"} and "AR@100" in report["base"]
+
+
+def test_backbone_initialisation_options(tmp_path):
+    import argparse
+
+    ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
+
+    def cfg(init):
+        ns = argparse.Namespace(annotations=ann, images=tmp_path, work_dir=tmp_path / "w", depth=50, backbone_init=init,
+                                iters=10, batch_size=2, lr=0.02, scale=800, workers=0, checkpoint_every=5, seed=1,
+                                dry_run=False)  # fmt: skip
+        return proposals.train_config(ns)
+
+    assert cfg("random")["model"]["backbone"]["init_cfg"] is None and cfg("random")["load_from"] is None
+    tv = cfg("torchvision:/w/resnet50-0676ba61.pth")
+    assert tv["model"]["backbone"]["init_cfg"] == {"type": "Pretrained", "checkpoint": "/w/resnet50-0676ba61.pth"}
+    assert cfg("detector:/w/soco.pth")["load_from"] == "/w/soco.pth"
+    with pytest.raises(ValueError, match="backbone init 'imagenet'"):
+        cfg("imagenet")
