@@ -27,6 +27,13 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
     )
 
 
+def dispatch(parser: argparse.ArgumentParser, argv=None):
+    """Parse ``argv`` for a stage with subcommands, set up logging, run the chosen subcommand's ``func``."""
+    args = parser.parse_args(argv)
+    setup_logging(args.log, args.verbose)
+    return args.func(args)
+
+
 def run_main(main_fn, argv=None) -> int:
     """Run a stage's ``main``; a ``ValueError`` (bad input) becomes one clear line and exit status 2."""
     try:

@@ -365,9 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    args.func(args)
+    cli.dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

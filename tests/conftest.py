@@ -98,3 +98,22 @@ def snakemake_bin() -> str:
     if exe is None:
         pytest.skip("snakemake is not installed")
     return exe
+
+
+DEMO4 = ("red circle", "blue square", "green star", "red star")  # the last one is novel
+
+
+def make_demo_split(tmp_path: Path, num_train: int, num_val: int) -> Path:
+    """A 4-class demo dataset (256 px) and its remapped files ``{split}.{all,base}.json`` in ``tmp_path``
+    (base: the first three classes); returns the demo folder."""
+    from pipeline import annotations, demo_data
+
+    demo = tmp_path / "demo"
+    opts = demo_data.DemoOptions(out_dir=demo, classes=DEMO4, num_train=num_train, num_val=num_val, sizes=((256, 256),))
+    demo_data.run(opts)
+    for split in ("train", "val"):
+        annotations.main(["demo", "--input", str(demo / f"annotations/instances_{split}.json"),
+                          "--out-all", str(tmp_path / f"{split}.all.json"),
+                          "--out-base", str(tmp_path / f"{split}.base.json"),
+                          "--base", *DEMO4[:3], "--novel", DEMO4[3]])  # fmt: skip
+    return demo

@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import annotations, demo_data, ml_prompt, prompts
+from pipeline import ml_prompt, prompts
 from pipeline.clip import load_clip, text
 from pipeline.losses import asymmetric_loss
 from pipeline.oake import globals as oake_globals
+from tests.conftest import make_demo_split
 
 TINY = "OADP-Tiny-ViT-32"
 
@@ -74,35 +75,9 @@ def test_training_lowers_the_loss_and_only_touches_the_prompt(clip):
 
 
 def test_ml_cli_on_demo_globals(tmp_path, clip):
-    demo = tmp_path / "demo"
-    demo_data.run(
-        demo_data.DemoOptions(
-            out_dir=demo,
-            classes=("red circle", "blue square", "green star", "red star"),
-            num_train=10,
-            num_val=4,
-            sizes=((256, 256),),
-        )
-    )
+    demo = make_demo_split(tmp_path, num_train=10, num_val=4)
     ann = {}
     for split in ("train", "val"):
-        annotations.main(
-            [
-                "demo",
-                "--input",
-                str(demo / f"annotations/instances_{split}.json"),
-                "--out-all",
-                str(tmp_path / f"{split}.all.json"),
-                "--out-base",
-                str(tmp_path / f"{split}.base.json"),
-                "--base",
-                "red circle",
-                "blue square",
-                "green star",
-                "--novel",
-                "red star",
-            ]
-        )
         shard = tmp_path / f"globals_{split}.h5"
         oake_globals.main(
             [

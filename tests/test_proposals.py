@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import annotations, demo_data, proposal_file, proposals, recall
+from pipeline import proposal_file, proposals, recall
 from pipeline.proposal_import import UnsafePickleError, load_proposal_pickle
-from tests.conftest import write_json
+from tests.conftest import make_demo_split, write_json
 
 
 def test_proposal_file_round_trip(tmp_path):
@@ -115,34 +115,7 @@ def test_recall_by_hand():
 
 @pytest.mark.slow
 def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
-    demo = tmp_path / "demo"
-    demo_data.run(
-        demo_data.DemoOptions(
-            out_dir=demo,
-            classes=("red circle", "blue square", "green star", "red star"),
-            num_train=6,
-            num_val=3,
-            sizes=((256, 256),),
-        )
-    )
-    for split in ("train", "val"):
-        annotations.main(
-            [
-                "demo",
-                "--input",
-                str(demo / f"annotations/instances_{split}.json"),
-                "--out-all",
-                str(tmp_path / f"{split}.all.json"),
-                "--out-base",
-                str(tmp_path / f"{split}.base.json"),
-                "--base",
-                "red circle",
-                "blue square",
-                "green star",
-                "--novel",
-                "red star",
-            ]
-        )
+    demo = make_demo_split(tmp_path, num_train=6, num_val=3)
     work = tmp_path / "work"
     argv = [
         "train",

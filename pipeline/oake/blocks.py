@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from pipeline import cli
-from pipeline.clip import load_clip, preprocess, vision
+from pipeline.clip import preprocess, vision
 from pipeline.oake import extract, geometry
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log, args.verbose)
-    device = extract.resolve_device(args.device)
-    clip = load_clip(args.model, args.weights, device=device)
+    device, clip = extract.load_model(args)
     attrs = {
         **clip.provenance(),
         "preprocessing": "standard 224 (block 0) + windows",

@@ -112,6 +112,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     cli.add_log_argument(p)
 
 
+def load_model(args: argparse.Namespace):
+    """(device, loaded CLIP) for an extractor's arguments."""
+    from pipeline.clip import load_clip
+
+    device = resolve_device(args.device)
+    return device, load_clip(args.model, args.weights, device=device)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

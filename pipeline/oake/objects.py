@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from pipeline import cli
-from pipeline.clip import load_clip, preprocess, vision
+from pipeline.clip import preprocess, vision
 from pipeline.oake import extract, geometry
 from pipeline.proposal_file import ProposalFile
 
@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     missing = [it.image_id for it in extract.shard_items(args) if it.image_id not in proposals]
     if missing:
         raise ValueError(f"{args.proposals}: no proposals for image(s) {missing[:10]} of {args.annotations}")
-    device = extract.resolve_device(args.device)
-    clip = load_clip(args.model, args.weights, device=device)
+    device, clip = extract.load_model(args)
     encoder = vision.ObjectAwareEncoder(clip.model.visual)
     attrs = {
         **clip.provenance(),
