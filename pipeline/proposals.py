@@ -34,7 +34,10 @@ DRY_RUN_IMAGES = 4
 BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
 
 
-def rpn_model(depth: int, backbone_init: str) -> dict:
+ARCHS = {"rpn": "RPNHead", "oln": "OLNStyleRPNHead"}
+
+
+def rpn_model(depth: int, backbone_init: str, arch: str = "rpn") -> dict:
     """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random``,
     ``torchvision:PATH`` (an ImageNet ResNet state dict) or ``detector:PATH`` (a whole-detector checkpoint such as
     the reference's SoCo Mask R-CNN, loaded non-strictly by the runner: see :func:`train_config`)."""
@@ -65,7 +68,7 @@ def rpn_model(depth: int, backbone_init: str) -> dict:
         ),
         neck=dict(type="FPN", in_channels=BACKBONE_CHANNELS[depth], out_channels=256, num_outs=5),
         rpn_head=dict(
-            type="RPNHead",
+            type=ARCHS[arch],
             in_channels=256,
             feat_channels=256,
             anchor_generator=dict(
@@ -125,7 +128,7 @@ def train_config(args: argparse.Namespace) -> dict:
         indices=DRY_RUN_IMAGES if args.dry_run else None,
     )
     return dict(
-        model=rpn_model(args.depth, args.backbone_init),
+        model=rpn_model(args.depth, args.backbone_init, args.arch),
         work_dir=str(args.work_dir),
         train_dataloader=dict(
             batch_size=args.batch_size,
@@ -164,7 +167,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from pipeline import compat
+    from pipeline import compat, proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
 
     compat.allow_mmengine_checkpoints()
     register_all_modules()
@@ -177,7 +180,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         torch.save(
             {
                 "state_dict": state,
-                "meta": {"depth": args.depth, "scale": args.scale, "annotations_sha256": sha256_file(args.annotations)},
+                "meta": {
+                    "depth": args.depth,
+                    "scale": args.scale,
+                    "arch": args.arch,
+                    "annotations_sha256": sha256_file(args.annotations),
+                },
             },
             tmp,
         )
@@ -190,10 +198,12 @@ def load_rpn(checkpoint: str | Path, device: str):
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
 
+    from pipeline import proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
+
     register_all_modules()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     meta = ckpt["meta"]
-    model = MODELS.build(ConfigDict(rpn_model(int(meta["depth"]), "random")))
+    model = MODELS.build(ConfigDict(rpn_model(int(meta["depth"]), "random", meta.get("arch", "rpn"))))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 
@@ -228,7 +238,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     ids, boxes, scores = predict(model, meta, items, device, args.max_per_img)
     log.info("%d images in %.1f s", len(ids), time.perf_counter() - start)
     attrs = {
-        "model": f"rpn_r{meta['depth']}_fpn",
+        "model": f"{meta.get('arch', 'rpn')}_r{meta['depth']}_fpn",
         "checkpoint_sha256": sha256_file(args.checkpoint),
         "annotations_sha256": sha256_file(args.annotations),
         "train_annotations_sha256": meta["annotations_sha256"],
@@ -271,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
     p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
     p.add_argument("--depth", type=int, choices=sorted(BACKBONE_CHANNELS), default=50)
+    p.add_argument(
+        "--arch",
+        choices=sorted(ARCHS),
+        default="rpn",
+        help="rpn: objectness classification; oln: localisation quality (centerness), OLN-style",
+    )
     p.add_argument("--backbone-init", default="random", help="random, torchvision:PATH or detector:PATH (SoCo)")
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=2)

@@ -200,9 +200,22 @@ def test_backbone_initialisation_options(tmp_path):
     ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
 
     def cfg(init):
-        ns = argparse.Namespace(annotations=ann, images=tmp_path, work_dir=tmp_path / "w", depth=50, backbone_init=init,
-                                iters=10, batch_size=2, lr=0.02, scale=800, workers=0, checkpoint_every=5, seed=1,
-                                dry_run=False)  # fmt: skip
+        ns = argparse.Namespace(
+            annotations=ann,
+            images=tmp_path,
+            work_dir=tmp_path / "w",
+            depth=50,
+            backbone_init=init,
+            arch="rpn",
+            iters=10,
+            batch_size=2,
+            lr=0.02,
+            scale=800,
+            workers=0,
+            checkpoint_every=5,
+            seed=1,
+            dry_run=False,
+        )
         return proposals.train_config(ns)
 
     assert cfg("random")["model"]["backbone"]["init_cfg"] is None and cfg("random")["load_from"] is None
@@ -211,3 +224,65 @@ def test_backbone_initialisation_options(tmp_path):
     assert cfg("detector:/w/soco.pth")["load_from"] == "/w/soco.pth"
     with pytest.raises(ValueError, match="backbone init 'imagenet'"):
         cfg("imagenet")
+
+
+def test_centerness_by_hand():
+    import torch
+
+    from pipeline.proposal_heads import centerness
+
+    boxes = torch.tensor([[0.0, 0, 10, 20]] * 4)
+    points = torch.tensor([[5.0, 10], [2.5, 10], [2.5, 5], [12, 10]])
+    # centre: 1; x at 1/4: sqrt(2.5/7.5); both at 1/4: sqrt(1/3 * 5/15); outside: 0
+    expected = torch.tensor([1.0, (1 / 3) ** 0.5, (1 / 9) ** 0.5, 0.0])
+    torch.testing.assert_close(centerness(points, boxes), expected)
+
+
+@pytest.mark.slow
+def test_oln_style_head_trains_and_predicts(tmp_path):
+    demo = make_demo_split(tmp_path, num_train=4, num_val=2)
+    work = tmp_path / "work"
+    proposals.main(
+        [
+            "train",
+            "--annotations",
+            str(tmp_path / "train.base.json"),
+            "--images",
+            str(demo / "images/train"),
+            "--work-dir",
+            str(work),
+            "--arch",
+            "oln",
+            "--depth",
+            "18",
+            "--scale",
+            "256",
+            "--iters",
+            "6",
+            "--lr",
+            "0.01",
+            "--workers",
+            "0",
+        ]
+    )
+    logs = sorted(work.glob("*/vis_data/scalars.json"))[-1].read_text().splitlines()
+    losses = [json.loads(line)["loss_rpn_cls"] for line in logs if "loss_rpn_cls" in line]
+    assert len(losses) == 6 and all(np.isfinite(losses)) and 0 <= min(losses) <= max(losses) < 1.0  # an L1 on [0, 1]
+    out = tmp_path / "val.h5"
+    proposals.main(
+        [
+            "predict",
+            "--checkpoint",
+            str(work / "final.pth"),
+            "--annotations",
+            str(tmp_path / "val.all.json"),
+            "--images",
+            str(demo / "images/val"),
+            "--output",
+            str(out),
+            "--max-per-img",
+            "30",
+        ]
+    )
+    pf = proposal_file.ProposalFile(out)
+    assert pf.attrs["model"] == "oln_r18_fpn" and len(pf.get(int(pf.image_ids[0]))[0]) > 0

@@ -40,7 +40,8 @@ else:
             dry="--dry-run" if config["dry_run"] else "",
         shell:
             "python -m pipeline.proposals --log {log} train --annotations {input.annotations}"
-            " --images {input.images} --work-dir {params.work_dir} --depth {params.p[depth]}"
+            " --images {input.images} --work-dir {params.work_dir} --arch {params.p[arch]}"
+            " --depth {params.p[depth]}"
             " --backbone-init {params.p[backbone_init]:q} --iters {params.p[iters]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --scale {params.p[scale]}"
             " {params.dry}"
