@@ -29,7 +29,9 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
 
 def dispatch(parser: argparse.ArgumentParser, argv=None):
     """Parse ``argv`` for a stage with subcommands, set up logging, run the chosen subcommand's ``func``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the raw arguments, for stages that relaunch themselves (torchrun)
     setup_logging(args.log, args.verbose)
     return args.func(args)
 

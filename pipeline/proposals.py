@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,6 +155,7 @@ def train_config(args: argparse.Namespace) -> dict:
             ),
         ),
         env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
+        launcher="pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none",
         randomness=dict(seed=args.seed),
         default_scope="mmdet",
         log_level="INFO",
@@ -162,7 +166,28 @@ def train_config(args: argparse.Namespace) -> dict:
     )
 
 
+def torchrun_command(gpus: int, argv: Sequence[str]) -> list[str]:
+    """The command that reruns this training under ``torchrun`` with one process per GPU."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "pipeline.proposals",
+        *argv,
+    ]
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
+    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        available = torch.cuda.device_count()
+        if available < args.gpus:
+            raise ValueError(f"--gpus {args.gpus}: only {available} CUDA device(s) visible")
+        log.info("launching %d processes with torchrun", args.gpus)
+        subprocess.run(torchrun_command(args.gpus, args.argv), check=True)
+        return
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -174,8 +199,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     cfg = Config(train_config(args))
     runner = Runner.from_cfg(cfg)
     runner.train()
+    if runner.rank != 0:
+        return
     final = Path(args.work_dir) / "final.pth"
-    state = {k: v.detach().cpu() for k, v in runner.model.state_dict().items()}
+    model = getattr(runner.model, "module", runner.model)  # unwrap DistributedDataParallel
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic.atomic_path(final, suffix=".pth") as tmp:
         torch.save(
             {
@@ -295,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=3407)
+    p.add_argument("--gpus", type=int, default=1, help="> 1: relaunch under torchrun, one process per GPU")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("predict", help="proposals for every image of a split")

@@ -286,3 +286,18 @@ def test_oln_style_head_trains_and_predicts(tmp_path):
     )
     pf = proposal_file.ProposalFile(out)
     assert pf.attrs["model"] == "oln_r18_fpn" and len(pf.get(int(pf.image_ids[0]))[0]) > 0
+
+
+def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
+    import sys
+
+    import torch
+
+    cmd = proposals.torchrun_command(4, ["--log", "x.log", "train", "--gpus", "4", "--iters", "10"])
+    assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[5:] == ["-m", "pipeline.proposals", "--log", "x.log", "train", "--gpus", "4", "--iters", "10"]
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(ValueError, match="--gpus 2: only"):
+            proposals.main(
+                ["train", "--annotations", "a.json", "--images", ".", "--work-dir", str(tmp_path), "--gpus", "2"]
+            )

@@ -33,7 +33,7 @@ else:
         conda:
             "../../envs/mmdet.yaml"
         resources:
-            gpu=1,
+            gpu=config["proposals"]["gpus"],
         params:
             work_dir=rpn_work_dir,
             p=config["proposals"],
@@ -44,6 +44,7 @@ else:
             " --depth {params.p[depth]}"
             " --backbone-init {params.p[backbone_init]:q} --iters {params.p[iters]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --scale {params.p[scale]}"
+            " --gpus {params.p[gpus]}"
             " {params.dry}"
 
     rule proposals_predict:
