@@ -301,3 +301,35 @@ def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
             proposals.main(
                 ["train", "--annotations", "a.json", "--images", ".", "--work-dir", str(tmp_path), "--gpus", "2"]
             )
+
+
+def test_the_training_dataset_holds_base_boxes_only(tmp_path):
+    """Build the dataset exactly as the trainer does and look at every instance it yields."""
+    import argparse
+
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+
+    demo = make_demo_split(tmp_path, num_train=8, num_val=1)
+    ns = argparse.Namespace(
+        annotations=tmp_path / "train.base.json",
+        images=demo / "images/train",
+        work_dir=tmp_path,
+        depth=18,
+        backbone_init="random",
+        arch="rpn",
+        iters=5,
+        batch_size=2,
+        lr=0.01,
+        scale=256,
+        workers=0,
+        checkpoint_every=5,
+        seed=1,
+        dry_run=False,
+    )
+    register_all_modules()
+    dataset = DATASETS.build(proposals.train_config(ns)["train_dataloader"]["dataset"])
+    labels = [inst["bbox_label"] for i in range(len(dataset)) for inst in dataset.get_data_info(i)["instances"]]
+    raw = json.loads((demo / "annotations/instances_train.json").read_text())
+    novel_boxes = sum(a["category_id"] == 4 for a in raw["annotations"])  # "red star" in the generated file
+    assert novel_boxes > 0 and labels and set(labels) <= {0, 1, 2}
