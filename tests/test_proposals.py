@@ -194,28 +194,17 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
     assert set(report) >= {"base", "novel", "all"} and "AR@100" in report["base"]
 
 
-def test_backbone_initialisation_options(tmp_path):
-    import argparse
+def train_args(annotations: Path, images: Path, work_dir: Path, *extra: str):
+    """The train subcommand's arguments as its own parser builds them."""
+    argv = ["train", "--annotations", str(annotations), "--images", str(images), "--work-dir", str(work_dir), *extra]
+    return proposals.build_parser().parse_args(argv)
 
+
+def test_backbone_initialisation_options(tmp_path):
     ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
 
     def cfg(init):
-        ns = argparse.Namespace(
-            annotations=ann,
-            images=tmp_path,
-            work_dir=tmp_path / "w",
-            depth=50,
-            backbone_init=init,
-            arch="rpn",
-            iters=10,
-            batch_size=2,
-            lr=0.02,
-            scale=800,
-            workers=0,
-            checkpoint_every=5,
-            seed=1,
-            dry_run=False,
-        )
+        ns = train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", init)
         return proposals.train_config(ns)
 
     assert cfg("random")["model"]["backbone"]["init_cfg"] is None and cfg("random")["load_from"] is None
@@ -305,28 +294,11 @@ def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
 
 def test_the_training_dataset_holds_base_boxes_only(tmp_path):
     """Build the dataset exactly as the trainer does and look at every instance it yields."""
-    import argparse
-
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
 
     demo = make_demo_split(tmp_path, num_train=8, num_val=1)
-    ns = argparse.Namespace(
-        annotations=tmp_path / "train.base.json",
-        images=demo / "images/train",
-        work_dir=tmp_path,
-        depth=18,
-        backbone_init="random",
-        arch="rpn",
-        iters=5,
-        batch_size=2,
-        lr=0.01,
-        scale=256,
-        workers=0,
-        checkpoint_every=5,
-        seed=1,
-        dry_run=False,
-    )
+    ns = train_args(tmp_path / "train.base.json", demo / "images/train", tmp_path, "--depth", "18", "--scale", "256")
     register_all_modules()
     dataset = DATASETS.build(proposals.train_config(ns)["train_dataloader"]["dataset"])
     labels = [inst["bbox_label"] for i in range(len(dataset)) for inst in dataset.get_data_info(i)["instances"]]
