@@ -27,7 +27,8 @@ else:
         output:
             "results/proposals/{dataset}/rpn/final.pth",
         log:
-            "results/logs/proposals_train/{dataset}.log",
+            main="results/logs/proposals_train/{dataset}.log",
+            runner="results/logs/proposals_train/{dataset}.runner.log",
         benchmark:
             "results/benchmarks/proposals_train/{dataset}.tsv"
         conda:
@@ -39,13 +40,13 @@ else:
             p=config["proposals"],
             dry="--dry-run" if config["dry_run"] else "",
         shell:
-            "python -m pipeline.proposals --log {log} train --annotations {input.annotations}"
+            "python -m pipeline.proposals --log {log.main} train --annotations {input.annotations}"
             " --images {input.images} --work-dir {params.work_dir} --arch {params.p[arch]}"
             " --depth {params.p[depth]}"
             " --backbone-init {params.p[backbone_init]:q} --iters {params.p[iters]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --scale {params.p[scale]}"
             " --gpus {params.p[gpus]}"
-            " {params.dry}"
+            " {params.dry} > {log.runner} 2>&1"
 
     rule proposals_predict:
         input:
