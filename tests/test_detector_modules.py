@@ -25,6 +25,7 @@ def build(cfg: dict):
     from mmengine.config import ConfigDict
 
     import pipeline.detector.modules  # noqa: F401  (registers the predictors)
+    import pipeline.detector.roi_head  # noqa: F401  (registers OADPRoIHead)
 
     register_all_modules()
     return MODELS.build(ConfigDict(cfg))
