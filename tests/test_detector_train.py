@@ -121,3 +121,99 @@ def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
     # distillation weights held constant (warmup=1) so that totals of different iterations compare
     total = [r["loss"] for r in rows]
     assert np.mean(total[-4:]) < np.mean(total[:4])
+
+
+@pytest.mark.slow
+def test_train_cli_fit_and_predict(tmp_path):
+    from pipeline import train
+
+    demo = make_demo_split(tmp_path, num_train=4, num_val=2)
+    ann = demo / "annotations/instances_train.json"
+    common = [
+        "--annotations",
+        str(ann),
+        "--images",
+        str(demo / "images/train"),
+        "--model",
+        TINY,
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
+    oake_globals.main([*common, "--output", str(tmp_path / "g.h5")])
+    prompts.main(
+        [
+            "vild",
+            "--names-from",
+            str(tmp_path / "train.all.json"),
+            "--model",
+            TINY,
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "vild.pth"),
+        ]
+    )
+    work = tmp_path / "train" / "baseline_demo"
+    fit = [
+        "fit",
+        "--experiment",
+        "baseline_demo",
+        "--names-from",
+        str(tmp_path / "train.all.json"),
+        "--num-base",
+        "3",
+        "--annotations",
+        str(tmp_path / "train.base.json"),
+        "--images",
+        str(demo / "images/train"),
+        "--prompts",
+        str(tmp_path / "vild.pth"),
+        "--work-dir",
+        str(work),
+        "--depth",
+        "18",
+        "--scale",
+        "256",
+        "--iters",
+        "3",
+        "--rpn-pre",
+        "300",
+        "--rpn-post",
+        "50",
+        "--rois",
+        "32",
+        "--workers",
+        "0",
+    ]
+    train.main(fit)
+    out = tmp_path / "detections.json"
+    train.main(
+        [
+            "predict",
+            "--checkpoint",
+            str(work / "final.pth"),
+            "--annotations",
+            str(tmp_path / "val.all.json"),
+            "--images",
+            str(demo / "images/val"),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--score-thr",
+            "-1",  # keep the untrained model's underflowing scores: every box counts for the format checks
+        ]
+    )
+    dets = json.loads(out.read_text())
+    val_ids = {im["id"] for im in json.loads((tmp_path / "val.all.json").read_text())["images"]}
+    assert dets and {d["image_id"] for d in dets} <= val_ids
+    assert all(0 <= d["category_id"] < 4 and 0 <= d["score"] <= 1 and len(d["bbox"]) == 4 for d in dets)
+    assert max(sum(d["image_id"] == i for d in dets) for i in val_ids) == 300  # max_per_img
+    with pytest.raises(ValueError, match="must start with one of"):
+        train.branches_of("detr_demo")
