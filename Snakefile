@@ -11,6 +11,7 @@
 #   prompts/{vild,detpro_lvis,mmovod_text,mmovod_vision_avg,mmovod_multimodal}.pth        (prompts)
 #   proposals/{dataset}/rpn/final.pth, {folder}.h5, recall.json                           (proposals)
 #   oake/{dataset}/{globals,blocks,objects}/{folder}/shard-{i:03d}.h5, verify.json       (oake)
+#   train/{experiment}/final.pth; evaluate/{experiment}/detections.json                   (train)
 #   logs/<rule>/...                               one log per job
 #
 # Default config = the embedded demo; real data: --configfile workflow/presets/ov_coco.yaml
@@ -30,6 +31,7 @@ include: "workflow/rules/annotations.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/proposals.smk"
 include: "workflow/rules/oake.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -39,3 +41,4 @@ rule all:
         prompt_targets(),
         f"results/proposals/{DATASET}/recall.json",
         oake_targets(),
+        detection_targets(),

@@ -106,6 +106,15 @@ def test_global_head_pools_the_last_level(prompt_path):
     torch.testing.assert_close(logits, head.classifier.cosine(feature.mean(dim=(2, 3))) * 20.0 - 4.0)
 
 
+def test_scaled_classifier_inside_an_initialised_block_head(prompt_path):
+    cfg = head_cfg(prompt_path, "block")
+    cfg["cls_predictor_cfg"] = dict(type="ScaledTextClassifier", prompts=prompt_path, names=NAMES, num_base=2)
+    head = build(cfg)
+    head.init_weights()  # mmengine's Normal init on fc_cls must leave the file's scaler / bias alone
+    assert (head.fc_cls.logit_scale, head.fc_cls.logit_bias) == (20.0, 4.0)
+    assert head(torch.randn(2, 256, 7, 7))[0].shape == (2, 4)
+
+
 def test_a_head_asking_for_the_wrong_width_is_refused(prompt_path):
     cfg = head_cfg(prompt_path)
     cfg["num_classes"] = 5

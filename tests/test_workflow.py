@@ -30,7 +30,7 @@ def snakemake(
     snakemake_bin: str, workdir: Path, *args: str, check: bool = True, demo: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir`` with the repository's config.yaml there (``demo`` replaces its demo part and
-    shortens the RPN training to 3 iterations).
+    shortens the RPN and detector trainings to 3 iterations).
 
     ``configfile:`` paths are relative to the working directory, as in a user's project folder.
     """
@@ -38,6 +38,7 @@ def snakemake(
     if demo is not None:
         config["demo"] = demo
         config["proposals"] = {**config.get("proposals", {}), "iters": 3, "max_per_img": 20}
+        config["train"] = {**config.get("train", {}), "iters": 3, "rpn_pre": 300, "rpn_post": 50, "rois": 32}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -128,6 +129,9 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     report = json.loads((tmp_path / "results/proposals/demo/recall.json").read_text())
     assert report["novel"]["boxes"] > 0 and 0 <= report["novel"]["AR@100"] <= 100
     assert json.loads((tmp_path / "results/oake/demo/objects/val/verify.json").read_text())["bad"] == {}
+    for experiment in ("vild_demo", "oadp_demo"):
+        assert (tmp_path / f"results/train/{experiment}/final.pth").exists()
+        assert isinstance(json.loads((tmp_path / f"results/evaluate/{experiment}/detections.json").read_text()), list)
     # the DAG is complete: a second dry run has nothing to do
     proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -99,7 +99,8 @@ class ScaledClassifier(TextEmbeddingClassifier):
         if "scaler" not in prompts or "bias" not in prompts:
             raise ValueError("a scaler/bias classifier needs a prompt file with 'scaler' and 'bias' (the ml prompt)")
         super().__init__(in_features, prompts, *args, **kwargs)
-        self.scaler, self.bias = float(prompts["scaler"]), float(prompts["bias"])
+        # not named weight/bias: mmengine's initialisers would treat them as parameters
+        self.logit_scale, self.logit_bias = float(prompts["scaler"]), float(prompts["bias"])
 
     def scale(self, score: torch.Tensor) -> torch.Tensor:
-        return score * self.scaler - self.bias
+        return score * self.logit_scale - self.logit_bias

@@ -254,3 +254,51 @@ def proposal_pickle(wildcards):
 def rpn_work_dir(wildcards, output):
     """The RPN's work dir (checkpoints for resume): a param, not an output, so a failed or requeued job keeps it."""
     return str(Path(output[0]).parent)
+
+
+def train_inputs(wildcards):
+    """What an experiment's training reads: prompts, base annotations, and the OAKE caches its branches use."""
+    prefix = wildcards.experiment.split("_", 1)[0]
+    kinds = {"vild": ["objects"], "oadp": ["globals", "blocks", "objects"]}.get(
+        prefix, []
+    )
+    inputs = {
+        "names": all_classes_file(DATASET, "val"),
+        "annotations": base_file(DATASET, "train"),
+        "images": image_dir(DATASET, "train"),
+        "prompts": "results/prompts/vild.pth",
+    }
+    if prefix == "oadp" and "ml" in config["prompts"]["kinds"]:
+        inputs["ml"] = "results/prompts/ml.pth"
+    for kind in kinds:
+        inputs[kind] = expand(
+            "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+            dataset=DATASET,
+            kind=kind,
+            folder=OAKE_FOLDERS[0],
+            shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
+        )
+    return inputs
+
+
+def train_shard_args(wildcards, input):
+    """CLI arguments naming the prompt and cache inputs the experiment uses."""
+    args = []
+    if "ml" in input.keys():
+        args += ["--ml-prompts", input.ml]
+    for kind in ("globals", "blocks", "objects"):
+        if kind in input.keys():
+            args += [f"--{kind}", *input[kind]]
+    return " ".join(args)
+
+
+def train_work_dir(wildcards, output):
+    """The experiment's work dir (checkpoints for resume): a param, not an output."""
+    return str(Path(output[0]).parent)
+
+
+def detection_targets():
+    return expand(
+        "results/evaluate/{experiment}/detections.json",
+        experiment=config["experiments"],
+    )
