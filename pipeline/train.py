@@ -65,6 +65,7 @@ def _config(args: argparse.Namespace) -> dict:
         workers=args.workers,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
+        rpn_test=args.rpn_test,
     )
     cfg["launcher"] = "pytorch" if world > 1 else "none"
     return cfg
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpn-pre", type=int, default=2000)
     p.add_argument("--rpn-post", type=int, default=1000)
     p.add_argument("--rois", type=int, default=512)
+    p.add_argument("--rpn-test", type=int, default=1000, help="RPN proposals per image at inference (reference 1000)")
     p.add_argument("--sampling-ratio", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=2000)

@@ -71,6 +71,7 @@ def detector_config(
     seed: int = 3407,
     asl_frozen: bool = True,
     warmup: int = 200,
+    rpn_test: int = 1000,
 ) -> dict:
     """ViLD (``branches=("object",)``) or OADP (object + block + global) config. ``names`` are the classes in
     remapped-id order (bases first); ``shards`` maps globals/blocks/objects to the training split's shard files."""
@@ -164,7 +165,7 @@ def detector_config(
             ),
         ),
         test_cfg=dict(
-            rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
+            rpn=dict(nms_pre=1000, max_per_img=rpn_test, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
             rcnn=dict(score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5), max_per_img=300),
         ),
     )

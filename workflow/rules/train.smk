@@ -29,7 +29,7 @@ rule train:
         " {params.extra} --work-dir {params.work_dir}"
         " --depth {params.t[depth]} --scale {params.t[scale]} --iters {params.t[iters]}"
         " --batch-size {params.t[batch_size]} --lr {params.t[lr]} --rpn-pre {params.t[rpn_pre]}"
-        " --rpn-post {params.t[rpn_post]} --rois {params.t[rois]}"
+        " --rpn-post {params.t[rpn_post]} --rois {params.t[rois]} --rpn-test {params.t[rpn_test]}"
         " --sampling-ratio {params.t[sampling_ratio]} --gpus {params.t[gpus]} {params.dry}"
         " > {log.runner} 2>&1"
 
