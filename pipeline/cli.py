@@ -36,6 +36,40 @@ def dispatch(parser: argparse.ArgumentParser, argv=None):
     return args.func(args)
 
 
+def torchrun_command(module: str, gpus: int, argv) -> list[str]:
+    """The command that reruns ``python -m module argv`` under ``torchrun``, one process per GPU."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        module,
+        *argv,
+    ]
+
+
+def relaunch_under_torchrun(module: str, gpus: int, argv) -> bool:
+    """For ``gpus > 1`` outside torchrun: rerun the stage under torchrun and return True (the caller stops).
+
+    Raises:
+        ValueError: fewer CUDA devices are visible than asked for.
+    """
+    import os
+    import subprocess
+
+    import torch
+
+    if gpus <= 1 or "LOCAL_RANK" in os.environ:
+        return False
+    if torch.cuda.device_count() < gpus:
+        raise ValueError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    logging.getLogger(module).info("launching %d processes with torchrun", gpus)
+    subprocess.run(torchrun_command(module, gpus, argv), check=True)
+    return True
+
+
 def run_main(main_fn, argv=None) -> int:
     """Run a stage's ``main``; a ``ValueError`` (bad input) becomes one clear line and exit status 2."""
     try:

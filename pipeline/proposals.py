@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,27 +164,8 @@ def train_config(args: argparse.Namespace) -> dict:
     )
 
 
-def torchrun_command(gpus: int, argv: Sequence[str]) -> list[str]:
-    """The command that reruns this training under ``torchrun`` with one process per GPU."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={gpus}",
-        "-m",
-        "pipeline.proposals",
-        *argv,
-    ]
-
-
 def _cmd_train(args: argparse.Namespace) -> None:
-    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
-        available = torch.cuda.device_count()
-        if available < args.gpus:
-            raise ValueError(f"--gpus {args.gpus}: only {available} CUDA device(s) visible")
-        log.info("launching %d processes with torchrun", args.gpus)
-        subprocess.run(torchrun_command(args.gpus, args.argv), check=True)
+    if cli.relaunch_under_torchrun("pipeline.proposals", args.gpus, args.argv):
         return
     from mmdet.utils import register_all_modules
     from mmengine.config import Config

@@ -14,8 +14,6 @@ import argparse
 import logging
 import os
 import shlex
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,20 +70,7 @@ def _config(args: argparse.Namespace) -> dict:
 
 
 def _cmd_fit(args: argparse.Namespace) -> None:
-    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
-        if torch.cuda.device_count() < args.gpus:
-            raise ValueError(f"--gpus {args.gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={args.gpus}",
-            "-m",
-            "pipeline.train",
-            *args.argv,
-        ]
-        subprocess.run(cmd, check=True)
+    if cli.relaunch_under_torchrun("pipeline.train", args.gpus, args.argv):
         return
     from mmengine.config import Config
     from mmengine.runner import Runner

@@ -112,8 +112,71 @@ def make_demo_split(tmp_path: Path, num_train: int, num_val: int) -> Path:
     opts = demo_data.DemoOptions(out_dir=demo, classes=DEMO4, num_train=num_train, num_val=num_val, sizes=((256, 256),))
     demo_data.run(opts)
     for split in ("train", "val"):
-        annotations.main(["demo", "--input", str(demo / f"annotations/instances_{split}.json"),
-                          "--out-all", str(tmp_path / f"{split}.all.json"),
-                          "--out-base", str(tmp_path / f"{split}.base.json"),
-                          "--base", *DEMO4[:3], "--novel", DEMO4[3]])  # fmt: skip
+        annotations.main(
+            [
+                "demo",
+                "--input",
+                str(demo / f"annotations/instances_{split}.json"),
+                "--out-all",
+                str(tmp_path / f"{split}.all.json"),
+                "--out-base",
+                str(tmp_path / f"{split}.base.json"),
+                "--base",
+                *DEMO4[:3],
+                "--novel",
+                DEMO4[3],
+            ]
+        )
     return demo
+
+
+TINY = "OADP-Tiny-ViT-32"
+
+
+def tiny_clip_args(annotations: Path, images: Path) -> list[str]:
+    """Extractor arguments for the seeded random tiny CLIP on CPU, images decoded in the main process."""
+    return [
+        "--annotations",
+        str(annotations),
+        "--images",
+        str(images),
+        "--model",
+        TINY,
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
+
+
+def gt_proposals(annotations: Path, out: Path, extra_box: list[float] | None = None) -> dict[int, np.ndarray]:
+    """Write a proposals file whose boxes are each image's ground truth (xyxy, score 1), optionally plus one
+    ``extra_box``; returns the ground-truth boxes per image id."""
+    from pipeline import proposal_file
+
+    data = json.loads(Path(annotations).read_text())
+    ids = sorted(im["id"] for im in data["images"])
+    gt = {
+        i: [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in data["annotations"] if a["image_id"] == i)]
+        for i in ids
+    }
+    boxes = [np.array(gt[i] + ([extra_box] if extra_box else []), np.float32).reshape(-1, 4) for i in ids]
+    proposal_file.write(out, ids, boxes, [np.ones(len(b)) for b in boxes])
+    return {i: np.array(gt[i], np.float32).reshape(-1, 4) for i in ids}
+
+
+def extract_caches(annotations: Path, images: Path, out_dir: Path, proposals: Path | None = None) -> dict[str, Path]:
+    """OAKE globals, blocks and (with ``proposals``) objects of every image, one shard each, tiny CLIP."""
+    from pipeline.oake import blocks, objects
+    from pipeline.oake import globals as oake_globals
+
+    common = tiny_clip_args(annotations, images)
+    paths = {"globals": out_dir / "g.h5", "blocks": out_dir / "b.h5"}
+    oake_globals.main([*common, "--output", str(paths["globals"])])
+    blocks.main([*common, "--output", str(paths["blocks"])])
+    if proposals is not None:
+        paths["objects"] = out_dir / "o.h5"
+        objects.main([*common, "--output", str(paths["objects"]), "--proposals", str(proposals)])
+    return paths

@@ -7,12 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import prompts, proposal_file
-from pipeline.oake import blocks, objects
+from pipeline import prompts
 from pipeline.oake import globals as oake_globals
-from tests.conftest import DEMO4, make_demo_split
-
-TINY = "OADP-Tiny-ViT-32"
+from tests.conftest import DEMO4, TINY, extract_caches, gt_proposals, make_demo_split, tiny_clip_args
 
 
 @pytest.mark.slow
@@ -26,35 +23,8 @@ def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
 
     demo = make_demo_split(tmp_path, num_train=8, num_val=1)
     ann = demo / "annotations/instances_train.json"
-    data = json.loads(ann.read_text())
-    ids = sorted(im["id"] for im in data["images"])
-    boxes = {
-        i: [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in data["annotations"] if a["image_id"] == i)]
-        for i in ids
-    }
-    proposal_file.write(
-        tmp_path / "p.h5",
-        ids,
-        [np.array(boxes[i] + [[0, 0, 50, 50]]) for i in ids],
-        [np.ones(len(boxes[i]) + 1) for i in ids],
-    )
-    common = [
-        "--annotations",
-        str(ann),
-        "--images",
-        str(demo / "images/train"),
-        "--model",
-        TINY,
-        "--weights",
-        "random",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-    ]
-    oake_globals.main([*common, "--output", str(tmp_path / "g.h5")])
-    blocks.main([*common, "--output", str(tmp_path / "b.h5")])
-    objects.main([*common, "--output", str(tmp_path / "o.h5"), "--proposals", str(tmp_path / "p.h5")])
+    gt_proposals(ann, tmp_path / "p.h5", extra_box=[0, 0, 50, 50])
+    extract_caches(ann, demo / "images/train", tmp_path, proposals=tmp_path / "p.h5")
     prompts.main(
         [
             "vild",
@@ -129,21 +99,7 @@ def test_train_cli_fit_and_predict(tmp_path):
 
     demo = make_demo_split(tmp_path, num_train=4, num_val=2)
     ann = demo / "annotations/instances_train.json"
-    common = [
-        "--annotations",
-        str(ann),
-        "--images",
-        str(demo / "images/train"),
-        "--model",
-        TINY,
-        "--weights",
-        "random",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-    ]
-    oake_globals.main([*common, "--output", str(tmp_path / "g.h5")])
+    oake_globals.main([*tiny_clip_args(ann, demo / "images/train"), "--output", str(tmp_path / "g.h5")])
     prompts.main(
         [
             "vild",

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import demo_data, proposal_file
-from pipeline.oake import blocks, cache, geometry, objects
-from pipeline.oake import globals as oake_globals
+from pipeline import demo_data
+from pipeline.oake import cache, geometry
+from tests.conftest import extract_caches, gt_proposals
 
-TINY = "OADP-Tiny-ViT-32"
 SOLID = ("red circle", "blue square", "green star", "yellow hexagon")
 
 
@@ -28,25 +27,8 @@ def world(tmp_path_factory):
     data = json.loads(ann.read_text())
     ids = sorted(im["id"] for im in data["images"])
     gt = {i: [a for a in data["annotations"] if a["image_id"] == i] for i in ids}
-    xyxy = {i: np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in gt[i])], np.float32) for i in ids}
-    proposal_file.write(root / "p.h5", ids, [xyxy[i] for i in ids], [np.ones(len(xyxy[i])) for i in ids])
-    common = [
-        "--annotations",
-        str(ann),
-        "--images",
-        str(root / "demo/images/val"),
-        "--model",
-        TINY,
-        "--weights",
-        "random",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-    ]
-    oake_globals.main([*common, "--output", str(root / "g.h5")])
-    blocks.main([*common, "--output", str(root / "b.h5")])
-    objects.main([*common, "--output", str(root / "o.h5"), "--proposals", str(root / "p.h5")])
+    xyxy = gt_proposals(ann, root / "p.h5")
+    extract_caches(ann, root / "demo/images/val", root, proposals=root / "p.h5")
     return root, data, gt, xyxy
 
 

@@ -15,7 +15,7 @@ from pipeline import ml_prompt, prompts
 from pipeline.clip import load_clip, text
 from pipeline.losses import asymmetric_loss
 from pipeline.oake import globals as oake_globals
-from tests.conftest import make_demo_split
+from tests.conftest import make_demo_split, tiny_clip_args
 
 TINY = "OADP-Tiny-ViT-32"
 
@@ -81,20 +81,9 @@ def test_ml_cli_on_demo_globals(tmp_path, clip):
         shard = tmp_path / f"globals_{split}.h5"
         oake_globals.main(
             [
-                "--annotations",
-                str(demo / f"annotations/instances_{split}.json"),
-                "--images",
-                str(demo / "images" / split),
+                *tiny_clip_args(demo / f"annotations/instances_{split}.json", demo / "images" / split),
                 "--output",
                 str(shard),
-                "--model",
-                TINY,
-                "--weights",
-                "random",
-                "--device",
-                "cpu",
-                "--workers",
-                "0",
             ]
         )
         ann[split] = shard

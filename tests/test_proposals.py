@@ -282,7 +282,9 @@ def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
 
     import torch
 
-    cmd = proposals.torchrun_command(4, ["--log", "x.log", "train", "--gpus", "4", "--iters", "10"])
+    from pipeline import cli
+
+    cmd = cli.torchrun_command("pipeline.proposals", 4, ["--log", "x.log", "train", "--gpus", "4", "--iters", "10"])
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     assert cmd[5:] == ["-m", "pipeline.proposals", "--log", "x.log", "train", "--gpus", "4", "--iters", "10"]
     if torch.cuda.device_count() < 2:
