@@ -2,10 +2,16 @@
 
 Subcommands::
 
-    fit      train an experiment (``vild_*``: object branch; ``oadp_*``: object + block + global) on base
-             annotations with the OAKE caches; resumes from the last checkpoint of its work dir; writes
-             ``final.pth`` (weights only). ``--gpus N`` relaunches under torchrun.
-    predict  run a trained detector over every image of a split -> COCO-format detections (remapped category ids)
+    fit      train an experiment on base annotations with the OAKE caches. The experiment name is a config of
+             ``pipeline/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
+             ``oadp_*`` object + block + global, ``baseline_*`` none) or ``--config FILE``; ``--cfg-options``
+             overrides keys. lr is the config's for 16 images per iteration, scaled to the real batch by mmengine
+             (said in the log). Resumes from the last checkpoint of its work dir; TensorBoard events in
+             ``<work dir>/<timestamp>/vis_data``; writes ``final.pth`` (weights + the resolved config; weights-only
+             loadable). ``--gpus N`` relaunches under torchrun.
+    predict  run a trained detector over every image of a split -> COCO-format detections (remapped category ids;
+             RLE masks when the config has a mask head); ``--regions`` also writes the bbox head's embedding of
+             every ground-truth box (for the open-ended evaluation)
 """
 
 from __future__ import annotations
@@ -23,56 +29,57 @@ from pipeline import atomic, cli
 from pipeline.oake.extract import list_images, sha256_file
 
 log = logging.getLogger(__name__)
+_CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
 
 BRANCHES = {"vild": ("object",), "oadp": ("object", "block", "global"), "baseline": ()}
 
 
 def branches_of(experiment: str) -> tuple[str, ...]:
-    """The pyramid branches an experiment name asks for (its prefix before ``_``)."""
+    """The pyramid branches an experiment name's prefix stands for (what the DAG provides caches for); the config
+    file decides what is built (``pipeline.detector.config.branches``)."""
     prefix = experiment.split("_", 1)[0]
     if prefix not in BRANCHES:
         raise ValueError(f"experiment {experiment!r}: the name must start with one of {sorted(BRANCHES)}")
     return BRANCHES[prefix]
 
 
-def _config(args: argparse.Namespace) -> dict:
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KIND=FILE, got {text!r}")
+    return key, value
+
+
+def _config(args: argparse.Namespace, *, cuda: bool):
     from pipeline.detector.config import detector_config
 
     cats = sorted(atomic.read_json(args.names_from)["categories"], key=lambda c: c["id"])
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    lr = args.lr * args.batch_size * world / 16  # linear scaling from the reference's 16 images per iteration
-    log.info("lr %.5f = %.3f x %d images per iteration / 16", lr, args.lr, args.batch_size * world)
     cfg = detector_config(
+        args.config or args.experiment,
         names=[c["name"] for c in cats],
         num_base=args.num_base,
-        prompts=str(args.prompts),
-        ml_prompts=str(args.ml_prompts) if args.ml_prompts else None,
+        prompts=dict(args.prompt),
         annotations=str(args.annotations),
         images=str(args.images),
         shards={"globals": args.globals, "blocks": args.blocks, "objects": args.objects},
         work_dir=str(args.work_dir),
-        branches=branches_of(args.experiment),
-        depth=args.depth,
-        scale=args.scale,
+        options=args.cfg_options,
         iters=4 if args.dry_run else args.iters,
         batch_size=args.batch_size,
-        lr=lr,
-        rpn_train=(args.rpn_pre, args.rpn_post),
-        rois=args.rois,
-        sampling_ratio=args.sampling_ratio,
         workers=args.workers,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        rpn_test=args.rpn_test,
+        world_size=world,
+        cuda=cuda,
     )
-    cfg["launcher"] = "pytorch" if world > 1 else "none"
+    if args.dry_run:
+        dataset = cfg.train_dataloader.dataset
+        (dataset.dataset if dataset.type == "ClassBalancedDataset" else dataset).indices = 8
     return cfg
 
 
 def _cmd_fit(args: argparse.Namespace) -> None:
     if cli.relaunch_under_torchrun("pipeline.train", args.gpus, args.argv):
         return
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
     from pipeline import compat
@@ -80,59 +87,96 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
     compat.allow_mmengine_checkpoints()
     register_modules()
-    runner = Runner.from_cfg(Config(_config(args)))
+    cfg = _config(args, cuda=torch.cuda.is_available())
+    runner = Runner.from_cfg(cfg)
     runner.train()
     if runner.rank != 0:
         return
     model = getattr(runner.model, "module", runner.model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    meta = {"experiment": args.experiment, "argv": shlex.join(args.argv)}
+    meta = {"experiment": args.experiment, "argv": shlex.join(args.argv), "config": cfg.to_dict()}
     with atomic.atomic_path(args.work_dir / "final.pth", suffix=".pth") as tmp:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
     log.info("wrote %s", args.work_dir / "final.pth")
 
 
-@torch.inference_mode()
-def _cmd_predict(args: argparse.Namespace) -> None:
-    from mmcv.transforms import Compose
+def load_detector(checkpoint: Path, device: str = "cpu"):
+    """A trained detector from ``final.pth`` (weights-only load; the config stored with it), in eval mode."""
     from mmdet.registry import MODELS
-    from mmengine.config import ConfigDict
-    from tqdm import tqdm
+    from mmengine.config import Config
 
     from pipeline.detector import register_modules
 
     register_modules()
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    fit_args = build_parser().parse_args(shlex.split(ckpt["meta"]["argv"]))
-    cfg = _config(fit_args)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    cfg["model"]["test_cfg"]["rcnn"]["score_thr"] = args.score_thr
-    model = MODELS.build(ConfigDict(cfg["model"]))
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
+        raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
+    cfg = Config(ckpt["meta"]["config"])
+    model = MODELS.build(cfg.model)
     model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    size = (int(fit_args.scale * 1333 / 800), fit_args.scale)
-    pipeline = Compose(
-        [
-            dict(type="LoadImageFromFile"),
-            dict(type="Resize", scale=size, keep_ratio=True),
-            dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
-        ]
-    )
-    detections = []
+    return model.to(device).eval(), cfg, ckpt["meta"]
+
+
+def _encode_masks(masks) -> list[dict]:
+    import numpy as np
+    import pycocotools.mask as mask_utils
+
+    out = []
+    for m in masks:
+        rle = mask_utils.encode(np.asfortranarray(m.cpu().numpy().astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append(rle)
+    return out
+
+
+@torch.inference_mode()
+def _cmd_predict(args: argparse.Namespace) -> None:
+    import numpy as np
+    from mmcv.transforms import Compose
+    from tqdm import tqdm
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model, cfg, meta = load_detector(args.checkpoint, device)
+    model.roi_head.test_cfg["score_thr"] = args.score_thr
+    pipeline = Compose(cfg.test_pipeline)
+    coco = atomic.read_json(args.annotations)
+    anns_by_image: dict[int, list[dict]] = {}
+    for ann in coco.get("annotations", []):
+        anns_by_image.setdefault(ann["image_id"], []).append(ann)
+    detections, regions = [], {k: [] for k in ("ann_ids", "image_ids", "category_ids", "iscrowd", "embeddings")}
     items = list_images(args.annotations, args.images)[: 4 if args.dry_run else None]
-    for item in tqdm(items, desc=f"detect {fit_args.experiment}", unit="img"):
+    for item in tqdm(items, desc=f"detect {meta['experiment']}", unit="img"):
         data = pipeline(dict(img_path=str(item.path), img_id=item.image_id))
-        out = model.test_step({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]})[0].pred_instances
-        for box, score, label in zip(out.bboxes.tolist(), out.scores.tolist(), out.labels.tolist(), strict=True):
+        batch = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
+        feats = model.extract_feat(batch["inputs"])
+        samples = batch["data_samples"]
+        proposals = model.rpn_head.predict(feats, samples, rescale=False)
+        out = model.roi_head.predict(feats, proposals, samples, rescale=True)[0]
+        rles = _encode_masks(out.masks) if "masks" in out else None
+        for i, (box, score, label) in enumerate(
+            zip(out.bboxes.tolist(), out.scores.tolist(), out.labels.tolist(), strict=True)
+        ):
             x1, y1, x2, y2 = box
-            detections.append(
-                {
-                    "image_id": item.image_id,
-                    "category_id": int(label),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5),
-                }
-            )
+            det = {
+                "image_id": item.image_id,
+                "category_id": int(label),
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "score": round(float(score), 5),
+            }
+            if rles is not None:
+                det["segmentation"] = rles[i]
+            detections.append(det)
+        anns = anns_by_image.get(item.image_id, [])
+        if args.regions is not None and anns:
+            scale = samples[0].metainfo["scale_factor"]  # (w, h) factors of the resize
+            boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32, device=feats[0].device)
+            boxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+            boxes *= boxes.new_tensor([scale[0], scale[1], scale[0], scale[1]])
+            _, embeddings = model.roi_head._branch(model.roi_head.bbox_head, feats, [boxes])
+            regions["embeddings"].append(embeddings.float().cpu().numpy())
+            regions["ann_ids"] += [a["id"] for a in anns]
+            regions["image_ids"] += [item.image_id] * len(anns)
+            regions["category_ids"] += [a["category_id"] for a in anns]
+            regions["iscrowd"] += [int(a.get("iscrowd", 0)) for a in anns]
     atomic.write_json(args.output, detections)
     log.info(
         "%d detections on %d images -> %s (checkpoint %s)",
@@ -141,46 +185,64 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         args.output,
         sha256_file(args.checkpoint)[:12],
     )
+    if args.regions is not None:
+        width = model.roi_head.bbox_head.fc_cls.linear.out_features
+        arrays = {
+            "ann_ids": np.asarray(regions["ann_ids"], dtype=np.int64),
+            "image_ids": np.asarray(regions["image_ids"], dtype=np.int64),
+            "category_ids": np.asarray(regions["category_ids"], dtype=np.int64),
+            "iscrowd": np.asarray(regions["iscrowd"], dtype=np.uint8),
+            "embeddings": np.concatenate(regions["embeddings"]).astype(np.float32)
+            if regions["embeddings"]
+            else np.zeros((0, width), np.float32),
+        }
+        with atomic.atomic_path(args.regions, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        log.info("%d ground-truth region embeddings -> %s", len(arrays["ann_ids"]), args.regions)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mmengine.config import DictAction
+
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="train an experiment")
-    p.add_argument("--experiment", required=True, help="vild_* | oadp_* | baseline_*")
+    p.add_argument("--experiment", required=True, help="the experiment name (= its config name unless --config)")
+    p.add_argument("--config", default=None, help=f"config name or .py file (default: the experiment's); {_CONFIGS}")
+    p.add_argument(
+        "--cfg-options", nargs="+", action=DictAction, default=None, help="dotted-key overrides, as mmdet's tools"
+    )
     p.add_argument("--names-from", type=Path, required=True, help="remapped file with every class (input)")
     p.add_argument("--num-base", type=int, required=True)
     p.add_argument("--annotations", type=Path, required=True, help="remapped BASE training file (input)")
     p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
-    p.add_argument("--prompts", type=Path, required=True, help="vild prompt file (input)")
-    p.add_argument("--ml-prompts", type=Path, default=None, help="ml prompt file for block/global heads (input)")
+    p.add_argument(
+        "--prompt", type=_key_value, action="append", default=[], help="KIND=FILE prompt file (inputs; repeatable)"
+    )
     for kind in ("globals", "blocks", "objects"):
         p.add_argument(f"--{kind}", type=str, nargs="*", default=[], help=f"OAKE {kind} shards of train (inputs)")
     p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
-    p.add_argument("--depth", type=int, default=50)
-    p.add_argument("--scale", type=int, default=800)
-    p.add_argument("--iters", type=int, default=40000)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.02, help="lr for 16 images per iteration; scaled linearly")
-    p.add_argument("--rpn-pre", type=int, default=2000)
-    p.add_argument("--rpn-post", type=int, default=1000)
-    p.add_argument("--rois", type=int, default=512)
-    p.add_argument("--rpn-test", type=int, default=1000, help="RPN proposals per image at inference (reference 1000)")
-    p.add_argument("--sampling-ratio", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--checkpoint-every", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=3407)
+    p.add_argument("--iters", type=int, default=None, help="iterations (default: the config's schedule)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per GPU (default: the config's, 2)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers per process")
     p.add_argument("--gpus", type=int, default=1)
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="4 iterations on 8 images")
     p.set_defaults(func=_cmd_fit)
     p = sub.add_parser("predict", help="COCO-format detections of a split")
     p.add_argument("--checkpoint", type=Path, required=True, help="final.pth (input)")
     p.add_argument("--annotations", type=Path, required=True, help="file listing the images (input)")
     p.add_argument("--images", type=Path, required=True, help="image folder (input)")
     p.add_argument("--output", type=Path, required=True, help="detections JSON (output)")
+    p.add_argument(
+        "--regions",
+        type=Path,
+        default=None,
+        help="npz of the bbox head's embeddings of every ground-truth box (output; open-ended evaluation)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--score-thr",

@@ -12,40 +12,44 @@ from pipeline.oake import globals as oake_globals
 from tests.conftest import DEMO4, TINY, extract_caches, gt_proposals, make_demo_split, tiny_clip_args
 
 
-@pytest.mark.slow
-def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
-    from mmengine.config import Config
-    from mmengine.runner import Runner
+def _vild_and_ml_prompts(tmp_path) -> dict[str, str]:
+    """A vild prompt file of the tiny CLIP, and an ml-format file (same rows, scaler 20 / bias 4) for the scaled
+    classifiers of the OADP config."""
+    vild = tmp_path / "vild.pth"
+    prompts.main(
+        ["vild", "--names-from", str(tmp_path / "train.all.json"), "--model", TINY, "--weights", "random"]
+        + ["--device", "cpu", "--output", str(vild)]
+    )
+    p = prompts.load(vild)
+    prompts.save(tmp_path / "ml.pth", p["names"], p["embeddings"], {"kind": "ml (test)"}, scaler=20.0, bias=4.0)
+    return {"vild": str(vild), "ml": str(tmp_path / "ml.pth")}
 
-    from pipeline import compat
-    from pipeline.detector import register_modules
-    from pipeline.detector.config import detector_config
 
-    demo = make_demo_split(tmp_path, num_train=8, num_val=1)
+def _oadp_demo_setup(tmp_path, num_train=8):
+    demo = make_demo_split(tmp_path, num_train=num_train, num_val=1)
     ann = demo / "annotations/instances_train.json"
     gt_proposals(ann, tmp_path / "p.h5", extra_box=[0, 0, 50, 50])
     extract_caches(ann, demo / "images/train", tmp_path, proposals=tmp_path / "p.h5")
-    prompts.main(
-        [
-            "vild",
-            "--names-from",
-            str(tmp_path / "train.all.json"),
-            "--model",
-            TINY,
-            "--weights",
-            "random",
-            "--device",
-            "cpu",
-            "--output",
-            str(tmp_path / "vild.pth"),
-        ]
-    )
+    return demo, _vild_and_ml_prompts(tmp_path)
 
-    cfg = detector_config(
+
+SLIM = {
+    "model.roi_head.weights.warmup": 1,  # distillation weights constant, so totals of iterations compare
+    "model.warmup": 1,
+    "model.train_cfg.rpn_proposal.max_per_img": 100,
+    "model.train_cfg.rcnn.sampler.num": 64,
+    "randomness.seed": 0,
+}
+
+
+def _oadp_config(tmp_path, demo, prompt_files, iters, options=None):
+    from pipeline.detector.config import detector_config
+
+    return detector_config(
+        "oadp_demo",
         names=list(DEMO4),
         num_base=3,
-        prompts=str(tmp_path / "vild.pth"),
-        ml_prompts=None,
+        prompts=prompt_files,
         annotations=str(tmp_path / "train.base.json"),
         images=str(demo / "images/train"),
         shards={
@@ -54,22 +58,26 @@ def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
             "objects": [str(tmp_path / "o.h5")],
         },
         work_dir=str(tmp_path / "work"),
-        depth=18,
-        scale=256,
-        iters=16,
+        options={**SLIM, **(options or {})},
+        iters=iters,
         batch_size=2,
-        lr=0.01,
-        rpn_train=(500, 100),
-        rois=64,
-        sampling_ratio=2,
         workers=0,
-        checkpoint_every=8,
-        seed=0,
-        warmup=1,
     )
+
+
+@pytest.mark.slow
+def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
+    from mmengine.runner import Runner
+
+    from pipeline import compat
+    from pipeline.detector import register_modules
+
+    demo, prompt_files = _oadp_demo_setup(tmp_path)
+    cfg = _oadp_config(tmp_path, demo, prompt_files, iters=16)
+    assert cfg.model.roi_head.object_head.cls_predictor_cfg.type == "ScaledTextClassifier"
     compat.allow_mmengine_checkpoints()
     register_modules()
-    Runner.from_cfg(Config(cfg)).train()
+    Runner.from_cfg(cfg).train()
     lines = [
         json.loads(x) for x in sorted((tmp_path / "work").glob("*/vis_data/scalars.json"))[-1].read_text().splitlines()
     ]
@@ -88,9 +96,91 @@ def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
     )
     for key in keys:
         assert all(key in r and np.isfinite(r[key]) for r in rows), key
-    # distillation weights held constant (warmup=1) so that totals of different iterations compare
     total = [r["loss"] for r in rows]
     assert np.mean(total[-4:]) < np.mean(total[:4])
+    # TensorBoard events next to the JSON scalars
+    assert list((tmp_path / "work").glob("*/vis_data/events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_with_the_saved_state(tmp_path):
+    """SIGKILL a training process after its first checkpoint; a new run in the same work dir starts at the saved
+    iteration with the saved optimizer state (momentum buffers) and distillation warm-up counters."""
+    import copy
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from pipeline import compat
+    from pipeline.detector import register_modules
+
+    demo, prompt_files = _oadp_demo_setup(tmp_path, num_train=6)
+    work = tmp_path / "work"
+    opts = [f"{k}={v}" for k, v in {**SLIM, "model.roi_head.weights.warmup": 50, "model.warmup": 50}.items()]
+    cmd = [sys.executable, "-m", "pipeline.train", "fit", "--experiment", "oadp_demo", "--num-base", "3"]
+    cmd += ["--names-from", str(tmp_path / "train.all.json"), "--annotations", str(tmp_path / "train.base.json")]
+    cmd += ["--images", str(demo / "images/train"), "--work-dir", str(work), "--iters", "40", "--workers", "0"]
+    cmd += ["--prompt", f"vild={prompt_files['vild']}", "--prompt", f"ml={prompt_files['ml']}"]
+    cmd += [
+        "--globals",
+        str(tmp_path / "g.h5"),
+        "--blocks",
+        str(tmp_path / "b.h5"),
+        "--objects",
+        str(tmp_path / "o.h5"),
+    ]
+    cmd += ["--cfg-options", *opts, "default_hooks.checkpoint.interval=3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (work / "last_checkpoint").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint file be complete (mmengine writes last_checkpoint after it)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "final.pth").exists()
+    saved_path = (work / "last_checkpoint").read_text().strip()
+    compat.allow_mmengine_checkpoints()  # the explicit allow-list of mmengine's checkpoint metadata
+    saved = torch.load(saved_path, map_location="cpu", weights_only=True)
+    saved_iter = saved["meta"]["iter"]
+    assert 3 <= saved_iter < 40
+
+    seen = {}
+
+    class Record(Hook):
+        def before_train(self, runner):
+            seen["iter"] = runner.iter
+            seen["optimizer"] = copy.deepcopy(runner.optim_wrapper.state_dict())  # training mutates it in place
+            model = runner.model
+            seen["roi_warmup"] = model.roi_head.get_extra_state()
+            seen["global_warmup"] = model.get_extra_state()
+
+    cfg = _oadp_config(
+        tmp_path, demo, prompt_files, iters=40, options={"model.roi_head.weights.warmup": 50, "model.warmup": 50}
+    )
+    cfg.train_cfg.max_iters = saved_iter + 2  # finish quickly after the resume
+    register_modules()
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(Record())
+    runner.train()
+    assert seen["iter"] == saved_iter
+    mom_saved = saved["optimizer"]["state"]
+    mom_now = seen["optimizer"]["state"]
+    assert mom_saved.keys() == mom_now.keys() and len(mom_saved) > 10
+    for key in mom_saved:
+        assert torch.equal(mom_saved[key]["momentum_buffer"], mom_now[key]["momentum_buffer"])
+    assert seen["optimizer"]["param_groups"][0]["lr"] == saved["optimizer"]["param_groups"][0]["lr"]
+    # the warm-up counters continue: iteration = 1 + the saved number of steps
+    assert seen["roi_warmup"]["object"]["iteration"] == saved_iter + 1
+    assert seen["global_warmup"]["mse"]["iteration"] == saved_iter + 1
+    assert runner.iter == saved_iter + 2
 
 
 @pytest.mark.slow
@@ -100,21 +190,7 @@ def test_train_cli_fit_and_predict(tmp_path):
     demo = make_demo_split(tmp_path, num_train=4, num_val=2)
     ann = demo / "annotations/instances_train.json"
     oake_globals.main([*tiny_clip_args(ann, demo / "images/train"), "--output", str(tmp_path / "g.h5")])
-    prompts.main(
-        [
-            "vild",
-            "--names-from",
-            str(tmp_path / "train.all.json"),
-            "--model",
-            TINY,
-            "--weights",
-            "random",
-            "--device",
-            "cpu",
-            "--output",
-            str(tmp_path / "vild.pth"),
-        ]
-    )
+    prompt_files = _vild_and_ml_prompts(tmp_path)
     work = tmp_path / "train" / "baseline_demo"
     fit = [
         "fit",
@@ -128,24 +204,17 @@ def test_train_cli_fit_and_predict(tmp_path):
         str(tmp_path / "train.base.json"),
         "--images",
         str(demo / "images/train"),
-        "--prompts",
-        str(tmp_path / "vild.pth"),
+        "--prompt",
+        f"vild={prompt_files['vild']}",
         "--work-dir",
         str(work),
-        "--depth",
-        "18",
-        "--scale",
-        "256",
         "--iters",
         "3",
-        "--rpn-pre",
-        "300",
-        "--rpn-post",
-        "50",
-        "--rois",
-        "32",
         "--workers",
         "0",
+        "--cfg-options",
+        "model.train_cfg.rpn_proposal.max_per_img=50",
+        "model.train_cfg.rcnn.sampler.num=32",
     ]
     train.main(fit)
     out = tmp_path / "detections.json"
@@ -164,6 +233,8 @@ def test_train_cli_fit_and_predict(tmp_path):
             "cpu",
             "--score-thr",
             "-1",  # keep the untrained model's underflowing scores: every box counts for the format checks
+            "--regions",
+            str(tmp_path / "regions.npz"),
         ]
     )
     dets = json.loads(out.read_text())
@@ -171,5 +242,12 @@ def test_train_cli_fit_and_predict(tmp_path):
     assert dets and {d["image_id"] for d in dets} <= val_ids
     assert all(0 <= d["category_id"] < 4 and 0 <= d["score"] <= 1 and len(d["bbox"]) == 4 for d in dets)
     assert max(sum(d["image_id"] == i for d in dets) for i in val_ids) == 300  # max_per_img
+    regions = np.load(tmp_path / "regions.npz", allow_pickle=False)
+    val = json.loads((tmp_path / "val.all.json").read_text())
+    assert sorted(regions["ann_ids"].tolist()) == sorted(a["id"] for a in val["annotations"])
+    cat_of = {a["id"]: a["category_id"] for a in val["annotations"]}
+    assert [cat_of[i] for i in regions["ann_ids"].tolist()] == regions["category_ids"].tolist()
+    assert regions["embeddings"].shape == (len(val["annotations"]), 64)  # the tiny CLIP's embedding width
+    np.testing.assert_allclose(np.linalg.norm(regions["embeddings"], axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="must start with one of"):
         train.branches_of("detr_demo")

@@ -1,235 +1,221 @@
-"""Full mmengine configs for the ViLD / OADP detectors (method 6.1-6.8), built from explicit arguments.
+"""Experiment configs of the detector (method 6.8-6.9): mmdet-3-style files with ``_base_`` inheritance, loaded and
+completed with the run's paths.
 
-``detector_config`` returns a plain dict for ``mmengine.Runner``: model (ResNet-FPN Faster R-CNN, text-embedding
-classifiers, object / block / global branches as asked), the training dataloader (base annotations, CLIP features
-loaded after resize/flip), SGD with linear warm-up and a step at 3/4 of the iterations, checkpoints for resume.
+The files live in ``pipeline/detector/configs/`` (one per experiment: ``vild_ov_coco``, ``oadp_ov_coco``,
+``oadp_ov_lvis`` [+ ``_released``], ``baseline_ov_coco`` and the CPU-sized ``*_demo`` variants); the experiment name
+of the DAG is the config name. What a file cannot know is filled by :func:`fill_runtime`:
+
+* class names and counts (from the remapped annotation file, bases first), ``num_base``;
+* prompt files: a classifier's ``prompts`` names a prompt *kind* (``vild``, ``ml``, ``detpro``) mapped to a file;
+* the training annotation file, image folder, OAKE cache shards, work dir;
+* one process without a GPU: ``SyncBN`` becomes ``BN``, and fp16 (``AmpOptimWrapper``) becomes fp32.
+
+``--cfg-options``-style overrides (dotted keys) apply before filling; :func:`set_iters` shortens a schedule to a given
+number of iterations with its lr steps at the same fractions (``dry_run`` and the demo use it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
-CHANNELS = {18: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
+log = logging.getLogger(__name__)
 
-
-def _classifier(kind: str, prompts: str, names: Sequence[str], num_base: int, **extra) -> dict:
-    if kind == "vild":
-        return dict(type="ViLDTextClassifier", prompts=prompts, names=list(names), num_base=num_base, **extra)
-    return dict(
-        type="ScaledTextClassifier",
-        prompts=prompts,
-        names=list(names),
-        num_base=num_base,
-        **{k: v for k, v in extra.items() if not k.startswith("tau")},
-    )
+CONFIG_DIR = Path(__file__).parent / "configs"
+CLASSIFIERS = ("ViLDTextClassifier", "ScaledTextClassifier")
+BRANCH_CACHES = {"object": "objects", "block": "blocks", "global": "globals"}
 
 
-def _head(kind: str, num_classes: int, predictor: dict, reg: bool) -> dict:
-    head = dict(
-        in_channels=256,
-        fc_out_channels=1024,
-        roi_feat_size=7,
-        num_classes=num_classes,
-        cls_predictor_cfg=predictor,
-        reg_class_agnostic=True,
-        bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]),
-        loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-        loss_bbox=dict(type="L1Loss", loss_weight=1.0),
-        with_reg=reg,
-    )
-    if kind == "shared4conv1fc":
-        return dict(
-            head, type="Shared4Conv1FCBBoxHead", conv_out_channels=256, norm_cfg=dict(type="BN", requires_grad=True)
-        )
-    return dict(head, type="Shared2FCBBoxHead")
+def available() -> list[str]:
+    """Experiment configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
 
 
-def detector_config(
+def config_path(experiment: str | Path) -> Path:
+    """The config file of an experiment name (or a path to a user's own config file)."""
+    path = Path(experiment)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise FileNotFoundError(f"detector config {path} does not exist")
+        return path
+    path = CONFIG_DIR / f"{experiment}.py"
+    if not path.is_file():
+        raise ValueError(f"experiment {experiment!r}: no config {path.name} in {CONFIG_DIR}; known: {available()}")
+    return path
+
+
+def read_config(experiment: str | Path, options: Mapping[str, Any] | None = None):
+    """The experiment's mmengine ``Config`` with dotted-key ``options`` merged (nothing filled yet)."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_path(experiment)), import_custom_modules=False)
+    if options:
+        cfg.merge_from_dict(dict(options))
+    return cfg
+
+
+def branches(cfg) -> tuple[str, ...]:
+    """The pyramid branches a config has: ``object`` / ``block`` (RoI head) and ``global`` (detector)."""
+    roi = cfg.model.roi_head
+    found = [name for name in ("object", "block") if roi.get(f"{name}_head")]
+    if cfg.model.get("global_head"):
+        found.append("global")
+    return tuple(found)
+
+
+def _walk(node: Any):
+    node = getattr(node, "_cfg_dict", node)  # a Config: walk its ConfigDict
+    if isinstance(node, Mapping):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _walk(value)
+
+
+def prompt_kinds(cfg) -> set[str]:
+    """Prompt kinds the config's classifiers read."""
+    return {d["prompts"] for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS}
+
+
+def set_iters(cfg, iters: int) -> None:
+    """Run ``iters`` iterations: the schedule's lr steps keep their fractions of the run (an epoch schedule becomes
+    an iteration schedule: LVIS 2x steps at 16/24 and 19/24), warm-ups are capped, checkpoints at most every run."""
+    loop = cfg.train_cfg
+    if loop.type == "EpochBasedTrainLoop":
+        total = loop.max_epochs
+        cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+        cfg.log_processor.by_epoch = False
+        cfg.default_hooks.checkpoint.by_epoch = False
+        cfg.default_hooks.checkpoint.interval = iters
+    else:
+        total = loop.max_iters
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1)
+    for sched in cfg.param_scheduler:
+        if sched.type == "MultiStepLR":
+            sched.update(
+                by_epoch=False, end=iters, milestones=[max(1, round(m * iters / total)) for m in sched.milestones]
+            )
+        else:
+            sched.end = min(sched.end, iters)
+    cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
+    cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, max(1, iters // 10))
+
+
+def _train_dataset(cfg):
+    dataset = cfg.train_dataloader.dataset
+    return dataset.dataset if dataset.type == "ClassBalancedDataset" else dataset
+
+
+def fill_runtime(
+    cfg,
     *,
     names: Sequence[str],
     num_base: int,
-    prompts: str,
-    ml_prompts: str | None,
-    annotations: str,
-    images: str,
-    shards: dict[str, Sequence[str]],
-    work_dir: str,
-    branches: Sequence[str] = ("object", "block", "global"),
-    depth: int = 50,
-    scale: int = 800,
-    iters: int = 40000,
-    batch_size: int = 2,
-    lr: float = 0.02,
-    tau: tuple[float, float] = (0.01, 0.007),
-    rpn_train: tuple[int, int] = (2000, 1000),
-    rois: int = 512,
-    sampling_ratio: int = 0,
-    workers: int = 2,
-    checkpoint_every: int = 2000,
-    seed: int = 3407,
-    asl_frozen: bool = True,
-    warmup: int = 200,
-    rpn_test: int = 1000,
-) -> dict:
-    """ViLD (``branches=("object",)``) or OADP (object + block + global) config. ``names`` are the classes in
-    remapped-id order (bases first); ``shards`` maps globals/blocks/objects to the training split's shard files."""
+    prompts: Mapping[str, str],
+    annotations: str | None = None,
+    images: str | None = None,
+    shards: Mapping[str, Sequence[str]] | None = None,
+    work_dir: str | None = None,
+    world_size: int = 1,
+    cuda: bool = False,
+    experiment: str = "experiment",
+) -> None:
+    """Complete ``cfg`` in place (see the module docstring). Errors name the experiment and what is missing."""
     k = len(names)
-    vild = dict(tau_train=tau[0], tau_val=tau[1])
-    bbox_pred = _classifier("vild", prompts, names, num_base, **vild)
-    object_pred = _classifier("vild", prompts, names, num_base, background_enabled=False, **vild)
-    ml_kind, ml_file = ("ml", ml_prompts) if ml_prompts else ("vild", prompts)
-    roi_head = dict(
-        type="OADPRoIHead",
-        num_base=num_base,
-        asl_frozen=asl_frozen,
-        weights=dict(warmup=warmup),
-        bbox_roi_extractor=dict(
-            type="SingleRoIExtractor",
-            out_channels=256,
-            featmap_strides=[4, 8, 16, 32],
-            roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=sampling_ratio),
-        ),
-        bbox_head=_head("shared4conv1fc", k, bbox_pred, reg=True),
-        object_head=_head("shared4conv1fc", k, object_pred, reg=False) if "object" in branches else None,
-        block_head=_head("shared2fc", k, _classifier(ml_kind, ml_file, names, num_base, **vild), reg=False)
-        if "block" in branches
-        else None,
-    )
-    model = dict(
-        type="OADP",
-        asl_frozen=asl_frozen,
-        warmup=warmup,
-        data_preprocessor=dict(type="DetDataPreprocessor", mean=MEAN, std=STD, bgr_to_rgb=True, pad_size_divisor=32),
-        backbone=dict(
-            type="ResNet",
-            depth=depth,
-            num_stages=4,
-            out_indices=(0, 1, 2, 3),
-            frozen_stages=1,
-            norm_cfg=dict(type="BN", requires_grad=True),
-            norm_eval=True,
-            style="pytorch",
-        ),
-        neck=dict(type="FPN", in_channels=CHANNELS[depth], out_channels=256, num_outs=5),
-        rpn_head=dict(
-            type="RPNHead",
-            in_channels=256,
-            feat_channels=256,
-            anchor_generator=dict(
-                type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]
-            ),
-            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
-            loss_bbox=dict(type="L1Loss", loss_weight=1.0),
-        ),
-        roi_head=roi_head,
-        global_head=dict(
-            type="GlobalHead", in_channels=256, classifier=_classifier(ml_kind, ml_file, names, num_base, **vild)
+    if not 0 < num_base <= k:
+        raise ValueError(f"{experiment}: num_base {num_base} must be in 1..{k} (the number of classes)")
+    missing = sorted(prompt_kinds(cfg) - set(prompts))
+    if missing:
+        raise ValueError(
+            f"{experiment}: the config's classifiers read the prompt kind(s) {missing}, but only {sorted(prompts)} "
+            "were given (add them to prompts.kinds, or pass --prompt KIND=FILE)"
         )
-        if "global" in branches
-        else None,
-        train_cfg=dict(
-            rpn=dict(
-                assigner=dict(
-                    type="MaxIoUAssigner",
-                    pos_iou_thr=0.7,
-                    neg_iou_thr=0.3,
-                    min_pos_iou=0.3,
-                    match_low_quality=True,
-                    ignore_iof_thr=-1,
-                ),
-                sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False),
-                allowed_border=-1,
-                pos_weight=-1,
-                debug=False,
-            ),
-            rpn_proposal=dict(
-                nms_pre=rpn_train[0], max_per_img=rpn_train[1], nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0
-            ),
-            rcnn=dict(
-                assigner=dict(
-                    type="MaxIoUAssigner",
-                    pos_iou_thr=0.5,
-                    neg_iou_thr=0.5,
-                    min_pos_iou=0.5,
-                    match_low_quality=False,
-                    ignore_iof_thr=-1,
-                ),
-                sampler=dict(
-                    type="RandomSampler", num=rois, pos_fraction=0.25, neg_pos_ub=-1, add_gt_as_proposals=True
-                ),
-                pos_weight=-1,
-                debug=False,
-            ),
-        ),
-        test_cfg=dict(
-            rpn=dict(nms_pre=1000, max_per_img=rpn_test, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0),
-            rcnn=dict(score_thr=0.0, nms=dict(type="nms", iou_threshold=0.5), max_per_img=300),
-        ),
+    shards = shards or {}
+    for branch in branches(cfg):
+        kind = BRANCH_CACHES[branch]
+        if annotations is not None and not shards.get(kind):
+            raise ValueError(f"{experiment}: the {branch} branch needs the OAKE {kind} cache shards (--{kind})")
+    for node in _walk(cfg.model):  # helper variables of the files (e.g. ml_classifier) stay as they are
+        kind = node.get("type")
+        if kind in CLASSIFIERS:
+            node.update(prompts=str(prompts[node["prompts"]]), names=list(names), num_base=num_base)
+        elif kind == "SyncBN" and world_size == 1:
+            node["type"] = "BN"
+        if "num_classes" in node and node["num_classes"] is None:
+            node["num_classes"] = k
+        if "num_base" in node and node["num_base"] is None:
+            node["num_base"] = num_base
+    for node in _walk(cfg.train_dataloader):
+        if node.get("type") == "LoadCLIPFeatures":
+            node.update(
+                num_classes=k,
+                globals_shards=list(shards.get("globals", [])),
+                blocks_shards=list(shards.get("blocks", [])),
+                objects_shards=list(shards.get("objects", [])),
+            )
+    if world_size == 1:
+        log.info("%s: one process: SyncBN layers are plain BN", experiment)
+    if cfg.optim_wrapper.type == "AmpOptimWrapper" and not cuda:
+        log.info("%s: fp16 training (AmpOptimWrapper) needs a GPU: training in fp32", experiment)
+        cfg.optim_wrapper.type = "OptimWrapper"
+        cfg.optim_wrapper.pop("loss_scale", None)
+    dataset = _train_dataset(cfg)
+    dataset.metainfo = dict(classes=tuple(names))
+    if annotations is not None:
+        dataset.ann_file = str(Path(annotations).resolve())
+    if images is not None:
+        dataset.data_prefix = dict(img=str(Path(images).resolve()) + "/")
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
+    cfg.launcher = "pytorch" if world_size > 1 else "none"
+
+
+def detector_config(
+    experiment: str | Path,
+    *,
+    names: Sequence[str],
+    num_base: int,
+    prompts: Mapping[str, str],
+    annotations: str | None = None,
+    images: str | None = None,
+    shards: Mapping[str, Sequence[str]] | None = None,
+    work_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    iters: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    world_size: int = 1,
+    cuda: bool = False,
+):
+    """The complete ``Config`` of an experiment for ``mmengine.Runner.from_cfg`` (or for building the model)."""
+    cfg = read_config(experiment, options)
+    if iters is not None:
+        set_iters(cfg, iters)
+    if batch_size is not None:
+        cfg.train_dataloader.batch_size = batch_size
+    if workers is not None:
+        cfg.train_dataloader.num_workers = workers
+    fill_runtime(
+        cfg,
+        names=names,
+        num_base=num_base,
+        prompts=prompts,
+        annotations=annotations,
+        images=images,
+        shards=shards,
+        work_dir=work_dir,
+        world_size=world_size,
+        cuda=cuda,
+        experiment=str(experiment),
     )
-    size = (int(scale * 1333 / 800), scale)
-    pipeline = [
-        dict(type="LoadImageFromFile"),
-        dict(type="LoadAnnotations", with_bbox=True),
-        dict(type="Resize", scale=size, keep_ratio=True),
-        dict(type="RandomFlip", prob=0.5),
-        dict(
-            type="LoadCLIPFeatures",
-            num_classes=k,
-            globals_shards=list(shards.get("globals", [])),
-            blocks_shards=list(shards.get("blocks", [])),
-            objects_shards=list(shards.get("objects", [])),
-        ),
-        dict(type="PackOADPInputs"),
-    ]
-    dataset = dict(
-        type="CocoDataset",
-        data_root="",
-        ann_file=str(Path(annotations).resolve()),
-        data_prefix=dict(img=str(Path(images).resolve()) + "/"),
-        metainfo=dict(classes=tuple(names)),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=pipeline,
-    )
-    return dict(
-        model=model,
-        work_dir=str(work_dir),
-        custom_imports=dict(
-            imports=[
-                "pipeline.detector.modules",
-                "pipeline.detector.roi_head",
-                "pipeline.detector.model",
-                "pipeline.detector.transforms",
-            ],
-            allow_failed_imports=False,
-        ),
-        train_dataloader=dict(
-            batch_size=batch_size,
-            num_workers=workers,
-            persistent_workers=False,
-            sampler=dict(type="InfiniteSampler", shuffle=True),
-            batch_sampler=dict(type="AspectRatioBatchSampler"),
-            dataset=dataset,
-        ),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1),
-        optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=lr, momentum=0.9, weight_decay=2.5e-5)),
-        param_scheduler=[
-            dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=min(500, iters)),
-            dict(type="MultiStepLR", by_epoch=False, begin=0, end=iters, milestones=[int(iters * 0.75)], gamma=0.1),
-        ],
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=1 if iters < 100 else 50),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(
-                type="CheckpointHook", interval=checkpoint_every, by_epoch=False, max_keep_ckpts=2, save_last=True
-            ),
-        ),
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
-        randomness=dict(seed=seed),
-        default_scope="mmdet",
-        log_level="INFO",
-        resume=True,
-    )
+    return cfg
+
+
+def model_config(cfg) -> dict:
+    """A deep copy of the model part (for building a detector outside the Runner)."""
+    return copy.deepcopy(cfg.model)

@@ -35,12 +35,25 @@ class OADP(TwoStageDetector):
     """
 
     def __init__(
-        self, *args, global_head: dict | None = None, asl_frozen: bool = True, warmup: int = 200, **kwargs
+        self,
+        *args,
+        global_head: dict | None = None,
+        asl_frozen: bool = True,
+        warmup: int = 200,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.global_head = MODELS.build(global_head) if global_head else None
         self.global_weights = {"asl": L.WarmupWeight(4.0, 2000, frozen=asl_frozen), "mse": L.WarmupWeight(0.5, warmup)}
         self._features = None
+
+    def get_extra_state(self) -> dict:
+        """The global branch's warm-up counters (saved with the weights; a resumed run continues them)."""
+        return {name: w.state_dict() for name, w in self.global_weights.items()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for name, value in state.items():
+            self.global_weights[name].load_state_dict(value)
 
     def extract_feat(self, batch_inputs):
         x = super().extract_feat(batch_inputs)

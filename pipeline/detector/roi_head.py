@@ -77,6 +77,14 @@ class OADPRoIHead(StandardRoIHead):
             "block_asl": L.WarmupWeight(w["block_asl"], w["asl_end"], frozen=asl_frozen),
         }
 
+    def get_extra_state(self) -> dict:
+        """The warm-up counters travel in the state dict, so that a resumed run continues its weight schedules."""
+        return {name: w.state_dict() for name, w in self.schedules.items()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for name, value in state.items():
+            self.schedules[name].load_state_dict(value)
+
     def _branch(self, head, x, boxes):
         rois = bbox2roi(boxes)
         feats = self.bbox_roi_extractor(x[: self.bbox_roi_extractor.num_inputs], rois)

@@ -1,0 +1,11 @@
+# baseline_ov_coco on the embedded demo dataset, slimmed for a CPU (_base_/cpu_slim.py): every branch of the
+# full config is kept.
+_base_ = ["./baseline_ov_coco.py", "./_base_/cpu_slim.py"]
+model = {{_base_.slim_model}}
+train_pipeline = {{_base_.slim_train_pipeline}}
+test_pipeline = {{_base_.slim_test_pipeline}}
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_cfg = {{_base_.slim_train_cfg}}
+param_scheduler = {{_base_.slim_param_scheduler}}
+default_hooks = {{_base_.slim_default_hooks}}
+log_processor = {{_base_.slim_log_processor}}
