@@ -17,6 +17,8 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import os
 import shlex
@@ -54,7 +56,7 @@ def _config(args: argparse.Namespace, *, cuda: bool):
     from pipeline.detector.config import detector_config
 
     cats = sorted(atomic.read_json(args.names_from)["categories"], key=lambda c: c["id"])
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = int(os.environ.get("WORLD_SIZE", args.gpus))
     cfg = detector_config(
         args.config or args.experiment,
         names=[c["name"] for c in cats],
@@ -77,7 +79,39 @@ def _config(args: argparse.Namespace, *, cuda: bool):
     return cfg
 
 
+def config_fingerprint(cfg) -> str:
+    """sha256 of the resolved config (what a checkpoint in the work dir was trained with)."""
+    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def guard_work_dir(work_dir: Path, fingerprint: str) -> None:
+    """Resume only checkpoints of the same config: checkpoints left by another config (the experiment's file,
+    options or inputs changed and Snakemake reruns the job) are moved to ``stale/<old fingerprint>/``, not
+    resumed and not deleted. The current fingerprint is recorded in ``config.sha256``."""
+    stamp = work_dir / "config.sha256"
+    old = stamp.read_text().strip() if stamp.exists() else None
+    leftovers = [p for p in work_dir.glob("*.pth") if p.name != "final.pth"] + list(work_dir.glob("last_checkpoint"))
+    if leftovers and old != fingerprint:
+        stale = work_dir / "stale" / (old or "unknown")[:16]
+        stale.mkdir(parents=True, exist_ok=True)
+        for path in leftovers:
+            path.replace(stale / path.name)
+        log.warning(
+            "%s: %d checkpoint file(s) of a different config (%s) moved to %s; training starts afresh",
+            work_dir,
+            len(leftovers),
+            (old or "no fingerprint")[:12],
+            stale,
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(stamp) as tmp:
+        Path(tmp).write_text(fingerprint + "\n")
+
+
 def _cmd_fit(args: argparse.Namespace) -> None:
+    if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
+        guard_work_dir(args.work_dir, config_fingerprint(_config(args, cuda=torch.cuda.is_available())))
     if cli.relaunch_under_torchrun("pipeline.train", args.gpus, args.argv):
         return
     from mmengine.runner import Runner

@@ -251,3 +251,25 @@ def test_train_cli_fit_and_predict(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(regions["embeddings"], axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="must start with one of"):
         train.branches_of("detr_demo")
+
+
+def test_checkpoints_of_another_config_are_set_aside_not_resumed(tmp_path):
+    from pipeline import train
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "iter_3.pth").write_bytes(b"old")
+    (work / "last_checkpoint").write_text(str(work / "iter_3.pth"))
+    (work / "final.pth").write_bytes(b"final")
+    train.guard_work_dir(work, "a" * 64)  # no fingerprint yet: unknown origin
+    assert not (work / "iter_3.pth").exists() and not (work / "last_checkpoint").exists()
+    assert (work / "stale/unknown/iter_3.pth").read_bytes() == b"old"
+    assert (work / "final.pth").exists()  # the DAG's output is Snakemake's business
+    assert (work / "config.sha256").read_text().strip() == "a" * 64
+    (work / "iter_6.pth").write_bytes(b"same config")
+    (work / "last_checkpoint").write_text(str(work / "iter_6.pth"))
+    train.guard_work_dir(work, "a" * 64)  # same config: resume
+    assert (work / "iter_6.pth").exists() and (work / "last_checkpoint").exists()
+    train.guard_work_dir(work, "b" * 64)  # changed config: set aside under the old fingerprint
+    assert (work / f"stale/{'a' * 16}/iter_6.pth").read_bytes() == b"same config"
+    assert (work / "config.sha256").read_text().strip() == "b" * 64

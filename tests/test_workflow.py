@@ -38,7 +38,11 @@ def snakemake(
     if demo is not None:
         config["demo"] = demo
         config["proposals"] = {**config.get("proposals", {}), "iters": 3, "max_per_img": 20}
-        config["train"] = {**config.get("train", {}), "iters": 3, "rpn_pre": 300, "rpn_post": 50, "rois": 32}
+        config["train"] = {
+            **config.get("train", {}),
+            "iters": 3,
+            "options": {"model.train_cfg.rpn_proposal.max_per_img": 50, "model.train_cfg.rcnn.sampler.num": 32},
+        }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)

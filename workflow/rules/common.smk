@@ -1,6 +1,7 @@
 # Config validation, path helpers and target lists. No rules here.
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -266,10 +267,13 @@ def train_inputs(wildcards):
         "names": all_classes_file(DATASET, "val"),
         "annotations": base_file(DATASET, "train"),
         "images": image_dir(DATASET, "train"),
-        "prompts": "results/prompts/vild.pth",
     }
-    if prefix == "oadp" and "ml" in config["prompts"]["kinds"]:
-        inputs["ml"] = "results/prompts/ml.pth"
+    # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
+    # missing one at run time)
+    files = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
+    for kind in config["prompts"]["kinds"]:
+        if kind in files:
+            inputs[f"prompt_{kind}"] = f"results/prompts/{files[kind]}.pth"
     for kind in kinds:
         inputs[kind] = expand(
             "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
@@ -284,12 +288,28 @@ def train_inputs(wildcards):
 def train_shard_args(wildcards, input):
     """CLI arguments naming the prompt and cache inputs the experiment uses."""
     args = []
-    if "ml" in input.keys():
-        args += ["--ml-prompts", input.ml]
+    for key in input.keys():
+        if key.startswith("prompt_"):
+            args += ["--prompt", f"{key[len('prompt_'):]}={input[key]}"]
     for kind in ("globals", "blocks", "objects"):
         if kind in input.keys():
             args += [f"--{kind}", *input[kind]]
     return " ".join(args)
+
+
+def train_options(wildcards):
+    """train.iters / batch_size / options as pipeline.train arguments (shell-quoted)."""
+    t = config["train"]
+    args = []
+    if t["iters"] is not None:
+        args += ["--iters", str(t["iters"])]
+    if t["batch_size"] is not None:
+        args += ["--batch-size", str(t["batch_size"])]
+    if t["options"]:
+        args += ["--cfg-options"] + [f"{k}={v}" for k, v in t["options"].items()]
+    if config["dry_run"]:
+        args.append("--dry-run")
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def train_work_dir(wildcards, output):

@@ -1,5 +1,6 @@
 # Detector training (method section 6) and inference: results/train/{experiment}/final.pth and
-# COCO-format detections results/evaluate/{experiment}/detections.json for the evaluation stage.
+# COCO-format detections results/evaluate/{experiment}/detections.json (+ the bbox head's embeddings of the
+# ground-truth boxes, regions.npz, for the open-ended evaluation).
 
 
 rule train:
@@ -18,19 +19,15 @@ rule train:
         gpu=config["train"]["gpus"],
     params:
         work_dir=train_work_dir,
-        extra=train_shard_args,
-        t=config["train"],
+        inputs=train_shard_args,
+        options=train_options,
+        gpus=config["train"]["gpus"],
         num_base=num_base(),
-        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.train --log {log.main} fit --experiment {wildcards.experiment}"
         " --names-from {input.names} --num-base {params.num_base}"
-        " --annotations {input.annotations} --images {input.images} --prompts {input.prompts}"
-        " {params.extra} --work-dir {params.work_dir}"
-        " --depth {params.t[depth]} --scale {params.t[scale]} --iters {params.t[iters]}"
-        " --batch-size {params.t[batch_size]} --lr {params.t[lr]} --rpn-pre {params.t[rpn_pre]}"
-        " --rpn-post {params.t[rpn_post]} --rois {params.t[rois]} --rpn-test {params.t[rpn_test]}"
-        " --sampling-ratio {params.t[sampling_ratio]} --gpus {params.t[gpus]} {params.dry}"
+        " --annotations {input.annotations} --images {input.images}"
+        " {params.inputs} --work-dir {params.work_dir} --gpus {params.gpus} {params.options}"
         " > {log.runner} 2>&1"
 
 
@@ -40,7 +37,8 @@ rule train_predict:
         annotations=all_classes_file(DATASET, "val"),
         images=image_dir(DATASET, "val"),
     output:
-        "results/evaluate/{experiment}/detections.json",
+        detections="results/evaluate/{experiment}/detections.json",
+        regions="results/evaluate/{experiment}/regions.npz",
     log:
         "results/logs/train_predict/{experiment}.log",
     conda:
@@ -51,4 +49,5 @@ rule train_predict:
         dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.train --log {log} predict --checkpoint {input.checkpoint}"
-        " --annotations {input.annotations} --images {input.images} --output {output} {params.dry}"
+        " --annotations {input.annotations} --images {input.images} --output {output.detections}"
+        " --regions {output.regions} {params.dry}"
