@@ -11,7 +11,9 @@
 #   prompts/{vild,detpro_lvis,mmovod_text,mmovod_vision_avg,mmovod_multimodal}.pth        (prompts)
 #   proposals/{dataset}/rpn/final.pth, {folder}.h5, recall.json                           (proposals)
 #   oake/{dataset}/{globals,blocks,objects}/{folder}/shard-{i:03d}.h5, verify.json       (oake)
-#   train/{experiment}/final.pth; evaluate/{experiment}/detections.json                   (train)
+#   train/{experiment}/final.pth; evaluate/{experiment}/{detections.json,regions.npz}     (train)
+#   evaluate/{experiment}/{metrics,per_class_ap,pr_curves,open_ended}.json                (evaluate)
+#   report/summary.md, report/{pr_curves,per_class_ap,loss_curves}.png                    (report)
 #   logs/<rule>/...                               one log per job
 #
 # Default config = the embedded demo; real data: --configfile workflow/presets/ov_coco.yaml
@@ -32,6 +34,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/proposals.smk"
 include: "workflow/rules/oake.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -42,3 +45,4 @@ rule all:
         f"results/proposals/{DATASET}/recall.json",
         oake_targets(),
         detection_targets(),
+        report_targets(),

@@ -319,6 +319,31 @@ def train_work_dir(wildcards, output):
 
 def detection_targets():
     return expand(
-        "results/evaluate/{experiment}/detections.json",
+        "results/evaluate/{experiment}/metrics.json",
         experiment=config["experiments"],
     )
+
+
+def evaluate_inputs(wildcards):
+    """Ground truth of the evaluation: the COCO-style file (demo, coco) and/or the LVIS-style file (demo, lvis)."""
+    inputs = {}
+    if DATASET in ("demo", "coco"):
+        inputs["coco"] = all_classes_file(DATASET, "val").replace(".json", ".min.json")
+    if DATASET == "demo":
+        inputs["lvis"] = "results/annotations/demo/lvis_val.all.json"
+    elif DATASET == "lvis":
+        inputs["lvis"] = all_classes_file(DATASET, "val")
+    return inputs
+
+
+def evaluate_args(wildcards, input):
+    args = []
+    if "coco" in input.keys():
+        args += ["--coco", input.coco, "--num-base", str(num_base())]
+    if "lvis" in input.keys():
+        args += ["--lvis", input.lvis]
+    return " ".join(args)
+
+
+def report_targets():
+    return ["results/report/summary.md"]

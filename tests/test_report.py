@@ -1,0 +1,105 @@
+"""The report renders from stored files only: metrics, curves, per-class AP, training scalars, benchmarks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import report
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _stored_run(root):
+    recall = [i / 100 for i in range(101)]
+    for e, (novel, base) in {"vild_demo": (12.5, 40.0), "oadp_demo": (21.25, 41.5)}.items():
+        metrics = {
+            "novel_ap50": novel,
+            "base_ap50": base,
+            "all_ap50": 33.0,
+            "novel_ap": 5.0,
+            "base_ap": 20.0,
+            "all_ap": 16.0,
+            "ap": 15.0,
+            "apr": 4.0,
+            "apc": None if e == "vild_demo" else 7.0,
+            "apf": 19.0,
+            "open_ended": {"accuracy": 61.0, "not_in_vocab_rate": 0.0},
+        }
+        _write(root / "evaluate" / e / "metrics.json", metrics)
+        curve = [max(0.0, 1 - r) for r in recall]
+        _write(
+            root / "evaluate" / e / "pr_curves.json",
+            {"recall": recall, "coco": {"mean": {"all": curve, "base": curve, "novel": [c / 2 for c in curve]}}},
+        )
+        rows = [
+            {"dataset": "coco", "iou_type": "bbox", "category_id": i, "name": f"c{i}", "split": s, "ap50": a}
+            for i, (s, a) in enumerate([("base", 50.0), ("base", None), ("novel", 10.0)])
+        ]
+        _write(root / "evaluate" / e / "per_class_ap.json", rows)
+        scalars = root / "train" / e / "20260101_000000" / "vis_data" / "scalars.json"
+        scalars.parent.mkdir(parents=True)
+        scalars.write_text(
+            "\n".join(json.dumps({"iter": i, "loss": 3.0 - i / 10, "loss_cls": 1.0}) for i in range(1, 11))
+        )
+    _write(root / "recall.json", {"base": {"AR@100": 18.0, "R@100@0.5": 48.9, "boxes": 92}})
+    _write(
+        root / "bench" / "train.json",
+        {
+            "runs": [
+                {
+                    "config": "oadp_demo",
+                    "device": "cpu",
+                    "oadp": {"median_s": 1.2, "peak_mib": 1500},
+                    "plain_faster_rcnn": {"median_s": 1.0, "peak_mib": 1200},
+                    "ratio": 1.2,
+                    "target_ratio": 1.3,
+                }
+            ]
+        },
+    )
+
+
+def test_report_renders_from_stored_results(tmp_path):
+    _stored_run(tmp_path)
+    out = tmp_path / "report"
+    report.main(
+        ["--experiments", "vild_demo", "oadp_demo", "--evaluate-dir", str(tmp_path / "evaluate")]
+        + ["--train-dir", str(tmp_path / "train"), "--recall", str(tmp_path / "recall.json")]
+        + ["--bench-dir", str(tmp_path / "bench"), "--out-dir", str(out)]
+    )
+    text = (out / "summary.md").read_text()
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| experiment"))
+    assert "novel AP50" in header and "APr" in header and "APc" in header and "open-ended acc." in header
+    assert "| oadp_demo | 21.2 | 41.5 | 33.0 |" in text  # values as stored, one decimal
+    assert "| vild_demo | 12.5 | 40.0 |" in text
+    assert "–" in next(line for line in lines if line.startswith("| vild_demo"))  # apc None: not a number
+    assert "base AR@100 18.0" in text
+    assert "OADP 1.20 s vs plain Faster R-CNN 1.00 s (ratio 1.20" in text
+    for png in ("pr_curves.png", "per_class_ap.png", "loss_curves.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+        assert f"]({png})" in text
+
+
+def test_report_without_optional_files_still_writes_everything(tmp_path):
+    _write(tmp_path / "evaluate" / "x_demo" / "metrics.json", {"novel_ap50": 0.0, "base_ap50": 0.0})
+    out = tmp_path / "report"
+    report.main(["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)])
+    text = (out / "summary.md").read_text()
+    assert "(no recall file)" in text and "(no benchmark folder given)" in text
+    assert all((out / p).exists() for p in ("pr_curves.png", "per_class_ap.png", "loss_curves.png"))
+
+
+def test_report_names_a_missing_or_foreign_metrics_file(tmp_path):
+    with pytest.raises(report.ReportError, match=r"nothing_demo/metrics.json: no metrics for experiment"):
+        report.main(["--experiments", "nothing_demo", "--evaluate-dir", str(tmp_path), "--out-dir", str(tmp_path)])
+    _write(tmp_path / "odd" / "metrics.json", {"accuracy": 1})
+    with pytest.raises(report.ReportError, match="not a metrics file"):
+        report.main(["--experiments", "odd", "--evaluate-dir", str(tmp_path), "--out-dir", str(tmp_path / "r")])
+    assert not (tmp_path / "r" / "summary.md").exists()

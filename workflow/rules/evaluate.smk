@@ -1,0 +1,81 @@
+# Evaluation (method section 7) and the report: results/evaluate/{experiment}/metrics.json (+ per-class AP,
+# precision-recall curves, open-ended accuracy) and results/report/summary.md with plots.
+
+
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+        detections="results/evaluate/{experiment}/detections.json",
+        regions="results/evaluate/{experiment}/regions.npz",
+        vocab="results/prompts/vild.pth",
+    output:
+        metrics=report(
+            "results/evaluate/{experiment}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+        ),
+        per_class_csv="results/evaluate/{experiment}/per_class_ap.csv",
+        per_class_json="results/evaluate/{experiment}/per_class_ap.json",
+        pr_curves="results/evaluate/{experiment}/pr_curves.json",
+        open_ended="results/evaluate/{experiment}/open_ended.json",
+    log:
+        "results/logs/evaluate/{experiment}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{experiment}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        args=evaluate_args,
+        out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
+    shell:
+        "python -m pipeline.evaluate --log {log} --detections {input.detections}"
+        " --out-dir {params.out_dir} {params.args}"
+        " --regions {input.regions} --vocab {input.vocab}"
+
+
+rule report:
+    input:
+        metrics=expand(
+            "results/evaluate/{experiment}/metrics.json",
+            experiment=config["experiments"],
+        ),
+        curves=expand(
+            "results/evaluate/{experiment}/pr_curves.json",
+            experiment=config["experiments"],
+        ),
+        checkpoints=expand(
+            "results/train/{experiment}/final.pth", experiment=config["experiments"]
+        ),
+        recall=f"results/proposals/{DATASET}/recall.json",
+    output:
+        summary=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        pr=report(
+            "results/report/pr_curves.png",
+            caption="../report/pr_curves.rst",
+            category="Evaluation",
+        ),
+        per_class=report(
+            "results/report/per_class_ap.png",
+            caption="../report/per_class_ap.rst",
+            category="Evaluation",
+        ),
+        losses=report(
+            "results/report/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Training",
+        ),
+    log:
+        "results/logs/report/report.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        experiments=config["experiments"],
+    shell:
+        "python -m pipeline.report --log {log} --experiments {params.experiments}"
+        " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall}"
+        " --bench-dir results/bench --out-dir results/report"
