@@ -87,6 +87,8 @@ def test_method_settings_per_config():
     assert demo.model.roi_head.object_head.cls_predictor_cfg == roi.object_head.cls_predictor_cfg
     assert demo.model.backbone.depth == 18 and demo.model.train_cfg.rcnn.sampler.num == 128
     assert coco.model.backbone.depth == 50 and coco.model.train_cfg.rcnn.sampler.num == 512
+    assert (coco.model.warmup, coco.model.roi_head.weights.warmup) == (200, 200)
+    assert (demo.model.warmup, demo.model.roi_head.weights.warmup) == (10, 10)
 
 
 def test_set_iters_keeps_the_step_fractions():

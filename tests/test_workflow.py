@@ -136,6 +136,13 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     for experiment in ("vild_demo", "oadp_demo"):
         assert (tmp_path / f"results/train/{experiment}/final.pth").exists()
         assert isinstance(json.loads((tmp_path / f"results/evaluate/{experiment}/detections.json").read_text()), list)
+        metrics = json.loads((tmp_path / f"results/evaluate/{experiment}/metrics.json").read_text())
+        contract = ("novel_ap50", "base_ap50", "all_ap50", "novel_ap", "base_ap", "all_ap", "ap", "apr", "apc", "apf")
+        assert set(contract) <= set(metrics), experiment
+        assert all(metrics[k] is None or 0 <= metrics[k] <= 100 for k in contract)
+    summary = (tmp_path / "results/report/summary.md").read_text()
+    assert "| vild_demo |" in summary and "| oadp_demo |" in summary
+    assert (tmp_path / "results/report/pr_curves.png").stat().st_size > 0
     # the DAG is complete: a second dry run has nothing to do
     proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -324,11 +324,18 @@ def detection_targets():
     )
 
 
+def predict_annotations():
+    """The images the detector runs on: those of the evaluation file (COCO: the .min file, as the reference)."""
+    if DATASET in ("demo", "coco"):
+        return all_classes_file(DATASET, "val").replace(".json", ".min.json")
+    return all_classes_file(DATASET, "val")
+
+
 def evaluate_inputs(wildcards):
     """Ground truth of the evaluation: the COCO-style file (demo, coco) and/or the LVIS-style file (demo, lvis)."""
     inputs = {}
     if DATASET in ("demo", "coco"):
-        inputs["coco"] = all_classes_file(DATASET, "val").replace(".json", ".min.json")
+        inputs["coco"] = predict_annotations()
     if DATASET == "demo":
         inputs["lvis"] = "results/annotations/demo/lvis_val.all.json"
     elif DATASET == "lvis":

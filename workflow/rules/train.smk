@@ -34,7 +34,7 @@ rule train:
 rule train_predict:
     input:
         checkpoint="results/train/{experiment}/final.pth",
-        annotations=all_classes_file(DATASET, "val"),
+        annotations=predict_annotations(),
         images=image_dir(DATASET, "val"),
     output:
         detections="results/evaluate/{experiment}/detections.json",

@@ -3,9 +3,10 @@
 # sampling_ratio 2, 200 RPN proposals at inference (a 4-conv head on 1000 RoIs costs ~5 s per image on a CPU), short
 # warm-ups.
 slim_model = dict(
+    warmup=10,  # distillation warm-ups (200 of 40,000 iterations in the reference) cut to 10 of 60
     backbone=dict(depth=18, style="pytorch"),
     neck=dict(in_channels=[64, 128, 256, 512]),
-    roi_head=dict(bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
+    roi_head=dict(weights=dict(warmup=10), bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
     train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300), rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(max_per_img=200)),
 )
