@@ -267,6 +267,8 @@ def train_inputs(wildcards):
         "names": all_classes_file(DATASET, "val"),
         "annotations": base_file(DATASET, "train"),
         "images": image_dir(DATASET, "train"),
+        # the detector config files: editing one retrains the experiments built from it
+        "configs": DETECTOR_CONFIGS,
     }
     # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
     # missing one at run time)
@@ -310,6 +312,14 @@ def train_options(wildcards):
     if config["dry_run"]:
         args.append("--dry-run")
     return " ".join(shlex.quote(a) for a in args)
+
+
+DETECTOR_CONFIGS = sorted(
+    str(p)
+    for p in (Path(workflow.basedir) / "pipeline" / "detector" / "configs").rglob(
+        "*.py"
+    )
+)
 
 
 def train_work_dir(wildcards, output):
