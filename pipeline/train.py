@@ -53,7 +53,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _config(args: argparse.Namespace, *, cuda: bool):
-    from pipeline.detector.config import detector_config
+    from pipeline.detector.config import detector_config, train_dataset
 
     cats = sorted(atomic.read_json(args.names_from)["categories"], key=lambda c: c["id"])
     world = int(os.environ.get("WORLD_SIZE", args.gpus))
@@ -74,8 +74,7 @@ def _config(args: argparse.Namespace, *, cuda: bool):
         cuda=cuda,
     )
     if args.dry_run:
-        dataset = cfg.train_dataloader.dataset
-        (dataset.dataset if dataset.type == "ClassBalancedDataset" else dataset).indices = 8
+        train_dataset(cfg).indices = 8
     return cfg
 
 

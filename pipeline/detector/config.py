@@ -106,7 +106,8 @@ def set_iters(cfg, iters: int) -> None:
     cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, max(1, iters // 10))
 
 
-def _train_dataset(cfg):
+def train_dataset(cfg):
+    """The training dataset config (inside a ClassBalancedDataset wrapper when there is one)."""
     dataset = cfg.train_dataloader.dataset
     return dataset.dataset if dataset.type == "ClassBalancedDataset" else dataset
 
@@ -164,7 +165,7 @@ def fill_runtime(
         log.info("%s: fp16 training (AmpOptimWrapper) needs a GPU: training in fp32", experiment)
         cfg.optim_wrapper.type = "OptimWrapper"
         cfg.optim_wrapper.pop("loss_scale", None)
-    dataset = _train_dataset(cfg)
+    dataset = train_dataset(cfg)
     dataset.metainfo = dict(classes=tuple(names))
     if annotations is not None:
         dataset.ann_file = str(Path(annotations).resolve())
