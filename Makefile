@@ -8,7 +8,7 @@ CORES ?= 2
 # pip's wheel cache keeps the mmcv wheel built from source (~11 min once): never pass --no-cache-dir.
 PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install demo test test-fast bench lint format clean
+.PHONY: install demo test test-fast bench lint format clean profile test-slurm
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
@@ -42,3 +42,18 @@ format: install
 
 clean:
 	rm -rf results .snakemake
+
+# `snakemake --profile slurm`: link workflow/profiles/slurm into Snakemake's user profile folder
+# (~/.config/snakemake, or $XDG_CONFIG_HOME/snakemake); a real folder of that name is left alone.
+profile:
+	@dir="$$($(PY) -c 'from snakemake.cli import get_appdirs; print(get_appdirs().user_config_dir)' 2>/dev/null \
+		|| echo "$${XDG_CONFIG_HOME:-$$HOME/.config}/snakemake")"; \
+	if [ -e "$$dir/slurm" ] && [ ! -L "$$dir/slurm" ]; then \
+		echo "$$dir/slurm exists and is not a link: not replaced (use --profile workflow/profiles/slurm)" >&2; exit 1; fi; \
+	mkdir -p "$$dir" && ln -sfn "$(CURDIR)/workflow/profiles/slurm" "$$dir/slurm" && \
+	echo "snakemake --profile slurm -> $$dir/slurm -> $(CURDIR)/workflow/profiles/slurm"
+
+# The SLURM profile on a real single-node cluster: installs slurm-wlm + munge (apt-get, as root) when missing,
+# starts munged/slurmctld/slurmd, runs the demo's cheap stages through `snakemake --profile slurm`, stops them.
+test-slurm: install
+	OADP_TEST_SLURM=1 $(VENV)/bin/pytest -q -rs -s tests/test_slurm.py

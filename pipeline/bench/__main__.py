@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, cli
 
-BENCHMARKS = ("annotations", "prompts", "oake", "train")
+BENCHMARKS = ("annotations", "prompts", "oake", "train", "dag")
 
 
 def main(argv=None) -> None:

@@ -14,6 +14,8 @@ rule prompts_vild:
         "results/benchmarks/prompts_vild.tsv"
     conda:
         "../../envs/clip.yaml"
+    resources:
+        gpu=1,
     params:
         clip=config["clip"],
         renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
@@ -63,6 +65,8 @@ rule prompts_mmovod_text:
         "results/logs/prompts_mmovod_text/mmovod_text.log",
     conda:
         "../../envs/clip.yaml"
+    resources:
+        gpu=1,
     params:
         clip=config["clip"],
     shell:
@@ -86,6 +90,8 @@ rule prompts_mmovod_vision_avg:
         "results/benchmarks/prompts_mmovod_vision_avg.tsv"
     conda:
         "../../envs/clip.yaml"
+    resources:
+        gpu=1,
     params:
         clip=config["clip"],
         ex=config["prompts"]["exemplars"],
@@ -126,6 +132,8 @@ rule prompts_ml:
         "results/benchmarks/prompts_ml.tsv"
     conda:
         "../../envs/clip.yaml"
+    resources:
+        gpu=1,
     params:
         clip=config["clip"],
         num_base=num_base(),
