@@ -176,12 +176,12 @@ def plot_pr_curves(experiments, curves: dict[str, dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, split in zip(axes, ("base", "novel"), strict=True):
-        for e in experiments:
+        for i, e in enumerate(experiments):
             data = curves.get(e)
             block = (data or {}).get("coco") or (data or {}).get("lvis")
             mean = (block or {}).get("mean", {}).get(split)
             if mean is not None:
-                ax.plot(data["recall"], mean, label=e)
+                ax.plot(data["recall"], mean, label=e, color=f"C{i}")
         ax.set(title=f"{split} classes (IoU 0.5)", xlabel="recall", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("precision")
@@ -195,7 +195,7 @@ def plot_per_class(experiments, per_class: dict[str, list], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = max(1, len(experiments))
-    fig, axes = plt.subplots(n, 1, figsize=(max(8, 0.35 * 40), 2.8 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(14, 3.4 * n), squeeze=False, layout="constrained")
     for ax, e in zip(axes[:, 0], experiments, strict=True):
         rows = [r for r in per_class.get(e) or [] if r.get("iou_type", "bbox") == "bbox"]
         dataset = rows[0]["dataset"] if rows else None
@@ -215,10 +215,10 @@ def plot_losses(experiments, scalars: dict[str, list], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(LOSS_KEYS), figsize=(3.2 * len(LOSS_KEYS), 3.2))
     for ax, key in zip(axes, LOSS_KEYS, strict=True):
-        for e in experiments:
+        for i, e in enumerate(experiments):  # one colour per experiment in every panel
             rows = [r for r in scalars.get(e, []) if key in r]
             if rows:
-                ax.plot([r["iter"] for r in rows], [r[key] for r in rows], label=e)
+                ax.plot([r["iter"] for r in rows], [r[key] for r in rows], label=e, color=f"C{i}")
         ax.set(title=key, xlabel="iteration")
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:

@@ -75,6 +75,16 @@ def _config(args: argparse.Namespace, *, cuda: bool):
     )
     if args.dry_run:
         train_dataset(cfg).indices = 8
+    if cfg.get("load_from") and cfg.resume:
+        # initial weights (load_from) for a fresh run; a run with checkpoints in its work dir resumes them instead
+        # (mmengine would otherwise "resume" the initial weights, optimizer and iteration included)
+        from mmengine.runner import find_latest_checkpoint
+
+        if find_latest_checkpoint(str(args.work_dir)):
+            cfg.load_from = None
+        else:
+            cfg.resume = False
+            log.info("initial weights: %s (non-strict: matching names only)", cfg.load_from)
     return cfg
 
 

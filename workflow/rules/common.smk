@@ -270,6 +270,8 @@ def train_inputs(wildcards):
         # the detector config files: editing one retrains the experiments built from it
         "configs": DETECTOR_CONFIGS,
     }
+    if config["train"]["init"] == "proposals":
+        inputs["init"] = f"results/proposals/{DATASET}/rpn/final.pth"
     # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
     # missing one at run time)
     files = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
@@ -307,8 +309,11 @@ def train_options(wildcards):
         args += ["--iters", str(t["iters"])]
     if t["batch_size"] is not None:
         args += ["--batch-size", str(t["batch_size"])]
-    if t["options"]:
-        args += ["--cfg-options"] + [f"{k}={v}" for k, v in t["options"].items()]
+    options = dict(t["options"])
+    if t["init"] == "proposals":
+        options["load_from"] = f"results/proposals/{DATASET}/rpn/final.pth"
+    if options:
+        args += ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
     if config["dry_run"]:
         args.append("--dry-run")
     return " ".join(shlex.quote(a) for a in args)

@@ -5,7 +5,7 @@
 slim_model = dict(
     warmup=10,  # distillation warm-ups (200 of 40,000 iterations in the reference) cut to 10 of 60
     backbone=dict(depth=18, style="pytorch"),
-    neck=dict(in_channels=[64, 128, 256, 512]),
+    neck=dict(in_channels=[64, 128, 256, 512], norm_cfg=None),  # as the proposal RPN it can start from
     roi_head=dict(weights=dict(warmup=10), bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2))),
     train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300), rcnn=dict(sampler=dict(num=128))),
     test_cfg=dict(rpn=dict(max_per_img=200)),
@@ -28,5 +28,6 @@ slim_param_scheduler = [
     dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=20),
     dict(type="MultiStepLR", by_epoch=False, begin=0, end=60, milestones=[45], gamma=0.1),
 ]
+slim_optim_wrapper = dict(optimizer=dict(lr=0.08))  # x2/16 = 0.01 at batch 2, for a 60-iteration run
 slim_default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=20))
 slim_log_processor = dict(window_size=5)
