@@ -168,3 +168,77 @@ def test_cheap_stages_run_through_sbatch_and_match_a_local_run(slurm_env, snakem
                 compared += 1
     assert compared >= len(TARGETS) + 4  # the targets plus the demo's images and source annotations
     print(f"\nSLURM run of {len(log_ids)} jobs: {seconds:.1f} s; local run: {local_seconds:.1f} s")
+
+
+FAKE_TRAINING = r"""
+rule all:
+    input: "results/train/fake/final.pth"
+
+rule fake_train:
+    output: "results/train/fake/final.pth"
+    params: work_dir=lambda wildcards, output: os.path.dirname(output[0])
+    shell:
+        '''
+        work={params.work_dir}; start=$(cat $work/checkpoint 2>/dev/null || echo 0)
+        echo "job $SLURM_JOB_ID mem_mb={resources.mem_mb} from step $start" >> $work/history
+        for step in $(seq $((start + 1)) STEPS); do
+            sleep SLEEP; echo $step > $work/checkpoint
+            if [ $step = CRASH_AT ] && [ ! -e $work/crashed ]; then touch $work/crashed; exit 1; fi
+        done
+        cp $work/checkpoint {output}
+        '''
+"""
+
+
+def _fake_training(workdir: Path, steps: int, sleep: float, crash_at: int | None) -> Path:
+    """A job shaped like rule `train`: checkpoints in its work dir (a param), final.pth the only output; it dies
+    once at step ``crash_at``."""
+    text = FAKE_TRAINING.replace("STEPS", str(steps)).replace("SLEEP", str(sleep))
+    (workdir / "Snakefile").write_text(text.replace("CRASH_AT", str(crash_at or -1)))
+    (workdir / "results/train/fake").mkdir(parents=True)
+    return workdir / "results/train/fake"
+
+
+def _profile_run(env: dict, snakemake_bin: str, workdir: Path) -> subprocess.Popen:
+    cmd = [snakemake_bin, "--profile", str(REPO / "workflow/profiles/slurm")]  # the profile given as a path
+    cmd += ["--slurm-init-seconds-before-status-checks", "1"]
+    return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_retried_training_job_resumes_from_its_work_dir(slurm_env, snakemake_bin, tmp_path):
+    """The first job dies after 3 of 6 steps; the profile's retry resubmits it with twice the memory and it goes
+    on from step 3."""
+    work = _fake_training(tmp_path, steps=6, sleep=0.5, crash_at=3)
+    before = {job for job, *_ in _squeue(slurm_env)}
+    proc = _profile_run(slurm_env, snakemake_bin, tmp_path)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-5000:]
+    jobs = sorted((int(job), state) for job, _, state, _ in _squeue(slurm_env) if job not in before)
+    assert [state for _, state in jobs] == ["FAILED", "COMPLETED"], jobs
+    first, second = (job for job, _ in jobs)
+    history = (work / "history").read_text().splitlines()
+    assert history == [f"job {first} mem_mb=4000 from step 0", f"job {second} mem_mb=8000 from step 3"]
+    assert (work / "final.pth").read_text().strip() == "6"
+
+
+def test_a_requeued_training_job_resumes_from_its_work_dir(slurm_env, snakemake_bin, tmp_path):
+    """SLURM requeues the running job (as after a preemption or a node failure); Snakemake keeps waiting, and
+    the job starts again under the same id and goes on from its last checkpoint."""
+    work = _fake_training(tmp_path, steps=12, sleep=1, crash_at=None)
+    proc = _profile_run(slurm_env, snakemake_bin, tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (work / "checkpoint").exists() or int((work / "checkpoint").read_text() or 0) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not get to step 3"
+            time.sleep(0.2)
+        job = (work / "history").read_text().split()[1]
+        subprocess.run(["scontrol", "requeue", job], env=slurm_env, check=True)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-5000:]
+    history = (work / "history").read_text().splitlines()
+    assert len(history) == 2 and history[0] == f"job {job} mem_mb=4000 from step 0", history
+    assert history[1].startswith(f"job {job} mem_mb=4000 from step ") and int(history[1].split()[-1]) >= 3, history
+    assert (work / "final.pth").read_text().strip() == "12"

@@ -66,6 +66,8 @@ SlurmdUser=root
 SlurmctldPort=16817
 SlurmdPort=16818
 AuthType=auth/munge
+# a requeued job waits cred_expire + 1 s before it may start again (default 120 s)
+AuthInfo=cred_expire=10
 StateSaveLocation=$state/ctld
 SlurmdSpoolDir=$state/d
 SlurmctldPidFile=$state/slurmctld.pid
