@@ -204,3 +204,30 @@ def test_the_workflow_applies_the_local_gpu_limit(snakemake_bin, tmp_path):
         assert train.get("gpu") == expected, (
             f'train planned with {train}: the Snakefile must `include: "workflow/profiles/local_gpu.smk"`'
         )
+
+
+def test_training_work_dirs_are_params_not_outputs(snakemake_bin, tmp_path):
+    """A retried or requeued training job resumes from the checkpoints in its work dir: the work dir is a param,
+    its only output is final.pth (Snakemake removes a failed job's outputs, never the folder around them)."""
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    cmd = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = []  # (rule, outputs, shell command)
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        outputs = re.search(r"^\s+output: (.+)$", block, flags=re.M)
+        shell = re.search(r"^Shell command: (.+)$", block, flags=re.M)
+        if m and outputs:
+            jobs.append((m.group(1), outputs.group(1).split(", "), shell.group(1) if shell else ""))
+    work_dirs = set()
+    for rule, outputs, shell in jobs:
+        if rule in ("train", "proposals_train"):
+            assert [Path(o).name for o in outputs] == ["final.pth"], (rule, outputs)
+            work_dir = str(Path(outputs[0]).parent)
+            assert f"--work-dir {work_dir} " in shell, shell
+            work_dirs.add(work_dir)
+    assert len(work_dirs) == 1 + len(yaml.safe_load((REPO / "config.yaml").read_text())["experiments"])
+    for rule, outputs, _ in jobs:  # no other job writes into a work dir
+        for out in outputs:
+            assert rule in ("train", "proposals_train") or not any(out.startswith(d + "/") for d in work_dirs), out
