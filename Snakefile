@@ -28,6 +28,7 @@ configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/local_gpu.smk"
 include: "workflow/rules/demo_data.smk"
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/prompts.smk"

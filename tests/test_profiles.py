@@ -14,7 +14,7 @@ from pipeline.bench import dag
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = REPO / "workflow/profiles/slurm"
-LOCAL_GPU = REPO / "workflow/profiles/local_gpu.smk"
+LOCAL_GPU = REPO / "workflow/rules/local_gpu.smk"
 
 
 def workflow_rules() -> set[str]:
@@ -202,7 +202,7 @@ def test_the_workflow_applies_the_local_gpu_limit(snakemake_bin, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         train = planned_resources(proc.stdout + proc.stderr)["train"]
         assert train.get("gpu") == expected, (
-            f'train planned with {train}: the Snakefile must `include: "workflow/profiles/local_gpu.smk"`'
+            f'train planned with {train}: the Snakefile must `include: "workflow/rules/local_gpu.smk"`'
         )
 
 

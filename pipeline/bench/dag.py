@@ -82,6 +82,11 @@ def plan(preset: str, data_root: Path, workdir: Path, *extra: str, configfiles=(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")  # `configfile:` is relative to the working dir
+    # the presets' user-supplied files (CLIP weights, DetPro prompt) are DAG inputs: planning needs them to exist,
+    # never reads them
+    for rel in ("pretrained/clip/ViT-B-32.pt", "data/prompts/detpro/iou_neg5_ens.pth"):
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / rel).touch()
     cmd = [
         snakemake_exe(),
         "--snakefile",

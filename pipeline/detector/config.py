@@ -91,7 +91,7 @@ def set_iters(cfg, iters: int) -> None:
         cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
         cfg.log_processor.by_epoch = False
         cfg.default_hooks.checkpoint.by_epoch = False
-        cfg.default_hooks.checkpoint.interval = iters
+        cfg.default_hooks.checkpoint.interval = 2000  # as the 40k schedule (capped at the run below)
     else:
         total = loop.max_iters
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1)
