@@ -41,8 +41,7 @@ def test_every_shipped_config_loads_with_its_branches():
         cfg = C.read_config(name)
         assert C.branches(cfg) == branches, name
         assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
-        lr = 0.08 if name.endswith("_demo") else 0.02  # demo: 0.01 at batch 2 for its 60 iterations
-        assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=lr, momentum=0.9, weight_decay=2.5e-5)
+        assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=2.5e-5)
         assert cfg.randomness.seed == 3407 and cfg.resume is True
         assert {b["type"] for b in cfg.vis_backends} == {"LocalVisBackend", "TensorboardVisBackend"}
 

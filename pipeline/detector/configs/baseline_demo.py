@@ -7,6 +7,5 @@ test_pipeline = {{_base_.slim_test_pipeline}}
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 train_cfg = {{_base_.slim_train_cfg}}
 param_scheduler = {{_base_.slim_param_scheduler}}
-optim_wrapper = {{_base_.slim_optim_wrapper}}
 default_hooks = {{_base_.slim_default_hooks}}
 log_processor = {{_base_.slim_log_processor}}

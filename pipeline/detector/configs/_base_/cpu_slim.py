@@ -28,6 +28,5 @@ slim_param_scheduler = [
     dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=20),
     dict(type="MultiStepLR", by_epoch=False, begin=0, end=60, milestones=[45], gamma=0.1),
 ]
-slim_optim_wrapper = dict(optimizer=dict(lr=0.08))  # x2/16 = 0.01 at batch 2, for a 60-iteration run
 slim_default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=20))
 slim_log_processor = dict(window_size=5)
