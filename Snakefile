@@ -3,6 +3,8 @@
 # results/ layout (every path is written by exactly one rule family):
 #   demo_data/images/{train,val}/*.jpg           generated demo images          (demo_data)
 #   demo_data/annotations/{instances,lvis}_{train,val}.json                     (demo_data)
+#   demo_data/captions/captions_{train,test}.json, captions/{train,test}/*.png  captioned crops (demo_data)
+#   teacher/clip.pt, teacher/zeroshot.json        the demo's CLIP teacher         (teacher)
 #   annotations/coco/instances_{train,val}2017.{48,65}.json, instances_val2017.65.min.json  (annotations)
 #   annotations/lvis/lvis_v1_{train,val}.{866,1203}.json, lvis_v1_train.norare.json,
 #                    lvis_v1_train_cat_info.json                                          (annotations)
@@ -30,6 +32,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/local_gpu.smk"
 include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/teacher.smk"
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/proposals.smk"
@@ -42,6 +45,7 @@ rule all:
     default_target: True
     input:
         annotation_targets(),
+        teacher_targets(),
         prompt_targets(),
         f"results/proposals/{DATASET}/recall.json",
         oake_targets(),

@@ -13,6 +13,15 @@ Outputs under ``--out-dir``::
                                              base -> f or c by training image count), neg_category_ids,
                                              not_exhaustive_category_ids, coco_url-style image names; no crowd
 
+With ``--captions-per-class N`` (issue #9: the CLIP teacher's data) the generator also writes captioned
+single-object crops of every class, base and novel alike (CLIP saw everything; the detector sees only base boxes)::
+
+    captions/{train,test}/{index:06d}.png    square crops, 48-128 px, one object on the same noisy background
+    captions/captions_{train,test}.json      [{"file_name", "caption", "category"}] (category: the class name)
+
+``train`` has N crops per class; ``test`` (held out, zero-shot evaluation) has ``--caption-test-per-class``.
+The CLIP teacher (:mod:`pipeline.teacher`) draws the same crops in memory with :func:`draw_caption_crop`.
+
 Every image is drawn from its own seed ``(seed, split, index)``, so the dataset is identical across runs and
 machines whatever the order of generation.
 """
@@ -56,7 +65,18 @@ SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hexagon": ("hex",),
     "arrow": ("pointer",),
 }
-SPLIT_INDEX = {"train": 0, "val": 1}
+SPLIT_INDEX = {"train": 0, "val": 1, "teacher": 2}  # "teacher": held-out scenes of the CLIP teacher's evaluation
+CAPTION_SPLIT_INDEX = {"train": 3, "test": 4}  # seed streams of the captioned crops (disjoint from the scenes')
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}",
+    "a {}",
+    "a picture of a {}",
+    "a rendering of a {}",
+    "a close-up photo of the {}",
+    "a {} on a noisy background",
+    "there is a {} in the picture",
+    "this is a {}",
+)
 CROWD_PARTS = (3, 6)
 
 
@@ -139,6 +159,51 @@ class DemoOptions:
         if not (0 < self.object_scale[0] <= self.object_scale[1] <= 1):
             raise DemoDataError(f"demo object_scale: need 0 < min <= max <= 1, got {self.object_scale}")
         object.__setattr__(self, "specs", tuple(ClassSpec.parse(c) for c in self.classes))
+
+
+# ------------------------------------------------------------------------------------------------ splits
+
+SPLIT_KINDS = ("combinations", "shapes", "mixed", "none")
+
+
+def split_kind(classes: Sequence[str], novel: Sequence[str]) -> dict:
+    """What the base/novel split asks of a detector (issue #9), from the names alone.
+
+    - ``combinations``: every novel class is an unseen combination: its shape and its colour (or texture) each
+      appear in some base class, never together (``"blue circle"`` with base ``"red circle"``, ``"blue triangle"``);
+    - ``shapes``: every novel class has a shape that no base class has (an unseen shape, the harder test);
+    - ``mixed``: some of each, or novel classes whose colour is unseen too; ``none``: no novel class.
+
+    Returns ``{"kind", "unseen_shapes", "unseen_colours", "per_class"}`` (per novel class: which of its parts
+    the base classes show).
+    """
+    novel_set = set(novel)
+    base = [ClassSpec.parse(c) for c in classes if c not in novel_set]
+    base_shapes = {b.shape for b in base}
+    base_looks = {b.colour for b in base} | {b.texture for b in base if b.texture != "solid"}
+    per_class = {}
+    for name in novel:
+        spec = ClassSpec.parse(name)
+        looks = [spec.colour] + ([spec.texture] if spec.texture != "solid" else [])
+        per_class[name] = {
+            "shape_seen": spec.shape in base_shapes,
+            "look_seen": all(w in base_looks for w in looks),
+            "combination_seen": any(b.shape == spec.shape and b.colour == spec.colour for b in base),
+        }
+    if not per_class:
+        kind = "none"
+    elif all(p["shape_seen"] and p["look_seen"] for p in per_class.values()):
+        kind = "combinations"
+    elif all(not p["shape_seen"] for p in per_class.values()):
+        kind = "shapes"
+    else:
+        kind = "mixed"
+    return {
+        "kind": kind,
+        "unseen_shapes": sorted({ClassSpec.parse(n).shape for n, p in per_class.items() if not p["shape_seen"]}),
+        "unseen_colours": sorted({n for n, p in per_class.items() if not p["look_seen"]}),
+        "per_class": per_class,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ drawing
@@ -316,6 +381,99 @@ def draw_image(opts: DemoOptions, split: str, index: int) -> tuple[np.ndarray, l
     return img, objects
 
 
+# ------------------------------------------------------------------------------------------------ captions
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    """Captioned single-object crops (the CLIP teacher's data).
+
+    Attributes:
+        size: (min, max) crop side in pixels; the texture keeps its scene scale (period 5-9 px).
+        object_scale: (min, max) object side as a fraction of the crop side.
+        clutter: probability that parts of 1-2 other objects (any class) lie behind the crop's border, as
+            neighbours do in scene crops with context; the caption names only the centre object.
+        synonym_prob: probability that the caption uses a shape synonym (``"red disc"``) instead of the name.
+    """
+
+    size: tuple[int, int] = (48, 128)
+    object_scale: tuple[float, float] = (0.35, 0.9)
+    clutter: float = 0.5
+    synonym_prob: float = 0.2
+
+
+@dataclass
+class CaptionCrop:
+    image: np.ndarray  # [S, S, 3] uint8
+    category: int  # index into the class list
+    caption: str
+    box: tuple[float, float, float, float]  # the captioned object's box, xyxy in crop pixels
+
+
+def class_synonyms(spec: ClassSpec) -> list[str]:
+    """Other names of a class: its shape synonyms (``"cyan checkered disc"``)."""
+    words = [spec.colour] + ([spec.texture] if spec.texture != "solid" else [])
+    return [" ".join([*words, syn]) for syn in SHAPE_SYNONYMS[spec.shape]]
+
+
+def draw_caption_crop(
+    specs: Sequence[ClassSpec], seed: int, split: str, index: int, opts: CaptionOptions = CaptionOptions()
+) -> CaptionCrop:
+    """Captioned crop ``index`` of ``split`` (``train`` | ``test``); deterministic in ``(seed, split, index)``.
+
+    Classes cycle with the index (``index % len(specs)``), so every class, base and novel, is equally frequent.
+    """
+    if split not in CAPTION_SPLIT_INDEX:
+        raise DemoDataError(f"caption split {split!r} not in {sorted(CAPTION_SPLIT_INDEX)}")
+    rng = np.random.default_rng([seed, CAPTION_SPLIT_INDEX[split], index])
+    category = index % len(specs)
+    spec = specs[category]
+    size = int(rng.integers(opts.size[0], opts.size[1] + 1))
+    img = background(size, size, rng)
+
+    def paint(s: ClassSpec, poly: np.ndarray) -> None:
+        mask = polygon_mask(poly, size, size)
+        img[mask] = texture_layer(s, size, size, rng)[mask]
+
+    if rng.random() < opts.clutter:
+        for _ in range(int(rng.integers(1, 3))):
+            other = specs[int(rng.integers(len(specs)))]
+            r = rng.uniform(0.2, 0.45) * size
+            along, edge = rng.uniform(0, size), int(rng.integers(4))
+            out = rng.uniform(0.1, 0.6) * r  # centre beyond the border: only a part shows
+            cx, cy = [(along, -out), (along, size + out), (-out, along), (size + out, along)][edge]
+            paint(other, shape_polygon(other.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)))
+    side = rng.uniform(*opts.object_scale) * size
+    cx, cy = rng.uniform(side / 2, size - side / 2, 2)
+    poly = shape_polygon(spec.shape, cx, cy, side / 2, rng.uniform(0, 2 * math.pi))
+    paint(spec, poly)
+    box = tuple(float(v) for v in (*poly.min(0), *poly.max(0)))
+    name = spec.name
+    if rng.random() < opts.synonym_prob:
+        synonyms = class_synonyms(spec)
+        name = synonyms[int(rng.integers(len(synonyms)))]
+    caption = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))].format(name)
+    return CaptionCrop(img, category, caption, box)
+
+
+def write_captions(
+    opts: DemoOptions, per_class: int, test_per_class: int, caption_opts: CaptionOptions = CaptionOptions()
+) -> None:
+    """Write the captioned crops of both caption splits (PNG, lossless) and their caption files (last)."""
+    for split, per in (("train", per_class), ("test", test_per_class)):
+        folder = opts.out_dir / "captions" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        records = []
+        for index in tqdm(range(per * len(opts.specs)), desc=f"captions {split}", unit="img", leave=False):
+            crop = draw_caption_crop(opts.specs, opts.seed, split, index, caption_opts)
+            name = f"{index:06d}.png"
+            with atomic.atomic_path(folder / name, suffix=".png") as tmp:
+                Image.fromarray(crop.image).save(tmp, format="PNG")
+            records.append({"file_name": name, "caption": crop.caption, "category": opts.specs[crop.category].name})
+        atomic.write_json(opts.out_dir / "captions" / f"captions_{split}.json", records)
+        log.info("captions %s: %d crops of %d classes", split, len(records), len(opts.specs))
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 
 
@@ -358,7 +516,12 @@ def generate_split(opts: DemoOptions, split: str) -> tuple[dict, list[tuple[dict
         drawn.append((record, objects))
     categories = [{"id": i + 1, "name": s.name, "supercategory": s.shape} for i, s in enumerate(opts.specs)]
     coco = {
-        "info": {"description": "OADP-Flow generated demo dataset", "seed": opts.seed, "split": split},
+        "info": {
+            "description": "OADP-Flow generated demo dataset",
+            "seed": opts.seed,
+            "split": split,
+            "novel_split": split_kind(opts.classes, opts.novel)["kind"],
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -436,6 +599,16 @@ def to_lvis(opts: DemoOptions, split: str, coco: dict, freq: dict[int, str]) -> 
 
 def run(opts: DemoOptions) -> None:
     """Generate both splits; annotation files are written last, so they never refer to a missing image."""
+    kind = split_kind(opts.classes, opts.novel)
+    log.info(
+        "demo split: %d base, %d novel classes: novel = %s%s",
+        len(opts.classes) - len(opts.novel),
+        len(opts.novel),
+        {"combinations": "unseen combinations of base colours and shapes", "shapes": "unseen shapes"}.get(
+            kind["kind"], kind["kind"]
+        ),
+        f" ({', '.join(kind['unseen_shapes'])})" if kind["unseen_shapes"] else "",
+    )
     cocos = {split: generate_split(opts, split)[0] for split in ("train", "val")}
     freq = frequencies(opts, cocos["train"])
     for split, coco in cocos.items():
@@ -476,6 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crowd-prob", type=float, default=DemoOptions.crowd_prob)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=90)
+    p.add_argument(
+        "--captions-per-class",
+        type=int,
+        default=0,
+        help="also write captioned crops of every class under captions/ (0: none, the default)",
+    )
+    p.add_argument("--caption-test-per-class", type=int, default=20, help="held-out captioned crops per class")
     cli.add_log_argument(p)
     return p
 
@@ -483,22 +663,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log, args.verbose)
-    run(
-        DemoOptions(
-            out_dir=args.out_dir,
-            classes=tuple(args.classes),
-            novel=tuple(args.novel),
-            num_train=args.num_train,
-            num_val=args.num_val,
-            sizes=tuple(tuple(s) for s in args.sizes),
-            objects=tuple(args.objects),
-            object_scale=tuple(args.object_scale),
-            max_iou=args.max_iou,
-            crowd_prob=args.crowd_prob,
-            seed=args.seed,
-            quality=args.quality,
-        )
+    opts = DemoOptions(
+        out_dir=args.out_dir,
+        classes=tuple(args.classes),
+        novel=tuple(args.novel),
+        num_train=args.num_train,
+        num_val=args.num_val,
+        sizes=tuple(tuple(s) for s in args.sizes),
+        objects=tuple(args.objects),
+        object_scale=tuple(args.object_scale),
+        max_iou=args.max_iou,
+        crowd_prob=args.crowd_prob,
+        seed=args.seed,
+        quality=args.quality,
     )
+    run(opts)
+    if args.captions_per_class > 0:
+        write_captions(opts, args.captions_per_class, args.caption_test_per_class)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,51 @@ def _bench_lines(bench_dir: Path | None) -> list[str]:
     return [f"- {x}" for x in lines] or [f"(no benchmark files in {bench_dir}: `make bench` writes them)"]
 
 
+def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list[str]:
+    """Novel / base AP50 of every distilled experiment next to the baseline of the same suffix
+    (``baseline_demo`` for ``vild_demo`` and ``oadp_demo``); empty without such a baseline."""
+    lines = []
+    for e in experiments:
+        prefix, _, suffix = e.partition("_")
+        base = f"baseline_{suffix}"
+        if prefix == "baseline" or base not in metrics:
+            continue
+        m, b = metrics[e], metrics[base]
+        if m.get("novel_ap50") is None or b.get("novel_ap50") is None:
+            continue
+        lines.append(
+            f"- {e}: novel AP50 {_fmt(m['novel_ap50'])} vs {_fmt(b['novel_ap50'])} "
+            f"({m['novel_ap50'] - b['novel_ap50']:+.1f}); base AP50 {_fmt(m.get('base_ap50'))} vs "
+            f"{_fmt(b.get('base_ap50'))} ({(m.get('base_ap50') or 0.0) - (b.get('base_ap50') or 0.0):+.1f})"
+        )
+    return lines
+
+
+def teacher_lines(teacher: dict) -> list[str]:
+    """The teacher's zero-shot accuracies (pipeline.teacher's zeroshot.json) as a small table."""
+    zs = teacher.get("zero_shot")
+    if not isinstance(zs, dict):
+        return [f"(not a zeroshot.json of pipeline.teacher: keys {sorted(teacher)})"]
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    rows = [("held-out captioned crops", zs.get("crops", {}).get("vild", {}))]
+    for name, acc in zs.get("scenes", {}).get("crops", {}).items():
+        rows.append((f"scene objects, {name.replace('_', ' ')}", acc.get("vild", {})))
+    lines = ["| test set | base | novel | all |", "|---|---|---|---|"]
+    lines += [f"| {n} | {pct(a.get('base'))} | {pct(a.get('novel'))} | {pct(a.get('all'))} |" for n, a in rows]
+    training = teacher.get("training", {})
+    lines += [
+        "",
+        f"{teacher.get('clip_model', '?')}, {training.get('steps', '?')} steps of {training.get('batch_size', '?')}"
+        f" captioned crops ({training.get('seconds', '?')} s), loss {training.get('loss_first') or 0:.2f} -> "
+        f"{training.get('loss_last') or 0:.2f}; argmax over all {len(teacher.get('classes', []))} classes with "
+        f"the ViLD-template text embeddings, chance {pct(zs.get('chance'))}.",
+    ]
+    return lines
+
+
 def summary_markdown(
     experiments: Sequence[str],
     metrics: dict[str, dict],
@@ -158,9 +203,11 @@ def summary_markdown(
         out += [f"- {p}" for p in parts]
     else:
         out.append("(no recall file)")
+    effect = transfer_lines(experiments, metrics)
+    if effect:
+        out += ["", "## Open-vocabulary transfer (novel AP50 over the baseline without distillation)", ""] + effect
     if teacher:
-        out += ["", "## CLIP teacher (zero-shot)", ""]
-        out += [f"- {k}: {_fmt(v) if not isinstance(v, dict) else v}" for k, v in teacher.items()]
+        out += ["", "## CLIP teacher (zero-shot, percent)", ""] + teacher_lines(teacher)
     out += ["", "## Benchmarks", ""] + _bench_lines(bench_dir)
     out += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in plots] + [""]
     return "\n".join(out)

@@ -142,3 +142,54 @@ def test_rle_encoding_matches_pycocotools():
     assert rle["counts"][0] == 0
     decoded = mask_utils.decode(mask_utils.frPyObjects(rle, 13, 17))
     assert (decoded.astype(bool) == m).all()
+
+
+# ------------------------------------------------------------------------------------------------ split kinds
+
+
+def _preset_demo(name: str) -> dict:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "config.yaml" if name == "default" else root / "workflow" / "presets" / f"{name}.yaml"
+    return yaml.safe_load(path.read_text())["demo"]
+
+
+@pytest.mark.parametrize(("preset", "kind"), [("default", "combinations"), ("demo_unseen_shapes", "shapes")])
+def test_both_split_kinds_are_configured(preset, kind):
+    demo = _preset_demo(preset)
+    assert sorted(demo["base"] + demo["novel"]) == sorted(demo["classes"])
+    info = demo_data.split_kind(demo["classes"], demo["novel"])
+    assert info["kind"] == kind, info
+    base = [demo_data.ClassSpec.parse(c) for c in demo["base"]]
+    for name in demo["novel"]:
+        spec = demo_data.ClassSpec.parse(name)
+        shape_in_base = any(b.shape == spec.shape for b in base)
+        assert shape_in_base == (kind == "combinations")  # the two kinds differ exactly here
+        assert any(b.colour == spec.colour for b in base)  # the colour is always seen
+        assert not any(b.name == name for b in base)
+
+
+def test_split_kind_by_hand():
+    assert demo_data.split_kind(["red circle", "blue square", "blue circle"], ["blue circle"])["kind"] == "combinations"
+    shapes = demo_data.split_kind(["red circle", "blue square", "red star"], ["red star"])
+    assert shapes["kind"] == "shapes" and shapes["unseen_shapes"] == ["star"]
+    mixed = demo_data.split_kind(["red circle", "blue square", "red star", "blue circle"], ["red star", "blue circle"])
+    assert mixed["kind"] == "mixed"
+    # an unseen colour is not an unseen combination
+    colour = demo_data.split_kind(["red circle", "blue square", "green circle"], ["green circle"])
+    assert colour["kind"] == "mixed" and colour["unseen_colours"] == ["green circle"]
+    assert demo_data.split_kind(["red circle", "blue square"], [])["kind"] == "none"
+
+
+def test_unseen_shape_split_generates_and_records_its_kind(tmp_path):
+    demo = _preset_demo("demo_unseen_shapes")
+    opts = demo_data.DemoOptions(
+        out_dir=tmp_path, classes=tuple(demo["classes"]), novel=tuple(demo["novel"]), num_train=2, num_val=1
+    )
+    demo_data.run(opts)
+    coco = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
+    assert coco["info"]["novel_split"] == "shapes"
+    lvis = json.loads((tmp_path / "annotations" / "lvis_train.json").read_text())
+    rare = {c["name"] for c in lvis["categories"] if c["frequency"] == "r"}
+    assert rare == set(demo["novel"])

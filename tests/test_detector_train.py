@@ -273,3 +273,33 @@ def test_checkpoints_of_another_config_are_set_aside_not_resumed(tmp_path):
     train.guard_work_dir(work, "b" * 64)  # changed config: set aside under the old fingerprint
     assert (work / f"stale/{'a' * 16}/iter_6.pth").read_bytes() == b"same config"
     assert (work / "config.sha256").read_text().strip() == "b" * 64
+
+
+def test_no_novel_box_reaches_detector_training_data(tmp_path):
+    """Build the OADP training dataset exactly as the trainer does and run its whole pipeline (CLIP features,
+    block labels, packing) over every image: box labels, and block labels hold base classes only (image labels
+    are made from the box labels),
+    while the generated images do contain novel objects."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+
+    from pipeline.detector import register_modules
+    from pipeline.detector.config import train_dataset
+
+    demo, prompt_files = _oadp_demo_setup(tmp_path, num_train=6)
+    raw = json.loads((demo / "annotations/instances_train.json").read_text())
+    novel_id = 1 + DEMO4.index("red star")
+    assert sum(a["category_id"] == novel_id for a in raw["annotations"]) > 0  # novel objects are in the images
+    register_all_modules()
+    register_modules()
+    cfg = _oadp_config(tmp_path, demo, prompt_files, iters=1)
+    dataset = DATASETS.build(train_dataset(cfg))
+    base_file = json.loads((tmp_path / "train.base.json").read_text())
+    with_base = {a["image_id"] for a in base_file["annotations"] if not a.get("iscrowd")}
+    assert len(dataset) == len(with_base) > 0  # images without a base box are filtered out (filter_empty_gt)
+    base = set(range(3))
+    for i in range(len(dataset)):
+        sample = dataset[i]["data_samples"]
+        assert set(sample.gt_instances.labels.tolist()) <= base
+        blocks = sample.block_labels  # [n_blocks, K] multi-hot over every class
+        assert blocks.shape[1] in (3, 4) and not blocks[:, 3:].any()

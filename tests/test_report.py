@@ -103,3 +103,46 @@ def test_report_names_a_missing_or_foreign_metrics_file(tmp_path):
     with pytest.raises(report.ReportError, match="not a metrics file"):
         report.main(["--experiments", "odd", "--evaluate-dir", str(tmp_path), "--out-dir", str(tmp_path / "r")])
     assert not (tmp_path / "r" / "summary.md").exists()
+
+
+def test_transfer_and_teacher_sections(tmp_path):
+    metrics = {
+        "baseline_demo": {"novel_ap50": 10.0, "base_ap50": 40.0},
+        "vild_demo": {"novel_ap50": 17.5, "base_ap50": 39.0},
+        "oadp_demo": {"novel_ap50": 21.25, "base_ap50": 41.5},
+        "oadp_other": {"novel_ap50": 5.0, "base_ap50": 5.0},  # no baseline_other: not compared
+    }
+    lines = report.transfer_lines(list(metrics), metrics)
+    assert lines == [
+        "- vild_demo: novel AP50 17.5 vs 10.0 (+7.5); base AP50 39.0 vs 40.0 (-1.0)",
+        "- oadp_demo: novel AP50 21.2 vs 10.0 (+11.2); base AP50 41.5 vs 40.0 (+1.5)",
+    ]
+    teacher = {
+        "clip_model": "OADP-Teacher-ViT",
+        "classes": ["a", "b", "c", "d"],
+        "training": {"steps": 100, "batch_size": 32, "seconds": 5.0, "loss_first": 3.0, "loss_last": 1.0},
+        "zero_shot": {
+            "chance": 0.25,
+            "crops": {"vild": {"base": 0.9, "novel": 0.85, "all": 0.8875}},
+            "scenes": {"crops": {"oake_object": {"vild": {"base": 0.75, "novel": None, "all": 0.75}}}},
+        },
+    }
+    table = report.teacher_lines(teacher)
+    assert "| held-out captioned crops | 90.0 | 85.0 | 88.8 |" in table
+    assert "| scene objects, oake object | 75.0 | – | 75.0 |" in table
+    assert "chance 25.0" in table[-1] and "100 steps" in table[-1]
+    assert "not a zeroshot.json" in report.teacher_lines({"x": 1})[0]
+    # the summary renders them from stored files only
+    _stored_run(tmp_path)
+    for e in ("baseline_demo",):
+        _write(tmp_path / "evaluate" / e / "metrics.json", {"novel_ap50": 2.0, "base_ap50": 30.0})
+    _write(tmp_path / "teacher.json", teacher)
+    report.main(
+        [
+            "--experiments", "baseline_demo", "vild_demo", "oadp_demo",
+            "--evaluate-dir", str(tmp_path / "evaluate"), "--teacher", str(tmp_path / "teacher.json"),
+            "--out-dir", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "vild_demo: novel AP50 12.5 vs 2.0 (+10.5)" in text and "## CLIP teacher" in text

@@ -27,6 +27,14 @@ TINY_CONFIGS: dict[str, dict] = {
         "vision_cfg": {"image_size": 224, "layers": 3, "width": 128, "patch_size": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
     },
+    # the demo's CLIP teacher (pipeline.teacher, issue #9): pretrained contrastively on the demo's captioned crops
+    # in a few CPU minutes; a ViT-B/32 layout (patch 32 at 224 px, 7x7 grid, 14x14 object-aware grid)
+    "OADP-Teacher-ViT": {
+        "embed_dim": 64,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    },
 }
 
 

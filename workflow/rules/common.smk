@@ -40,6 +40,42 @@ os.environ["PATH"] = (
 )
 
 DATASET = config["dataset"]
+
+# `clip.weights: teacher` = the demo's CLIP teacher, trained by rule teacher (workflow/rules/teacher.smk) and then
+# read by every CLIP consumer exactly like a real checkpoint.
+TEACHER_CHECKPOINT = "results/teacher/clip.pt"
+if config["clip"]["weights"] == "teacher":
+    if DATASET != "demo":
+        raise ValueError(
+            "config key 'clip.weights': 'teacher' (the demo's CLIP teacher) needs dataset 'demo'; "
+            f"for '{DATASET}' give real weights, e.g. pretrained/clip/ViT-B-32.pt"
+        )
+    config["clip"]["weights"] = TEACHER_CHECKPOINT
+
+
+def teacher_targets():
+    """The teacher's report, when the CLIP weights are the teacher's."""
+    if config["clip"]["weights"] == TEACHER_CHECKPOINT:
+        return ["results/teacher/zeroshot.json"]
+    return []
+
+
+def teacher_budget(wildcards):
+    """The teacher's budget as arguments: steps (reproducible) and/or seconds, whichever ends first."""
+    t = config["teacher"]
+    args = []
+    if t["steps"] is not None:
+        args += [
+            "--steps",
+            str(t["steps"] if not config["dry_run"] else min(t["steps"], 20)),
+        ]
+    if t["seconds"] is not None:
+        args += ["--seconds", str(t["seconds"])]
+    if config["dry_run"] and t["steps"] is None:
+        args += ["--steps", "20"]
+    return " ".join(args)
+
+
 DATA_ROOT = config["data_root"]
 SPLITS = ["train", "val"]
 
@@ -96,6 +132,8 @@ def demo_options():
         "num_val": demo["num_val"],
         "crowd_prob": demo["crowd_prob"],
         "seed": demo["seed"],
+        "captions_per_class": demo["captions_per_class"],
+        "caption_test_per_class": demo["caption_test_per_class"],
     }
 
 

@@ -5,6 +5,13 @@ rule demo_data:
         ),
         lvis=expand("results/demo_data/annotations/lvis_{split}.json", split=SPLITS),
         images=directory(expand("results/demo_data/images/{split}", split=SPLITS)),
+        # captioned crops of every class, base and novel (the CLIP teacher's kind of data; its held-out test)
+        captions=expand(
+            "results/demo_data/captions/captions_{split}.json", split=["train", "test"]
+        ),
+        caption_images=directory(
+            expand("results/demo_data/captions/{split}", split=["train", "test"])
+        ),
     log:
         "results/logs/demo_data/demo_data.log",
     conda:
@@ -18,4 +25,6 @@ rule demo_data:
         " --sizes {params.opts[sizes]} --objects {params.opts[objects]}"
         " --num-train {params.opts[num_train]} --num-val {params.opts[num_val]}"
         " --crowd-prob {params.opts[crowd_prob]} --seed {params.opts[seed]}"
+        " --captions-per-class {params.opts[captions_per_class]}"
+        " --caption-test-per-class {params.opts[caption_test_per_class]}"
         " --log {log}"

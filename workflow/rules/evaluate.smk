@@ -48,6 +48,7 @@ rule report:
             "results/train/{experiment}/final.pth", experiment=config["experiments"]
         ),
         recall=f"results/proposals/{DATASET}/recall.json",
+        teacher=teacher_targets(),
     output:
         summary=report(
             "results/report/summary.md",
@@ -75,7 +76,10 @@ rule report:
         "../../envs/pipeline.yaml"
     params:
         experiments=config["experiments"],
+        teacher=lambda wildcards, input: (
+            f"--teacher {input.teacher}" if input.teacher else ""
+        ),
     shell:
-        "python -m pipeline.report --log {log} --experiments {params.experiments}"
+        "python -m pipeline.report --log {log} --experiments {params.experiments} {params.teacher}"
         " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall}"
         " --bench-dir results/bench --out-dir results/report"

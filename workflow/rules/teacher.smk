@@ -1,0 +1,35 @@
+# The demo's CLIP teacher (issue #9): a tiny CLIP pretrained contrastively on captioned crops of every demo
+# class, base and novel. `clip.weights: teacher` points every CLIP consumer (prompts, OAKE) at its checkpoint,
+# loaded like real weights. The checkpoint is protected: reruns of later stages reuse it (`snakemake teacher
+# --force` after `chmod u+w results/teacher/clip.pt` retrains it).
+
+
+rule teacher:
+    input:
+        captions="results/demo_data/captions/captions_test.json",
+    output:
+        checkpoint=protected(TEACHER_CHECKPOINT),
+        zeroshot=report(
+            "results/teacher/zeroshot.json",
+            caption="../report/teacher.rst",
+            category="Teacher",
+        ),
+    log:
+        "results/logs/teacher/teacher.log",
+    benchmark:
+        "results/benchmarks/teacher.tsv"
+    conda:
+        "../../envs/clip.yaml"
+    threads: 2
+    params:
+        classes=config["demo"]["classes"],
+        novel=config["demo"]["novel"],
+        model=config["clip"]["model"],
+        budget=teacher_budget,
+        t=config["teacher"],
+    shell:
+        "python -m pipeline.teacher --classes {params.classes:q} --novel {params.novel:q}"
+        " --model {params.model} --seed {params.t[seed]} {params.budget}"
+        " --batch-size {params.t[batch_size]} --lr {params.t[lr]} --threads {threads}"
+        " --captions-test {input.captions}"
+        " --output {output.checkpoint} --zeroshot {output.zeroshot} --log {log}"
