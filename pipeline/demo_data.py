@@ -656,6 +656,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write captioned crops of every class under captions/ (0: none, the default)",
     )
     p.add_argument("--caption-test-per-class", type=int, default=20, help="held-out captioned crops per class")
+    p.add_argument(
+        "--captions-only",
+        action="store_true",
+        help="write only the captioned crops (rule demo_captions: they depend on the classes and the seed alone)",
+    )
     cli.add_log_argument(p)
     return p
 
@@ -677,7 +682,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         quality=args.quality,
     )
-    run(opts)
+    if args.captions_only and args.captions_per_class < 1:
+        raise DemoDataError("--captions-only needs --captions-per-class >= 1")
+    if not args.captions_only:
+        run(opts)
     if args.captions_per_class > 0:
         write_captions(opts, args.captions_per_class, args.caption_test_per_class)
 

@@ -40,8 +40,9 @@ def test_every_shipped_config_loads_with_its_branches():
     for name, branches in expected.items():
         cfg = C.read_config(name)
         assert C.branches(cfg) == branches, name
-        assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
-        assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=2.5e-5)
+        if not name.endswith("_demo"):  # the demo's optimizer: test_method_settings_per_config
+            assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+            assert cfg.optim_wrapper.optimizer == dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=2.5e-5)
         assert cfg.randomness.seed == 3407 and cfg.resume is True
         assert {b["type"] for b in cfg.vis_backends} == {"LocalVisBackend", "TensorboardVisBackend"}
 
@@ -88,7 +89,21 @@ def test_method_settings_per_config():
     assert demo.model.backbone.depth == 18 and demo.model.train_cfg.rcnn.sampler.num == 128
     assert coco.model.backbone.depth == 50 and coco.model.train_cfg.rcnn.sampler.num == 512
     assert (coco.model.warmup, coco.model.roi_head.weights.warmup) == (200, 200)
-    assert (demo.model.warmup, demo.model.roi_head.weights.warmup) == (10, 10)
+    assert (demo.model.warmup, demo.model.roi_head.weights.warmup) == (30, 30)
+    # slim heads (two 256-wide fcs) for every RoI head the full config has, and no head it removed
+    for name, heads in (("baseline_demo", ("bbox",)), ("vild_demo", ("bbox", "object")), ("oadp_demo", None)):
+        cfg = C.read_config(name)
+        roi = cfg.model.roi_head
+        present = [h for h in ("bbox", "object", "block") if roi.get(f"{h}_head") is not None]
+        assert present == list(heads or ("bbox", "object", "block")), name
+        assert all(roi[f"{h}_head"].fc_out_channels == 256 for h in present), name
+        assert roi.bbox_head.type == "Shared2FCBBoxHead" and (cfg.model.get("global_head") is not None) == (
+            heads is None
+        )
+        # AdamW, lr for 2 images (auto-scaled), clipped gradients; the bbox head's lr_mult of OADP is kept
+        assert cfg.optim_wrapper.optimizer == dict(type="AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05)
+        assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=2) and cfg.optim_wrapper.clip_grad.max_norm
+        assert ("paramwise_cfg" in cfg.optim_wrapper) == (name == "oadp_demo")
 
 
 def test_set_iters_keeps_the_step_fractions():

@@ -234,3 +234,28 @@ def test_downsampled_training_forward_is_the_model_on_upsampled_crops(trained):
         fast = teacher.encode_image_downsampled(model.visual, x, 2)
         full = model.visual(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
+def test_zero_shot_test_set_is_read_from_the_generators_captions(tmp_path):
+    """rule demo_captions writes the held-out crops (and nothing else); the teacher's report is measured on them."""
+    out = tmp_path / "demo"
+    demo_data.main(
+        ["--out-dir", str(out), "--classes", *DEMO4, "--novel", *NOVEL, "--captions-only"]
+        + ["--captions-per-class", "1", "--caption-test-per-class", "3", "--seed", "5"]
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["captions"]  # no scenes, no annotation files
+    captions = out / "captions" / "captions_test.json"
+    images, labels = teacher.read_caption_set(captions, DEMO4)
+    assert images.shape == (12, 3, 224, 224) and images.dtype == torch.uint8
+    assert sorted(labels.tolist()) == sorted([0, 1, 2, 3] * 3)
+    # the files hold exactly the crops the generator draws for the "test" stream of that seed
+    specs = [demo_data.ClassSpec.parse(c) for c in DEMO4]
+    expected = teacher.crop_uint8(demo_data.draw_caption_crop(specs, 5, "test", 0).image)
+    assert torch.equal(images[0], expected)
+    with pytest.raises(teacher.TeacherError, match="'red circle' is not among --classes"):
+        teacher.read_caption_set(captions, DEMO4[1:])
+    with pytest.raises(teacher.TeacherError, match=r"no crops of \['blue star'\]"):
+        teacher.read_caption_set(captions, [*DEMO4, "blue star"])
+    (out / "captions" / "test" / "000000.png").write_bytes(b"not a png")
+    with pytest.raises(teacher.TeacherError, match="000000.png cannot be read"):
+        teacher.read_caption_set(captions, DEMO4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -30,13 +31,14 @@ def snakemake(
     snakemake_bin: str, workdir: Path, *args: str, check: bool = True, demo: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir`` with the repository's config.yaml there (``demo`` replaces its demo part and
-    shortens the RPN and detector trainings to 3 iterations).
+    shortens the teacher to 30 steps, the RPN and detector trainings to 3 iterations).
 
     ``configfile:`` paths are relative to the working directory, as in a user's project folder.
     """
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     if demo is not None:
-        config["demo"] = demo
+        config["demo"] = {"captions_per_class": 1, "caption_test_per_class": 2, **demo}
+        config["teacher"] = {**config.get("teacher", {}), "steps": 30}
         config["proposals"] = {**config.get("proposals", {}), "iters": 3, "max_per_img": 20}
         config["train"] = {
             **config.get("train", {}),
@@ -133,7 +135,19 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     report = json.loads((tmp_path / "results/proposals/demo/recall.json").read_text())
     assert report["novel"]["boxes"] > 0 and 0 <= report["novel"]["AR@100"] <= 100
     assert json.loads((tmp_path / "results/oake/demo/objects/val/verify.json").read_text())["bad"] == {}
-    for experiment in ("vild_demo", "oadp_demo"):
+    # the CLIP teacher: trained on captions of every class, its checkpoint read by every CLIP stage
+    zeroshot = json.loads((tmp_path / "results/teacher/zeroshot.json").read_text())
+    assert zeroshot["training"]["steps"] == 30 and zeroshot["classes"] == SMALL_DEMO["classes"]
+    assert zeroshot["novel"] == SMALL_DEMO["novel"] and zeroshot["zero_shot"]["crops"]["vild"]["n_novel"] == 4
+    checkpoint = tmp_path / "results/teacher/clip.pt"
+    assert not os.access(checkpoint, os.W_OK) or os.geteuid() == 0  # protected (root may still write)
+    assert not (checkpoint.stat().st_mode & 0o222)
+    assert torch.load(tmp_path / "results/prompts/vild.pth", weights_only=True)["meta"]["clip_weights"] == (
+        "results/teacher/clip.pt"
+    )
+    captions = json.loads((tmp_path / "results/demo_data/captions/captions_train.json").read_text())
+    assert {c["category"] for c in captions} == set(SMALL_DEMO["classes"])  # novel names reach the teacher's data
+    for experiment in ("baseline_demo", "vild_demo", "oadp_demo"):
         assert (tmp_path / f"results/train/{experiment}/final.pth").exists()
         assert isinstance(json.loads((tmp_path / f"results/evaluate/{experiment}/detections.json").read_text()), list)
         metrics = json.loads((tmp_path / f"results/evaluate/{experiment}/metrics.json").read_text())
@@ -141,7 +155,8 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
         assert set(contract) <= set(metrics), experiment
         assert all(metrics[k] is None or 0 <= metrics[k] <= 100 for k in contract)
     summary = (tmp_path / "results/report/summary.md").read_text()
-    assert "| vild_demo |" in summary and "| oadp_demo |" in summary
+    assert "| vild_demo |" in summary and "| oadp_demo |" in summary and "| baseline_demo |" in summary
+    assert "## CLIP teacher" in summary and "- vild_demo: novel AP50" in summary
     assert (tmp_path / "results/report/pr_curves.png").stat().st_size > 0
     # the DAG is complete: a second dry run has nothing to do
     proc = snakemake(snakemake_bin, tmp_path, "-n", demo=SMALL_DEMO)

@@ -5,13 +5,6 @@ rule demo_data:
         ),
         lvis=expand("results/demo_data/annotations/lvis_{split}.json", split=SPLITS),
         images=directory(expand("results/demo_data/images/{split}", split=SPLITS)),
-        # captioned crops of every class, base and novel (the CLIP teacher's kind of data; its held-out test)
-        captions=expand(
-            "results/demo_data/captions/captions_{split}.json", split=["train", "test"]
-        ),
-        caption_images=directory(
-            expand("results/demo_data/captions/{split}", split=["train", "test"])
-        ),
     log:
         "results/logs/demo_data/demo_data.log",
     conda:
@@ -25,6 +18,30 @@ rule demo_data:
         " --sizes {params.opts[sizes]} --objects {params.opts[objects]}"
         " --num-train {params.opts[num_train]} --num-val {params.opts[num_val]}"
         " --crowd-prob {params.opts[crowd_prob]} --seed {params.opts[seed]}"
+        " --log {log}"
+
+
+# Captioned crops of every class, base and novel (the CLIP teacher's kind of data; "test" is its held-out
+# zero-shot set). A rule of their own: they depend on the classes and the seed only, so changing the scene
+# settings (image counts, sizes) neither rewrites them nor retrains the teacher.
+rule demo_captions:
+    output:
+        captions=expand(
+            "results/demo_data/captions/captions_{split}.json", split=["train", "test"]
+        ),
+        images=directory(
+            expand("results/demo_data/captions/{split}", split=["train", "test"])
+        ),
+    log:
+        "results/logs/demo_data/demo_captions.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.captions[0]).parent.parent),
+        opts=demo_options(),
+    shell:
+        "python -m pipeline.demo_data --out-dir {params.out_dir} --captions-only"
+        " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q} --seed {params.opts[seed]}"
         " --captions-per-class {params.opts[captions_per_class]}"
         " --caption-test-per-class {params.opts[caption_test_per_class]}"
         " --log {log}"

@@ -6,6 +6,8 @@ train_pipeline = {{_base_.slim_train_pipeline}}
 test_pipeline = {{_base_.slim_test_pipeline}}
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 train_cfg = {{_base_.slim_train_cfg}}
+optim_wrapper = {{_base_.slim_optim_wrapper}}
+auto_scale_lr = {{_base_.slim_auto_scale_lr}}
 param_scheduler = {{_base_.slim_param_scheduler}}
 default_hooks = {{_base_.slim_default_hooks}}
 log_processor = {{_base_.slim_log_processor}}
