@@ -11,11 +11,13 @@ Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_cur
 (the newest run that logged losses). Writes (atomically):
 
 * ``summary.md``: one table experiments x metrics (novel / base / all AP50, AP, LVIS AP / APr / APc / APf when
-  present, open-ended accuracy), proposal recall (AR@100 base / novel), the OAKE throughput and disk figures and
+  present, open-ended accuracy), proposal recall (AR@100 base / novel), the novel AP50 of each distilled experiment over its ``baseline_*`` (same suffix),
+  the CLIP teacher's zero-shot accuracy (``--teacher``), the OAKE throughput and disk figures and
   the train step-time ratio from the benchmark files when they exist, and the list of plots;
 * ``pr_curves.png``: precision-recall at IoU 0.5, base and novel mean curves per experiment;
 * ``per_class_ap.png``: AP50 per class, bars coloured base / novel, one panel per experiment;
-* ``loss_curves.png``: total and per-branch training losses per experiment.
+* ``loss_curves.png``: total and per-branch training losses per experiment;
+* ``transfer.png``: base and novel AP50 side by side per experiment, with the teacher's zero-shot accuracy.
 
 A missing optional file leaves its section out and says so; a missing or malformed metrics file is an error
 naming it.
@@ -257,6 +259,29 @@ def plot_per_class(experiments, per_class: dict[str, list], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_transfer(experiments, metrics: dict[str, dict], teacher: dict | None, path: Path) -> None:
+    """Novel and base AP50 side by side per experiment, with the teacher's zero-shot accuracy (held-out crops,
+    base / novel) as reference lines when a teacher report is given."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(1, len(experiments)), 4), layout="constrained")
+    x = range(len(experiments))
+    for offset, key, colour, label in ((-0.2, "base_ap50", "tab:blue", "base AP50"),
+                                        (0.2, "novel_ap50", "tab:orange", "novel AP50")):  # fmt: skip
+        values = [metrics[e].get(key) or 0.0 for e in experiments]
+        bars = ax.bar([i + offset for i in x], values, width=0.4, color=colour, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    zs = ((teacher or {}).get("zero_shot") or {}).get("crops", {}).get("vild", {})
+    for key, style in (("base", "--"), ("novel", ":")):
+        if zs.get(key) is not None:
+            ax.axhline(100 * zs[key], color="grey", linestyle=style, label=f"teacher zero-shot acc., {key}")
+    ax.set_xticks(list(x), experiments)
+    ax.set(ylabel="percent", ylim=(0, 125), title="Open-vocabulary transfer: base vs novel AP50")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def plot_losses(experiments, scalars: dict[str, list], path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -285,10 +310,12 @@ def build_report(args: argparse.Namespace) -> None:
     scalars = {e: training_scalars(args.train_dir, e) for e in experiments} if args.train_dir else {}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     # every plot is written (Snakemake declares them); a panel without data stays empty and the summary says so
-    plots = ["pr_curves.png", "per_class_ap.png", "loss_curves.png"]
+    plots = ["pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"]
+    teacher = _optional_json(args.teacher)
     plot_pr_curves(experiments, curves, args.out_dir / plots[0])
     plot_per_class(experiments, per_class, args.out_dir / plots[1])
     plot_losses(experiments, scalars, args.out_dir / plots[2])
+    plot_transfer(experiments, metrics, teacher, args.out_dir / plots[3])
     missing = [e for e in experiments if not curves[e]] + [e for e in experiments if not scalars.get(e)]
     if missing:
         log.warning("no curves or training scalars for %s: their panels are empty", sorted(set(missing)))
@@ -297,7 +324,7 @@ def build_report(args: argparse.Namespace) -> None:
         metrics,
         _optional_json(args.recall),
         args.bench_dir,
-        _optional_json(args.teacher),
+        teacher,
         plots,
     )
     with atomic.atomic_path(args.out_dir / "summary.md", suffix=".md") as tmp:

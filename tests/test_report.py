@@ -81,7 +81,7 @@ def test_report_renders_from_stored_results(tmp_path):
     assert "–" in next(line for line in lines if line.startswith("| vild_demo"))  # apc None: not a number
     assert "base AR@100 18.0" in text
     assert "OADP 1.20 s vs plain Faster R-CNN 1.00 s (ratio 1.20" in text
-    for png in ("pr_curves.png", "per_class_ap.png", "loss_curves.png"):
+    for png in ("pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
         assert f"]({png})" in text
@@ -93,7 +93,7 @@ def test_report_without_optional_files_still_writes_everything(tmp_path):
     report.main(["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)])
     text = (out / "summary.md").read_text()
     assert "(no recall file)" in text and "(no benchmark folder given)" in text
-    assert all((out / p).exists() for p in ("pr_curves.png", "per_class_ap.png", "loss_curves.png"))
+    assert all((out / p).exists() for p in ("pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"))
 
 
 def test_report_names_a_missing_or_foreign_metrics_file(tmp_path):

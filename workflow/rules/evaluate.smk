@@ -70,6 +70,11 @@ rule report:
             caption="../report/loss_curves.rst",
             category="Training",
         ),
+        transfer=report(
+            "results/report/transfer.png",
+            caption="../report/transfer.rst",
+            category="Summary",
+        ),
     log:
         "results/logs/report/report.log",
     conda:
