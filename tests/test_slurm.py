@@ -1,7 +1,8 @@
 """The SLURM profile against a real single-node SLURM on this machine (``make test-slurm``).
 
 ``tools/slurm/start.sh`` installs Debian's slurm-wlm and munge when missing and starts munged, slurmctld and
-slurmd; the demo's cheap stages (demo data, annotations, the ViLD prompts, which ask for a GPU) then run through
+slurmd; the demo's cheap stages (demo data and captions, a 30-step CLIP teacher, annotations, the ViLD prompts,
+which ask for a GPU) then run through
 ``snakemake --profile slurm`` and again locally, and the outputs must be equal. Skipped unless
 OADP_TEST_SLURM=1 (it installs packages and starts daemons), and skipped with the script's reason where SLURM
 cannot be installed or started.
@@ -46,6 +47,8 @@ TARGETS = [
 ]
 RULES = {
     "demo_data",
+    "demo_captions",
+    "teacher",
     "annotations_demo",
     "annotations_demo_lvis",
     "annotations_demo_lvis_extras",
@@ -78,7 +81,8 @@ def slurm_env(tmp_path_factory):
 def _workdir(path: Path) -> Path:
     path.mkdir(parents=True)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["demo"] = SMALL_DEMO
+    config["demo"] = {**SMALL_DEMO, "captions_per_class": 1, "caption_test_per_class": 2}
+    config["teacher"] = {**config.get("teacher", {}), "steps": 30}  # the CLIP teacher the prompts read, briefly
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     return path
 
@@ -131,7 +135,7 @@ def test_cheap_stages_run_through_sbatch_and_match_a_local_run(slurm_env, snakem
     by_rule = {log.relative_to(slurm_dir / ".snakemake/slurm_logs").parts[0].removeprefix("rule_") for log in logs}
     assert by_rule == RULES, by_rule
     log_ids = {log.stem for log in logs}
-    assert len(log_ids) == 8  # demo_data, 2 + 2 annotation splits, lvis extras, min, vild
+    assert len(log_ids) == 10  # demo_data, captions, teacher, 2 + 2 annotation splits, lvis extras, min, vild
     jobs = {job: (comment, state, tres) for job, comment, state, tres in _squeue(env) if job not in before}
     assert set(jobs) == log_ids
     assert seen_running and seen_running <= log_ids  # seen queued or running while snakemake waited

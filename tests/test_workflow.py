@@ -212,3 +212,13 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
         "lvis_v1_val.1203.json",
         "lvis_v1_val.866.json",
     ]
+
+
+def test_dry_run_config_switch_reaches_every_stage(snakemake_bin, tmp_path):
+    """`--config dry_run=true` (YAML's spelling, as the README writes it) shrinks the teacher and the trainings."""
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--config", "dry_run=true")
+    out = proc.stdout + proc.stderr
+    teacher = [line for line in out.splitlines() if "python -m pipeline.teacher" in line]
+    assert len(teacher) == 1 and "--steps 20" in teacher[0]
+    trains = [line for line in out.splitlines() if "python -m pipeline.train" in line and " fit " in line]
+    assert len(trains) == 3 and all("--dry-run" in line for line in trains)

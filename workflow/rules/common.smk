@@ -14,6 +14,13 @@ def _check_config(cfg, schema_path):
     """Fail at parse time with one line per problem, each naming the config key."""
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
+    # `--config dry_run=true`: Snakemake reads only Python's True/False as booleans; accept YAML's spelling for
+    # the top-level boolean keys (nested values come from --configfile, parsed as YAML)
+    for key, prop in schema.get("properties", {}).items():
+        value = cfg.get(key)
+        if prop.get("type") == "boolean" and isinstance(value, str):
+            if value.lower() in ("true", "false"):
+                cfg[key] = value.lower() == "true"
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(cfg),
         key=lambda e: list(e.path),
