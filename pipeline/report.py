@@ -13,7 +13,8 @@ Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_cur
 * ``summary.md``: one table experiments x metrics (novel / base / all AP50, AP, LVIS AP / APr / APc / APf when
   present, open-ended accuracy), proposal recall (AR@100 base / novel), the novel AP50 of each distilled
   experiment over its ``baseline_*`` (same suffix), the CLIP teacher's zero-shot accuracy (``--teacher``), the
-  OAKE throughput and disk figures and the train step-time ratio from the benchmark files when they exist, and the list of plots;
+  OAKE throughput and disk figures and the train step-time ratio from the benchmark files when they exist, and
+  the list of plots;
 * ``pr_curves.png``: precision-recall at IoU 0.5, base and novel mean curves per experiment;
 * ``per_class_ap.png``: AP50 per class, bars coloured base / novel, one panel per experiment;
 * ``loss_curves.png``: total and per-branch training losses per experiment;
