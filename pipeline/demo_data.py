@@ -40,6 +40,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from pipeline import atomic, cli
+from pipeline.templates import vild_templates
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 SPLIT_INDEX = {"train": 0, "val": 1, "teacher": 2}  # "teacher": held-out scenes of the CLIP teacher's evaluation
 CAPTION_SPLIT_INDEX = {"train": 3, "test": 4}  # seed streams of the captioned crops (disjoint from the scenes')
+# The captions use the 74 ViLD templates (so that the prompts stage's template ensemble speaks the teacher's
+# language: with only a handful of caption templates, a tiny text tower maps unseen templates to near-identical
+# embeddings, e.g. "red star" = "red circle" at cosine 1.0) and a few of their own.
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}",
+    *vild_templates(),
     "a {}",
     "a picture of a {}",
     "a rendering of a {}",
