@@ -448,10 +448,17 @@ def train(model, opts: TeacherOptions) -> dict:
 
 
 def save_checkpoint(model, path: str | Path) -> None:
-    """The open_clip state dict as a plain dict of float32 CPU tensors (``weights_only`` loadable), atomically."""
+    """The open_clip state dict as a plain dict of float32 CPU tensors (``weights_only`` loadable), atomically.
+
+    Byte-reproducible: serialised in memory first (``torch.save`` to a file records the file's temporary name in
+    the archive), so the same weights give the same file and the same ``clip_weights_hash`` downstream."""
+    import io
+
     state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic.atomic_path(path, suffix=Path(path).suffix) as tmp:
-        torch.save(state, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------ zero-shot
