@@ -167,8 +167,6 @@ class DemoOptions:
 
 # ------------------------------------------------------------------------------------------------ splits
 
-SPLIT_KINDS = ("combinations", "shapes", "mixed", "none")
-
 
 def split_kind(classes: Sequence[str], novel: Sequence[str]) -> dict:
     """What the base/novel split asks of a detector (issue #9), from the names alone.
@@ -192,7 +190,6 @@ def split_kind(classes: Sequence[str], novel: Sequence[str]) -> dict:
         per_class[name] = {
             "shape_seen": spec.shape in base_shapes,
             "look_seen": all(w in base_looks for w in looks),
-            "combination_seen": any(b.shape == spec.shape and b.colour == spec.colour for b in base),
         }
     if not per_class:
         kind = "none"

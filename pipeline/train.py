@@ -131,8 +131,6 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     compat.allow_mmengine_checkpoints()
     register_modules()
     cfg = _config(args, cuda=torch.cuda.is_available())
-    # denormal floats (tiny gradients and Adam moments) can slow CPU steps badly; flush them to zero (CPU only)
-    torch.set_flush_denormal(True)
     runner = Runner.from_cfg(cfg)
     runner.train()
     if runner.rank != 0:

@@ -68,18 +68,15 @@ def teacher_targets():
 
 
 def teacher_budget(wildcards):
-    """The teacher's budget as arguments: steps (reproducible) and/or seconds, whichever ends first."""
+    """The teacher's budget as arguments: steps (reproducible) and/or seconds, whichever ends first;
+    dry_run: at most 20 steps."""
     t = config["teacher"]
-    args = []
-    if t["steps"] is not None:
-        args += [
-            "--steps",
-            str(t["steps"] if not config["dry_run"] else min(t["steps"], 20)),
-        ]
+    steps = t["steps"]
+    if config["dry_run"]:
+        steps = min(steps or 20, 20)
+    args = [] if steps is None else ["--steps", str(steps)]
     if t["seconds"] is not None:
         args += ["--seconds", str(t["seconds"])]
-    if config["dry_run"] and t["steps"] is None:
-        args += ["--steps", "20"]
     return " ".join(args)
 
 

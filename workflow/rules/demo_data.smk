@@ -38,7 +38,19 @@ rule demo_captions:
         "../../envs/pipeline.yaml"
     params:
         out_dir=lambda wildcards, output: str(Path(output.captions[0]).parent.parent),
-        opts=demo_options(),
+        # only what the crops depend on: a changed param reruns the rule (and so the teacher)
+        opts={
+            k: v
+            for k, v in demo_options().items()
+            if k
+            in (
+                "classes",
+                "novel",
+                "seed",
+                "captions_per_class",
+                "caption_test_per_class",
+            )
+        },
     shell:
         "python -m pipeline.demo_data --out-dir {params.out_dir} --captions-only"
         " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q} --seed {params.opts[seed]}"

@@ -3,8 +3,8 @@
 # - ResNet-18 FPN at 256 px; 1000 / 300 RPN proposals in training, 128 sampled RoIs per image, RoIAlign
 #   sampling_ratio 2, 200 RPN proposals at inference.
 # - Two-fc heads (256 wide) in place of the 4-conv heads: RoIAlign and the per-RoI heads set the cost on a CPU,
-#   not the backbone; measured on 2 cores, batch 2: about 0.85 s per step with the object head, 2-3 s with the
-#   4-conv heads.
+#   not the backbone; measured with batch 2: about 0.85 s per step with the object head on 2 cores, against
+#   2.1-3.5 s with the 4-conv heads (two trainings side by side, one core each).
 # - AdamW with gradient clipping instead of SGD: the reference's SGD at lr 0.02 / 16 images needs its 40,000
 #   iterations; a few hundred CPU steps of SGD leave the randomly initialised heads untrained (AP50 < 1), and a
 #   larger SGD lr diverges under the ViLD temperature (logits x 100-143). lr is for 2 images per iteration
