@@ -131,6 +131,11 @@ class DemoOptions:
         object_scale: (min, max) object side as a fraction of the image's short side.
         max_iou: placement rejects a box overlapping an earlier one by more than this IoU.
         crowd_prob: probability that an image carries one crowd group.
+        novel_in_train: how often a novel class is drawn in a *training* scene, relative to a base class (1:
+            as often, the real setting's unlabelled novel objects; 0: training scenes show base objects only).
+            Novel boxes are never annotated in training files either way (pipeline.annotations removes them);
+            the detectors' RPN and bbox head learn every unlabelled novel object as background. Validation
+            scenes draw every class equally often.
         seed: the dataset's seed.
         quality: JPEG quality.
     """
@@ -145,6 +150,7 @@ class DemoOptions:
     object_scale: tuple[float, float] = (0.12, 0.45)
     max_iou: float = 0.3
     crowd_prob: float = 0.15
+    novel_in_train: float = 1.0
     seed: int = 0
     quality: int = 90
     specs: tuple[ClassSpec, ...] = field(init=False, repr=False)
@@ -162,6 +168,10 @@ class DemoOptions:
             raise DemoDataError(f"demo objects: need 1 <= min <= max, got {self.objects}")
         if not (0 < self.object_scale[0] <= self.object_scale[1] <= 1):
             raise DemoDataError(f"demo object_scale: need 0 < min <= max <= 1, got {self.object_scale}")
+        if not 0 <= self.novel_in_train <= 1:
+            raise DemoDataError(f"demo novel_in_train: need 0 <= value <= 1, got {self.novel_in_train}")
+        if self.novel_in_train == 0 and len(self.novel) == len(self.classes):
+            raise DemoDataError("demo novel_in_train 0 with every class novel: training scenes would be empty")
         object.__setattr__(self, "specs", tuple(ClassSpec.parse(c) for c in self.classes))
 
 
@@ -319,6 +329,15 @@ class DrawnObject:
     iscrowd: int
 
 
+def class_weights(opts: DemoOptions, split: str) -> np.ndarray | None:
+    """Class probabilities of a scene object in ``split``; None = uniform (every class, and every val scene)."""
+    if split != "train" or opts.novel_in_train == 1 or not opts.novel:
+        return None
+    novel = set(opts.novel)
+    w = np.array([opts.novel_in_train if c in novel else 1.0 for c in opts.classes])
+    return w / w.sum()
+
+
 def draw_image(opts: DemoOptions, split: str, index: int) -> tuple[np.ndarray, list[DrawnObject]]:
     """Draw image ``index`` of ``split``; deterministic in ``(opts.seed, split, index)``.
 
@@ -348,8 +367,10 @@ def draw_image(opts: DemoOptions, split: str, index: int) -> tuple[np.ndarray, l
 
     n = int(rng.integers(opts.objects[0], opts.objects[1] + 1))
     crowd = rng.random() < opts.crowd_prob
+    weights = class_weights(opts, split)
     for k in range(n + int(crowd)):
-        category = int(rng.integers(len(opts.specs)))
+        # uniform draws keep the generator's random stream as it always was
+        category = int(rng.integers(len(opts.specs))) if weights is None else int(rng.choice(len(weights), p=weights))
         spec = opts.specs[category]
         if k == n:  # the crowd group: several small same-class shapes, one annotation
             side = rng.uniform(0.3, 0.45) * short
@@ -648,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-scale", type=float, nargs=2, default=DemoOptions.object_scale, metavar=("MIN", "MAX"))
     p.add_argument("--max-iou", type=float, default=DemoOptions.max_iou)
     p.add_argument("--crowd-prob", type=float, default=DemoOptions.crowd_prob)
+    p.add_argument(
+        "--novel-in-train",
+        type=float,
+        default=DemoOptions.novel_in_train,
+        help="how often a novel class is drawn in a training scene relative to a base class (0: never, 1: as often)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quality", type=int, default=90)
     p.add_argument(
@@ -680,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         object_scale=tuple(args.object_scale),
         max_iou=args.max_iou,
         crowd_prob=args.crowd_prob,
+        novel_in_train=args.novel_in_train,
         seed=args.seed,
         quality=args.quality,
     )

@@ -149,11 +149,22 @@ def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list
         m, b = metrics[e], metrics[base]
         if m.get("novel_ap50") is None or b.get("novel_ap50") is None:
             continue
-        lines.append(
+        line = (
             f"- {e}: novel AP50 {_fmt(m['novel_ap50'])} vs {_fmt(b['novel_ap50'])} "
             f"({m['novel_ap50'] - b['novel_ap50']:+.1f}); base AP50 {_fmt(m.get('base_ap50'))} vs "
             f"{_fmt(b.get('base_ap50'))} ({(m.get('base_ap50') or 0.0) - (b.get('base_ap50') or 0.0):+.1f})"
         )
+        # the open-ended evaluation classifies every ground-truth box by the bbox head's embedding over the whole
+        # vocabulary: the transfer of class knowledge itself, without the detection's ranking and localisation
+        mo, bo = (x.get("open_ended") or {} for x in (m, b))
+        if mo.get("novel_accuracy") is not None and bo.get("novel_accuracy") is not None:
+            line += (
+                f"; ground-truth boxes classified right (bbox head, all classes): novel "
+                f"{_fmt(mo['novel_accuracy'])} vs {_fmt(bo['novel_accuracy'])} "
+                f"({mo['novel_accuracy'] - bo['novel_accuracy']:+.1f}), base {_fmt(mo.get('base_accuracy'))} vs "
+                f"{_fmt(bo.get('base_accuracy'))}"
+            )
+        lines.append(line)
     return lines
 
 

@@ -159,6 +159,19 @@ def load_detector(checkpoint: Path, device: str = "cpu"):
     return model.to(device).eval(), cfg, ckpt["meta"]
 
 
+def detection_record(image_id: int, box: Sequence[float], score: float, label: int) -> dict:
+    """One COCO-format detection: bbox xywh rounded to 0.01 px; the score keeps 7 significant digits, not a fixed
+    number of decimals: the ensemble's novel-class scores are often below 1e-5, and rounding them to 0 ties them
+    and loses their ranking (measured on the demo: 4122 of 5454 novel detections were 0, -2.6 novel AP50)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return {
+        "image_id": int(image_id),
+        "category_id": int(label),
+        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+        "score": float(f"{float(score):.7g}"),
+    }
+
+
 def _encode_masks(masks) -> list[dict]:
     import numpy as np
     import pycocotools.mask as mask_utils
@@ -198,13 +211,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         for i, (box, score, label) in enumerate(
             zip(out.bboxes.tolist(), out.scores.tolist(), out.labels.tolist(), strict=True)
         ):
-            x1, y1, x2, y2 = box
-            det = {
-                "image_id": item.image_id,
-                "category_id": int(label),
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(float(score), 5),
-            }
+            det = detection_record(item.image_id, box, score, label)
             if rles is not None:
                 det["segmentation"] = rles[i]
             detections.append(det)

@@ -125,6 +125,9 @@ def test_deterministic(tmp_path, demo):
         ({"classes": ("red circle", "red solid circle")}, "'red solid circle' is not"),
         ({"classes": ("red circle", "red circle")}, "repeated names"),
         ({"classes": ("red circle", "blue star"), "novel": ("green star",)}, "not among demo classes"),
+        ({"classes": ("red circle", "blue star"), "novel_in_train": 1.5}, "novel_in_train: need 0 <= value <= 1"),
+        ({"classes": ("red circle", "blue star"), "novel": ("red circle", "blue star"), "novel_in_train": 0},
+         "training scenes would be empty"),
     ],
 )
 def test_bad_options(tmp_path, kwargs, message):
@@ -193,3 +196,23 @@ def test_unseen_shape_split_generates_and_records_its_kind(tmp_path):
     lvis = json.loads((tmp_path / "annotations" / "lvis_train.json").read_text())
     rare = {c["name"] for c in lvis["categories"] if c["frequency"] == "r"}
     assert rare == set(demo["novel"])
+
+
+def test_novel_in_train_controls_novel_objects_in_training_scenes_only(tmp_path, demo):
+    """0: training scenes show base objects only (crowd groups too), validation scenes every class; 1 (the
+    generator's default, the `demo` fixture) draws every class alike in both splits."""
+    generate(tmp_path, novel_in_train=0.0, num_train=24, num_val=12)
+    novel_ids = {c["id"] for c in read(tmp_path, "instances_train.json")["categories"] if c["name"] in NOVEL}
+    for root, split, expect_novel in ((tmp_path, "train", False), (tmp_path, "val", True), (demo, "train", True)):
+        anns = read(root, f"instances_{split}.json")["annotations"]
+        ids = {a["category_id"] for a in anns}
+        assert bool(ids & novel_ids) is expect_novel, (root, split)
+        assert len(ids - novel_ids) >= 6  # base classes still drawn
+    assert any(a["iscrowd"] for a in read(tmp_path, "instances_train.json")["annotations"])
+    # the validation split does not depend on the option: the same images as with novel objects in training
+    other = tmp_path / "uniform"
+    generate(other, num_train=24, num_val=12)
+    first_val = read(tmp_path, "instances_val.json")["images"][0]["file_name"]
+    for rel in ("annotations/instances_val.json", f"images/val/{first_val}"):
+        assert (tmp_path / rel).read_bytes() == (other / rel).read_bytes(), rel
+    assert read(tmp_path, "instances_train.json") != read(other, "instances_train.json")

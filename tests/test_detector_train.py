@@ -306,3 +306,16 @@ def test_no_novel_box_reaches_detector_training_data(tmp_path):
         assert set(sample.gt_instances.labels.tolist()) <= base
         blocks = sample.block_labels  # [n_blocks, K] multi-hot over every class
         assert blocks.shape[1] in (3, 4) and not blocks[:, 3:].any()
+
+
+def test_detection_scores_keep_their_ranking_below_1e5():
+    """The ensemble's novel-class scores are often far below 1e-5: a detection keeps 7 significant digits, so two
+    such scores stay distinct and none becomes 0 (a fixed 5-decimal rounding made both 0.0, a tie)."""
+    from pipeline.train import detection_record
+
+    a = detection_record(3, [10.004, 20.0, 30.0, 45.5], 3.2e-9, 13)
+    b = detection_record(3, [10.0, 20.0, 30.0, 45.5], 2.9e-9, 13)
+    assert a["score"] == pytest.approx(3.2e-9, rel=1e-6) and b["score"] == pytest.approx(2.9e-9, rel=1e-6)
+    assert a["score"] > b["score"] > 0
+    assert a == {"image_id": 3, "category_id": 13, "bbox": [10.0, 20.0, 20.0, 25.5], "score": a["score"]}
+    assert detection_record(1, [0, 0, 1, 1], 0.123456789, 0)["score"] == 0.1234568

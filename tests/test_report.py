@@ -117,6 +117,14 @@ def test_transfer_and_teacher_sections(tmp_path):
         "- vild_demo: novel AP50 17.5 vs 10.0 (+7.5); base AP50 39.0 vs 40.0 (-1.0)",
         "- oadp_demo: novel AP50 21.2 vs 10.0 (+11.2); base AP50 41.5 vs 40.0 (+1.5)",
     ]
+    oe = {"accuracy": 70.0, "not_in_vocab_rate": 0.0, "base_accuracy": 80.0, "novel_accuracy": 25.0}
+    metrics["baseline_demo"]["open_ended"] = oe
+    metrics["vild_demo"]["open_ended"] = dict(oe, base_accuracy=78.5, novel_accuracy=61.25)
+    assert report.transfer_lines(list(metrics), metrics)[0] == (
+        "- vild_demo: novel AP50 17.5 vs 10.0 (+7.5); base AP50 39.0 vs 40.0 (-1.0); ground-truth boxes classified "
+        "right (bbox head, all classes): novel 61.2 vs 25.0 (+36.2), base 78.5 vs 80.0"
+    )
+    assert "ground-truth" not in report.transfer_lines(list(metrics), metrics)[1]  # oadp_demo has none
     teacher = {
         "clip_model": "OADP-Teacher-ViT",
         "classes": ["a", "b", "c", "d"],

@@ -135,6 +135,7 @@ def demo_options():
         "num_train": demo["num_train"],
         "num_val": demo["num_val"],
         "crowd_prob": demo["crowd_prob"],
+        "novel_in_train": demo["novel_in_train"],
         "seed": demo["seed"],
         "captions_per_class": demo["captions_per_class"],
         "caption_test_per_class": demo["caption_test_per_class"],

@@ -17,7 +17,8 @@ rule demo_data:
         " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q}"
         " --sizes {params.opts[sizes]} --objects {params.opts[objects]}"
         " --num-train {params.opts[num_train]} --num-val {params.opts[num_val]}"
-        " --crowd-prob {params.opts[crowd_prob]} --seed {params.opts[seed]}"
+        " --crowd-prob {params.opts[crowd_prob]} --novel-in-train {params.opts[novel_in_train]}"
+        " --seed {params.opts[seed]}"
         " --log {log}"
 
 
