@@ -126,8 +126,10 @@ def test_deterministic(tmp_path, demo):
         ({"classes": ("red circle", "red circle")}, "repeated names"),
         ({"classes": ("red circle", "blue star"), "novel": ("green star",)}, "not among demo classes"),
         ({"classes": ("red circle", "blue star"), "novel_in_train": 1.5}, "novel_in_train: need 0 <= value <= 1"),
-        ({"classes": ("red circle", "blue star"), "novel": ("red circle", "blue star"), "novel_in_train": 0},
-         "training scenes would be empty"),
+        (
+            {"classes": ("red circle", "blue star"), "novel": ("red circle", "blue star"), "novel_in_train": 0},
+            "training scenes would be empty",
+        ),
     ],
 )
 def test_bad_options(tmp_path, kwargs, message):
