@@ -109,3 +109,31 @@ def test_features_are_not_flipped_and_labels_are_any_overlap(world):
     }
     assert set(torch.nonzero(a["block_labels"][0]).flatten().tolist()) == present
     torch.testing.assert_close(a["block_labels"], b["block_labels"])  # overlap is flip-invariant
+
+
+def test_max_objects_keeps_the_highest_objectness_in_stored_order():
+    from pipeline.detector.transforms import LoadCLIPFeatures
+
+    rec = {
+        "boxes": np.array([[0, 0, 10, 10], [5, 5, 30, 30], [1, 1, 3, 3], [2, 2, 40, 20], [0, 0, 8, 9]], np.float32),
+        "objectness": np.array([0.1, 0.9, 0.99, 0.5, 0.7], np.float16),  # box 2 is too small (2 px)
+        "embeddings": np.arange(10, dtype=np.float16).reshape(5, 2),
+    }
+
+    class Shards:
+        def get(self, image_id):
+            assert image_id == 7
+            return rec
+
+    def load(**kw):
+        t = LoadCLIPFeatures(objects_shards=["unused.h5"], **kw)
+        t._shards = {"objects": Shards()}
+        return t.transform({"img_id": 7})
+
+    out = load(max_objects=2)  # valid: 0, 1, 3, 4; highest objectness 0.9 (1) and 0.7 (4)
+    np.testing.assert_array_equal(out["object_bboxes"].numpy(), rec["boxes"][[1, 4]])
+    np.testing.assert_array_equal(out["clip_objects"].numpy(), rec["embeddings"][[1, 4]])
+    assert len(load()["object_bboxes"]) == 4  # None: every valid object, as the reference
+    assert len(load(max_objects=10)["object_bboxes"]) == 4
+    with pytest.raises(ValueError, match="max_objects must be >= 1"):
+        LoadCLIPFeatures(objects_shards=["x.h5"], max_objects=0)

@@ -58,6 +58,8 @@ class LoadCLIPFeatures(BaseTransform):
         globals_shards, blocks_shards, objects_shards: shard files of the split (empty = kind not loaded).
         num_classes: width of the block labels (all classes; labels of classes absent from the GT stay 0).
         min_object_side: stored objects are filtered again by w, h >= this (original pixels).
+        max_objects: keep at most this many objects per image, those of highest objectness (None: all, as the
+            reference; the CPU demo caps them, since every object box is a RoI of the object head).
     """
 
     def __init__(
@@ -67,9 +69,12 @@ class LoadCLIPFeatures(BaseTransform):
         objects_shards: Sequence[str] = (),
         num_classes: int = 1,
         min_object_side: float = 4.0,
+        max_objects: int | None = None,
     ) -> None:
+        if max_objects is not None and max_objects < 1:
+            raise ValueError(f"LoadCLIPFeatures: max_objects must be >= 1 or None, got {max_objects}")
         self.paths = {"globals": list(globals_shards), "blocks": list(blocks_shards), "objects": list(objects_shards)}
-        self.num_classes, self.min_object_side = num_classes, min_object_side
+        self.num_classes, self.min_object_side, self.max_objects = num_classes, min_object_side, max_objects
         self._shards: dict[str, _Shards] | None = None
 
     def _open(self) -> dict[str, _Shards]:
@@ -95,7 +100,10 @@ class LoadCLIPFeatures(BaseTransform):
             results["block_labels"] = block_labels(boxes, gt_boxes, gt_labels, self.num_classes, crowd)
         if "objects" in shards:
             rec = shards["objects"].get(image_id)
-            keep = keep_objects(rec["boxes"], self.min_object_side)
+            keep = np.flatnonzero(keep_objects(rec["boxes"], self.min_object_side))
+            if self.max_objects is not None and len(keep) > self.max_objects:
+                order = np.argsort(-np.asarray(rec["objectness"], np.float32)[keep], kind="stable")
+                keep = np.sort(keep[order[: self.max_objects]])  # the stored order otherwise
             results["clip_objects"] = torch.from_numpy(rec["embeddings"][keep])
             results["object_bboxes"] = torch.from_numpy(map_boxes(rec["boxes"][keep], homography))
         return results
