@@ -136,24 +136,55 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     if runner.rank != 0:
         return
     model = getattr(runner.model, "module", runner.model)
-    meta = {"experiment": args.experiment, "argv": shlex.join(args.argv), "config": cfg.to_dict()}
+    meta = {
+        "experiment": args.experiment,
+        "argv": shlex.join(args.argv),
+        "config": cfg.to_dict(),
+        "prompts": stored_prompts(cfg),
+    }
     with atomic.atomic_path(args.work_dir / "final.pth", suffix=".pth") as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
     log.info("wrote %s", args.work_dir / "final.pth")
 
 
+def stored_prompts(cfg) -> dict[str, dict]:
+    """The prompt files the config's classifiers read, by path: ``{path: {names, embeddings[, scaler, bias]}}``.
+
+    The classifiers' text embeddings are non-persistent buffers (not in the state dict); ``final.pth`` carries
+    them here, so that a detector loads with the classifier it was trained with, from any working directory and
+    after the prompt files were rebuilt."""
+    from pipeline import prompts as prompt_files
+    from pipeline.detector.config import CLASSIFIERS, _walk
+
+    paths = sorted({str(d["prompts"]) for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS})
+    out = {}
+    for path in paths:
+        p = prompt_files.load(path)
+        out[path] = {k: p[k] for k in ("names", "embeddings", "scaler", "bias") if k in p}
+    return out
+
+
 def load_detector(checkpoint: Path, device: str = "cpu"):
-    """A trained detector from ``final.pth`` (weights-only load; the config stored with it), in eval mode."""
+    """A trained detector from ``final.pth`` (weights-only load; the config and the prompt embeddings stored with
+    it), in eval mode."""
     from mmdet.registry import MODELS
     from mmengine.config import Config
 
     from pipeline.detector import register_modules
+    from pipeline.detector.config import CLASSIFIERS, _walk
 
     register_modules()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
         raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
     cfg = Config(ckpt["meta"]["config"])
+    stored = ckpt["meta"].get("prompts")
+    if stored is None:
+        log.warning("%s: no stored prompt embeddings (older final.pth): re-reading the prompt files", checkpoint)
+    else:
+        for node in _walk(cfg.model):
+            if node.get("type") in CLASSIFIERS:
+                node["prompts"] = stored[str(node["prompts"])]
     model = MODELS.build(cfg.model)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), cfg, ckpt["meta"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import prompts
 from pipeline.oake import globals as oake_globals
@@ -254,6 +256,18 @@ def test_train_cli_fit_and_predict(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(regions["embeddings"], axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="must start with one of"):
         train.branches_of("detr_demo")
+    # final.pth carries the classifier's text embeddings: rebuilding the prompt file (or loading elsewhere) does not
+    # change the detector
+    trained = prompts.load(prompt_files["vild"])
+    cats = sorted(json.loads((tmp_path / "train.all.json").read_text())["categories"], key=lambda c: c["id"])
+    rows = trained["embeddings"][[trained["names"].index(c["name"]) for c in cats]]
+    prompts.save(prompt_files["vild"], trained["names"], -trained["embeddings"], {"kind": "rebuilt"})
+    model, _, meta = train.load_detector(work / "final.pth")
+    torch.testing.assert_close(model.roi_head.bbox_head.fc_cls.embeddings, rows.float())
+    assert set(meta["prompts"]) == {prompt_files["vild"]}
+    Path(prompt_files["vild"]).unlink()
+    model = train.load_detector(work / "final.pth")[0]  # the prompt file is gone
+    torch.testing.assert_close(model.roi_head.bbox_head.fc_cls.embeddings, rows.float())
 
 
 def test_checkpoints_of_another_config_are_set_aside_not_resumed(tmp_path):
