@@ -231,3 +231,12 @@ def test_scene_settings_do_not_rerun_the_captions_or_the_teacher(snakemake_bin, 
     assert "Nothing to be done" in out, out[-2000:]
     out = snakemake(snakemake_bin, tmp_path, "-n", target, demo={**demo, "caption_test_per_class": 3}).stdout
     assert "rule demo_captions" in out and "Params have changed" in out, out[-2000:]
+
+
+def test_demo_long_preset_doubles_every_training(snakemake_bin, tmp_path):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--configfile", str(REPO / "workflow/presets/demo_long.yaml"))
+    trains = [line for line in (proc.stdout + proc.stderr).splitlines() if "python -m pipeline.train" in line]
+    trains = [line for line in trains if " fit " in line]
+    assert len(trains) == 3 and all("--iters 600" in line for line in trains), trains
+    plain = snakemake(snakemake_bin, tmp_path, "-n", "-p")
+    assert "--iters" not in "".join(x for x in (plain.stdout + plain.stderr).splitlines() if " fit " in x)
