@@ -132,6 +132,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     register_modules()
     cfg = _config(args, cuda=torch.cuda.is_available())
     runner = Runner.from_cfg(cfg)
+    prompts = stored_prompts(cfg)  # read as the model was built, not after training
     runner.train()
     if runner.rank != 0:
         return
@@ -140,7 +141,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         "experiment": args.experiment,
         "argv": shlex.join(args.argv),
         "config": cfg.to_dict(),
-        "prompts": stored_prompts(cfg),
+        "prompts": prompts,
     }
     with atomic.atomic_path(args.work_dir / "final.pth", suffix=".pth") as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
@@ -154,9 +155,9 @@ def stored_prompts(cfg) -> dict[str, dict]:
     them here, so that a detector loads with the classifier it was trained with, from any working directory and
     after the prompt files were rebuilt."""
     from pipeline import prompts as prompt_files
-    from pipeline.detector.config import CLASSIFIERS, _walk
+    from pipeline.detector.config import classifier_nodes
 
-    paths = sorted({str(d["prompts"]) for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS})
+    paths = sorted({str(d["prompts"]) for d in classifier_nodes(cfg)})
     out = {}
     for path in paths:
         p = prompt_files.load(path)
@@ -171,7 +172,7 @@ def load_detector(checkpoint: Path, device: str = "cpu"):
     from mmengine.config import Config
 
     from pipeline.detector import register_modules
-    from pipeline.detector.config import CLASSIFIERS, _walk
+    from pipeline.detector.config import classifier_nodes
 
     register_modules()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -182,9 +183,8 @@ def load_detector(checkpoint: Path, device: str = "cpu"):
     if stored is None:
         log.warning("%s: no stored prompt embeddings (older final.pth): re-reading the prompt files", checkpoint)
     else:
-        for node in _walk(cfg.model):
-            if node.get("type") in CLASSIFIERS:
-                node["prompts"] = stored[str(node["prompts"])]
+        for node in classifier_nodes(cfg):
+            node["prompts"] = stored[str(node["prompts"])]
     model = MODELS.build(cfg.model)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), cfg, ckpt["meta"]

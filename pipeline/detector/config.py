@@ -77,9 +77,14 @@ def _walk(node: Any):
             yield from _walk(value)
 
 
+def classifier_nodes(cfg) -> list[Mapping]:
+    """The text-classifier dicts of the config's model (each has ``prompts``: a kind before filling, a path after)."""
+    return [d for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS]
+
+
 def prompt_kinds(cfg) -> set[str]:
     """Prompt kinds the config's classifiers read."""
-    return {d["prompts"] for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS}
+    return {d["prompts"] for d in classifier_nodes(cfg)}
 
 
 def set_iters(cfg, iters: int) -> None:
