@@ -190,6 +190,15 @@ def teacher_lines(teacher: dict) -> list[str]:
         f"{training.get('loss_last') or 0:.2f}; argmax over all {len(teacher.get('classes', []))} classes with "
         f"the ViLD-template text embeddings, chance {pct(zs.get('chance'))}.",
     ]
+    pairs = [p for p in zs.get("similar_pairs", []) if isinstance(p, dict)][:3]
+    if pairs:
+        lines += [
+            "",
+            "Least separated classes (cosine of the held-out image centroids / of the text embeddings; near 1 = "
+            "merged): "
+            + "; ".join(f"{' vs '.join(p['classes'])} {p['image']:.2f} / {p['text']:.2f}" for p in pairs)
+            + ".",
+        ]
     return lines
 
 

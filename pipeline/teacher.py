@@ -3,7 +3,7 @@ measurably works in the demo world.
 
 CLIP saw everything: the captions cover every class, base and novel (``"a photo of a red star"``, shape synonyms
 too); the detector later sees only base boxes, as in the real setting. The model is a real open_clip ``CLIP`` of
-the named config ``OADP-Teacher-ViT`` (:mod:`pipeline.clip.configs`): a class-token ViT with the ViT-B/32 layout
+the named config ``OADP-Teacher-ViT-4H`` (:mod:`pipeline.clip.configs`): a class-token ViT with the ViT-B/32 layout
 (patch 32 at 224 px), so every OAKE variant (any resolution, half-stride object-aware) runs on it unchanged.
 
 Training: image-text InfoNCE with a learnable logit scale (clamped at 100), symmetric over images and captions;
@@ -13,8 +13,9 @@ is plain CLIP InfoNCE when every class appears once. AdamW, linear warm-up then 
 and data. The crops are drawn by :func:`pipeline.demo_data.draw_caption_crop` in a data worker, each batch used
 ``--repeat`` times under a different 90-degree rotation / mirror. Two savings, neither changing what is saved:
 
-* the token embedding stays at its seeded initialisation: the captions use a few dozen of its 49408 rows, and
-  updating the whole table would cost a third of every step;
+* only the token-embedding rows that the captions use are trained (``--token-rows caption``, the default; a few
+  hundred of the 49408 rows, the rest keep their seeded initialisation): updating the whole table would cost a
+  third of every step. ``--token-rows frozen`` keeps the whole table at its initialisation (the first teacher);
 * ``--downsample 2`` (default): the patch kernel starts and stays constant on 2 x 2 pixel blocks, and training
   runs on 112 px crops through the 2 x 2-summed kernel at stride 16, which is exactly the model's own 224 px
   forward on the 2x (nearest) upsampled crop, at a quarter of the patch-embedding cost. The saved model is an
@@ -23,7 +24,7 @@ and data. The crops are drawn by :func:`pipeline.demo_data.draw_caption_crop` in
 Outputs::
 
     --output    the CLIP checkpoint: open_clip state dict (a plain dict of float32 tensors; loads with
-                torch.load(weights_only=True)). Use it as  clip.model: OADP-Teacher-ViT, clip.weights: <path>.
+                torch.load(weights_only=True)). Use it as  clip.model: OADP-Teacher-ViT-4H, clip.weights: <path>.
     --zeroshot  JSON: parameters, training figures, zero-shot accuracy (generalized: argmax cosine over ALL
                 classes) on held-out captioned crops and on objects cut from generated scenes (1.0x and 1.5x
                 context, the mean of both embeddings, and OAKE's object-aware embedding of the adaptive square),
@@ -56,11 +57,12 @@ from pipeline import atomic, cli, demo_data
 
 log = logging.getLogger(__name__)
 
-TEACHER_MODEL = "OADP-Teacher-ViT"
+TEACHER_MODEL = "OADP-Teacher-ViT-4H"
 PHOTO_TEMPLATE = "a photo of a {}"
 MAX_LOGIT_SCALE = 100.0
 AUG_STREAM = 17  # seed stream of the rotation / mirror augmentation
 EVAL_BATCH = 128
+TOKEN_ROWS = ("caption", "frozen")
 
 
 class TeacherError(ValueError):
@@ -87,6 +89,7 @@ class TeacherOptions:
         scenes: generated 256 px scenes (3-7 objects) whose objects are cut out for evaluation.
         contexts: square context factors of the scene crops (side = factor x the box's long side).
         captions: how the captioned crops are drawn.
+        token_rows: ``caption`` trains the token-embedding rows of the caption vocabulary; ``frozen`` trains none.
     """
 
     classes: tuple[str, ...]
@@ -106,6 +109,7 @@ class TeacherOptions:
     scenes: int = 40
     contexts: tuple[float, ...] = (1.0, 1.5)
     captions: demo_data.CaptionOptions = demo_data.CaptionOptions()
+    token_rows: str = "caption"
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
@@ -125,6 +129,8 @@ class TeacherOptions:
             raise TeacherError(f"teacher --downsample must be 1, 2 or 4, got {self.downsample}")
         if self.batch_size < 2 or self.repeat < 1 or self.threads < 1:
             raise TeacherError("teacher: need --batch-size >= 2, --repeat >= 1, --threads >= 1")
+        if self.token_rows not in TOKEN_ROWS:
+            raise TeacherError(f"teacher --token-rows must be one of {TOKEN_ROWS}, got {self.token_rows!r}")
         if not self.contexts or min(self.contexts) <= 0:
             raise TeacherError(f"teacher --contexts must be positive, got {self.contexts}")
 
@@ -338,6 +344,39 @@ def encode_image_downsampled(visual, images: torch.Tensor, factor: int) -> torch
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
+def caption_token_ids(opts: TeacherOptions) -> torch.Tensor:
+    """The sorted token ids of every caption the stream can draw (every template over every name and synonym)."""
+    from pipeline.clip import text
+
+    names = [n for spec in opts.specs for n in (spec.name, *demo_data.class_synonyms(spec))]
+    captions = [t.format(n) for t in demo_data.CAPTION_TEMPLATES for n in names]
+    chunks = [text.tokenize(captions[i : i + 512]).flatten() for i in range(0, len(captions), 512)]
+    return torch.unique(torch.cat(chunks))
+
+
+class TokenRows(torch.nn.Module):
+    """Trainable copies of the token-embedding rows ``ids``; :meth:`embed` looks tokens up in them (other ids in
+    the frozen table) and :meth:`write_back` copies them into the table, so the saved model is plain open_clip."""
+
+    def __init__(self, table: torch.nn.Embedding, ids: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+        self.rows = torch.nn.Parameter(table.weight.detach()[ids].clone())
+        lookup = torch.full((table.num_embeddings,), -1, dtype=torch.int64)
+        lookup[ids] = torch.arange(len(ids))
+        self.register_buffer("lookup", lookup, persistent=False)
+        self.register_buffer("ids", ids.clone(), persistent=False)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        index = self.lookup[tokens]
+        frozen = F.embedding(tokens, self.table.weight.detach())
+        return torch.where((index >= 0)[..., None], self.rows[index.clamp(min=0)], frozen)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        self.table.weight[self.ids] = self.rows.detach()
+
+
 def parameter_counts(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     visual = sum(p.numel() for p in model.visual.parameters())
@@ -358,8 +397,8 @@ def contrastive_loss(
     return (i2t + t2i) / 2
 
 
-def _optimizer(model, opts: TeacherOptions) -> torch.optim.Optimizer:
-    decay, rest = [], []
+def _optimizer(model, opts: TeacherOptions, extra: Sequence[torch.nn.Parameter] = ()) -> torch.optim.Optimizer:
+    decay, rest = [], list(extra)  # extra: token rows (embeddings: no weight decay)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -381,7 +420,8 @@ def train(model, opts: TeacherOptions) -> dict:
     torch.set_num_threads(max(1, opts.threads - opts.workers))
     model.train()
     model.token_embedding.weight.requires_grad_(False)
-    optimizer = _optimizer(model, opts)
+    rows = TokenRows(model.token_embedding, caption_token_ids(opts)) if opts.token_rows == "caption" else None
+    optimizer = _optimizer(model, opts, [rows.rows] if rows is not None else [])
     loader = DataLoader(
         CaptionBatches(opts),
         batch_size=None,
@@ -404,7 +444,7 @@ def train(model, opts: TeacherOptions) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = _lr(opts, progress)
         image_emb = F.normalize(encode_image_downsampled(model.visual, images, opts.downsample), dim=-1)
-        text_emb = text.encode_tokens(model, tokens)
+        text_emb = text.encode_tokens(model, tokens, rows.embed(tokens) if rows is not None else None)
         loss = contrastive_loss(image_emb, text_emb, categories, model.logit_scale)
         if not torch.isfinite(loss):
             raise TeacherError(f"teacher: loss is {loss.item()} at step {step} (lower --lr)")
@@ -422,6 +462,8 @@ def train(model, opts: TeacherOptions) -> dict:
             log.debug("step %d: loss %.4f", step + 1, np.mean(losses[-50:]))
     bar.close()
     seconds = time.perf_counter() - start
+    if rows is not None:
+        rows.write_back()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -435,6 +477,7 @@ def train(model, opts: TeacherOptions) -> dict:
         "loss_last": float(np.mean(losses[-window:])) if losses else None,
         "loss_curve": [round(float(np.mean(losses[i : i + window])), 4) for i in range(0, len(losses), window)],
         "logit_scale": round(float(model.logit_scale.exp()), 3),
+        "trained_token_rows": int(len(rows.ids)) if rows is not None else 0,
     }
     log.info(
         "teacher: %d steps (%d crops) in %.0f s, loss %.3f -> %.3f",
@@ -509,6 +552,34 @@ def accuracy(emb: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, 
     }
 
 
+def similar_pairs(
+    text_emb: torch.Tensor, image_emb: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], top: int = 8
+) -> list[dict]:
+    """The class pairs the teacher tells apart worst: cosine of their text embeddings and of their held-out image
+    centroids (renormalised mean crop embedding), highest image cosine first. A pair near 1 on the image side is
+    one the image tower does not separate (no student distilled from it can); near 1 on the text side only, one
+    its text tower does not."""
+    K = len(classes)
+    centroids = torch.stack(
+        [
+            image_emb[labels == k].mean(0) if bool((labels == k).any()) else torch.zeros(image_emb.shape[1])
+            for k in range(K)
+        ]
+    )
+    image_cos = F.normalize(centroids, dim=-1) @ F.normalize(centroids, dim=-1).T
+    text_cos = text_emb @ text_emb.T
+    pairs = [
+        {
+            "classes": [classes[i], classes[j]],
+            "image": round(float(image_cos[i, j]), 4),
+            "text": round(float(text_cos[i, j]), 4),
+        }
+        for i in range(K)
+        for j in range(i + 1, K)
+    ]
+    return sorted(pairs, key=lambda p: (-p["image"], -p["text"]))[:top]
+
+
 def _context_key(factor: float) -> str:
     return f"context_{factor:g}x"
 
@@ -533,6 +604,7 @@ def zero_shot(model, opts: TeacherOptions, captions: Path | None = None) -> dict
     }
     hits = ((crop_emb @ texts["vild"].T).argmax(1) == labels).float()
     report["per_class_crops_vild"] = {c: round(float(hits[labels == i].mean()), 4) for i, c in enumerate(classes)}
+    report["similar_pairs"] = similar_pairs(texts["vild"], crop_emb, labels, classes)
 
     scenes = scene_objects(opts)
     scene_labels = torch.tensor([c for _, _, cats in scenes for c in cats], dtype=torch.int64)
@@ -578,7 +650,7 @@ def run(opts: TeacherOptions, output: Path, zeroshot: Path, captions: Path | Non
     model = create_model(opts)
     counts = parameter_counts(model)
     log.info(
-        "teacher %s: %.2fM parameters (visual %.2fM, text %.2fM of which token embedding %.2fM, frozen)",
+        "teacher %s: %.2fM parameters (visual %.2fM, text %.2fM of which token embedding %.2fM)",
         opts.model,
         counts["total"] / 1e6,
         counts["visual"] / 1e6,
@@ -622,7 +694,8 @@ def run(opts: TeacherOptions, output: Path, zeroshot: Path, captions: Path | Non
             "repeat": opts.repeat,
             "downsample": opts.downsample,
             "threads": opts.threads,
-            "frozen": ["token_embedding"],
+            "token_rows": opts.token_rows,
+            "frozen": ["token_embedding" + ("" if opts.token_rows == "frozen" else " rows outside the captions")],
             **figures,
         },
         "zero_shot": report,
@@ -656,6 +729,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on 224/N px crops through the NxN-pooled patch kernel (exact, N^2 x cheaper patch embedding)",
     )
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads: 1 data worker + the rest for torch")
+    p.add_argument(
+        "--token-rows",
+        choices=TOKEN_ROWS,
+        default=d.token_rows,
+        help="token-embedding rows to train: those of the caption vocabulary (default) or none",
+    )
     p.add_argument("--eval-per-class", type=int, default=d.eval_per_class, help="held-out captioned crops per class")
     p.add_argument(
         "--captions-test",
@@ -693,6 +772,7 @@ def options_from_args(args: argparse.Namespace) -> TeacherOptions:
         eval_per_class=args.eval_per_class,
         scenes=args.scenes,
         contexts=tuple(args.contexts),
+        token_rows=args.token_rows,
     )
 
 

@@ -208,3 +208,18 @@ def test_unknown_model_lists_known_ones():
         CLIPLoadError, match=r"unknown CLIP model 'ViT-Q-99'; known models: .*OADP-Tiny-ViT-32.*ViT-B-32"
     ):
         load_clip("ViT-Q-99", "random")
+
+
+def test_teacher_configs_differ_in_heads_only():
+    """The demo teacher (4 heads in its image tower) and the one-head config of earlier checkpoints: same state-dict
+    shapes, different forward, so a checkpoint must be read with the name it was trained under."""
+    four, one = load_clip("OADP-Teacher-ViT-4H", "random"), load_clip("OADP-Teacher-ViT", "random")
+    assert four.model.visual.transformer.resblocks[0].attn.num_heads == 4
+    assert one.model.visual.transformer.resblocks[0].attn.num_heads == 1
+    shapes = {k: v.shape for k, v in four.model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in one.model.state_dict().items()}
+    one.model.load_state_dict(four.model.state_dict())
+    x = images(1)
+    with torch.inference_mode():
+        a, b = vision.encode_standard(four.model.visual, x), vision.encode_standard(one.model.visual, x)
+    assert (a - b).abs().max() > 1e-3

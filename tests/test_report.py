@@ -126,7 +126,7 @@ def test_transfer_and_teacher_sections(tmp_path):
     )
     assert "ground-truth" not in report.transfer_lines(list(metrics), metrics)[1]  # oadp_demo has none
     teacher = {
-        "clip_model": "OADP-Teacher-ViT",
+        "clip_model": "OADP-Teacher-ViT-4H",
         "classes": ["a", "b", "c", "d"],
         "training": {"steps": 100, "batch_size": 32, "seconds": 5.0, "loss_first": 3.0, "loss_last": 1.0},
         "zero_shot": {
@@ -140,6 +140,13 @@ def test_transfer_and_teacher_sections(tmp_path):
     assert "| scene objects, oake object | 75.0 | – | 75.0 |" in table
     assert "chance 25.0" in table[-1] and "100 steps" in table[-1]
     assert "not a zeroshot.json" in report.teacher_lines({"x": 1})[0]
+    teacher["zero_shot"]["similar_pairs"] = [
+        {"classes": ["a", "d"], "image": 0.997, "text": 0.96},
+        {"classes": ["b", "c"], "image": 0.81, "text": 0.5},
+    ]
+    last = report.teacher_lines(teacher)[-1]
+    assert last.endswith("a vs d 1.00 / 0.96; b vs c 0.81 / 0.50.") and last.startswith("Least separated")
+    del teacher["zero_shot"]["similar_pairs"]
     # the summary renders them from stored files only
     _stored_run(tmp_path)
     for e in ("baseline_demo",):

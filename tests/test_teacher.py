@@ -4,6 +4,7 @@ checkpoint that loads like real CLIP weights, and OAKE running on it."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -116,7 +117,47 @@ def test_training_lowers_the_loss_and_zero_shot_beats_chance(trained):
     assert crops["base"] >= chance + 0.4 and crops["novel"] >= chance + 0.4, report["crops"]
     scenes = report["scenes"]["crops"]
     assert set(scenes) == {"context_1x", "context_1.5x", "context_mean", "oake_object"}
+    assert len(report["similar_pairs"]) == 6 and all(-1 <= p["image"] <= 1 for p in report["similar_pairs"])
     assert scenes["context_1.5x"]["vild"]["all"] > chance + 0.2, scenes
+
+
+def test_token_rows_of_the_captions_are_trained_and_no_others(trained):
+    opts, model, figures, _, before = trained
+    ids = teacher.caption_token_ids(opts)
+    words = {int(i) for i in text.tokenize(["a photo of a red circle", "a blue box", "a yellow round"]).flatten()}
+    assert words <= set(ids.tolist())  # templates, names and synonyms
+    assert figures["trained_token_rows"] == len(ids) < 400
+    table, initial = model.token_embedding.weight, before["token_embedding.weight"]
+    changed = (table != initial).any(1)
+    assert changed[ids[ids > 0]].all()  # every caption row moved (0: padding, never at or before [EOT])
+    outside = torch.ones(len(table), dtype=torch.bool)
+    outside[ids] = False
+    assert not changed[outside].any()  # the other 49k rows keep their seeded initialisation
+    # the lookup matches the table: before training (copies) and after write-back (the saved rows)
+    layer = torch.nn.Embedding.from_pretrained(initial.clone())
+    rows = teacher.TokenRows(layer, ids)
+    tokens = text.tokenize(["a photo of a green star", "zebra"])
+    torch.testing.assert_close(rows.embed(tokens), layer(tokens), atol=0, rtol=0)
+    with torch.no_grad():
+        rows.rows.add_(1.0)
+    assert torch.equal(rows.embed(tokens)[0, 1], layer.weight[tokens[0, 1]] + 1.0)
+    rows.write_back()
+    torch.testing.assert_close(rows.embed(tokens), layer(tokens), atol=0, rtol=0)
+    with pytest.raises(teacher.TeacherError, match="token-rows"):
+        options(token_rows="all")
+
+
+def test_similar_pairs_rank_the_pairs_the_image_tower_merges():
+    classes = ("a", "b", "c")
+    texts = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]), dim=-1)
+    # a and c share image embeddings (merged); b's crops point elsewhere
+    images = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    pairs = teacher.similar_pairs(texts, images, labels, classes)
+    assert [p["classes"] for p in pairs] == [["a", "c"], ["a", "b"], ["b", "c"]]
+    assert pairs[0]["image"] == 1.0 and pairs[0]["text"] == 0.0
+    assert pairs[1]["image"] == 0.0 and pairs[1]["text"] == round(1 / math.sqrt(1.01), 4)
+    assert len(teacher.similar_pairs(texts, images, labels, classes, top=1)) == 1
 
 
 def test_checkpoint_loads_like_real_weights(trained):
