@@ -224,6 +224,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model, cfg, meta = load_detector(args.checkpoint, device)
     model.roi_head.test_cfg["score_thr"] = args.score_thr
+    if args.ensemble is not None:
+        if getattr(model.roi_head, "object_head", None) is None:
+            raise SystemExit(f"predict --ensemble: {args.checkpoint} has no object head to ensemble with")
+        if not all(0 <= v <= 1 for v in args.ensemble):
+            raise SystemExit(f"predict --ensemble: exponents must lie in [0, 1], got {args.ensemble}")
+        model.roi_head.ensemble = {"lambda_base": args.ensemble[0], "lambda_novel": args.ensemble[1]}
     pipeline = Compose(cfg.test_pipeline)
     coco = atomic.read_json(args.annotations)
     anns_by_image: dict[int, list[dict]] = {}
@@ -325,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="npz of the bbox head's embeddings of every ground-truth box (output; open-ended evaluation)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--ensemble",
+        type=float,
+        nargs=2,
+        metavar=("LAMBDA_BASE", "LAMBDA_NOVEL"),
+        default=None,
+        help="bbox-head exponents of the inference ensemble (default: the trained config's, 2/3 1/3); "
+        "1 1 scores by the bbox head alone, 0 0 by the object head alone",
+    )
     p.add_argument(
         "--score-thr",
         type=float,

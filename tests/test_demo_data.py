@@ -160,7 +160,10 @@ def _preset_demo(name: str) -> dict:
     return yaml.safe_load(path.read_text())["demo"]
 
 
-@pytest.mark.parametrize(("preset", "kind"), [("default", "combinations"), ("demo_unseen_shapes", "shapes")])
+@pytest.mark.parametrize(
+    ("preset", "kind"),
+    [("default", "combinations"), ("demo_texture_combinations", "combinations"), ("demo_unseen_shapes", "shapes")],
+)
 def test_both_split_kinds_are_configured(preset, kind):
     demo = _preset_demo(preset)
     assert sorted(demo["base"] + demo["novel"]) == sorted(demo["classes"])

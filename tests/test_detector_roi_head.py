@@ -119,3 +119,25 @@ def test_inference_uses_the_ensemble(prompt_path):
         results = head.predict(x, [proposals(3), proposals(4)], [sample(3), sample(4)], rescale=False)
     assert len(results) == 2 and (results[0].scores >= 0).all() and (results[0].scores <= 1).all()
     assert len(results[0].bboxes) <= 300 and set(results[0].labels.tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(("lambdas", "head_name"), [((1.0, 1.0), "bbox_head"), ((0.0, 0.0), "object_head")])
+def test_ensemble_exponents_pick_one_head(prompt_path, lambdas, head_name):
+    head = build({**roi_head_cfg(prompt_path), "ensemble": {"lambda_base": lambdas[0], "lambda_novel": lambdas[1]}})
+    head.init_weights()
+    head.eval()
+    x = features()
+    with torch.no_grad():
+        rois = torch.cat([torch.zeros(40, 1), proposals(3).bboxes], 1)
+        scores = head._bbox_forward(x, rois)["cls_score"].softmax(-1)[:, :-1]
+        logits = getattr(head, head_name)(head.bbox_roi_extractor(x[:4], rois))[0].float()
+    if head_name == "object_head":
+        logits[:, -1] = float("-inf")  # the ensemble ignores the object head's background
+    torch.testing.assert_close(scores, logits.softmax(-1)[:, :-1], atol=1e-6, rtol=1e-5)
+
+
+def test_ensemble_exponents_are_checked(prompt_path):
+    with pytest.raises(ValueError, match="out of range: {'lambda_base': 1.5}"):
+        build({**roi_head_cfg(prompt_path), "ensemble": {"lambda_base": 1.5}})
+    with pytest.raises(ValueError, match="unknown: \\['lambda'\\]"):
+        build({**roi_head_cfg(prompt_path), "ensemble": {"lambda": 0.5}})

@@ -45,6 +45,8 @@ class OADPRoIHead(StandardRoIHead):
     object_head, block_head: mmdet bbox-head configs (``with_reg=False``) with text-classifier predictors.
     num_base: base classes (ensemble exponents).
     weights: loss gains and warm-up lengths; ``asl_frozen`` keeps the ASL weight at gain / end (reference).
+    ensemble: the inference exponents of the bbox head, ``{"lambda_base": 2/3, "lambda_novel": 1/3}`` (method 6.7);
+        1 scores a class by the bbox head alone, 0 by the object head alone (to see which head carries it).
     """
 
     def __init__(
@@ -55,9 +57,18 @@ class OADPRoIHead(StandardRoIHead):
         num_base: int = 0,
         weights: dict | None = None,
         asl_frozen: bool = True,
+        ensemble: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.ensemble = {"lambda_base": 2 / 3, "lambda_novel": 1 / 3, **(ensemble or {})}
+        unknown = set(self.ensemble) - {"lambda_base", "lambda_novel"}
+        bad = {k: v for k, v in self.ensemble.items() if k not in unknown and not 0 <= float(v) <= 1}
+        if unknown or bad:
+            raise ValueError(
+                f"OADPRoIHead ensemble: keys are lambda_base and lambda_novel, each in [0, 1] "
+                f"(unknown: {sorted(unknown)}, out of range: {bad})"
+            )
         self.object_head = MODELS.build(object_head) if object_head else None
         self.block_head = MODELS.build(block_head) if block_head else None
         self.num_base = num_base
@@ -116,5 +127,7 @@ class OADPRoIHead(StandardRoIHead):
         results = super()._bbox_forward(x, rois)
         if not self.training and self.object_head is not None:
             object_logits = self.object_head(results["bbox_feats"])[0]
-            results["cls_score"] = L.ensemble_scores(results["cls_score"], object_logits, self.num_base)
+            results["cls_score"] = L.ensemble_scores(
+                results["cls_score"], object_logits, self.num_base, **{k: float(v) for k, v in self.ensemble.items()}
+            )
         return results
