@@ -227,9 +227,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.ensemble is not None:
         if getattr(model.roi_head, "object_head", None) is None:
             raise SystemExit(f"predict --ensemble: {args.checkpoint} has no object head to ensemble with")
-        if not all(0 <= v <= 1 for v in args.ensemble):
-            raise SystemExit(f"predict --ensemble: exponents must lie in [0, 1], got {args.ensemble}")
-        model.roi_head.ensemble = {"lambda_base": args.ensemble[0], "lambda_novel": args.ensemble[1]}
+        from pipeline.detector.roi_head import ensemble_exponents
+
+        try:
+            lambda_base, lambda_novel = args.ensemble
+            model.roi_head.ensemble = ensemble_exponents({"lambda_base": lambda_base, "lambda_novel": lambda_novel})
+        except ValueError as err:
+            raise SystemExit(f"predict --ensemble: {err}") from None
     pipeline = Compose(cfg.test_pipeline)
     coco = atomic.read_json(args.annotations)
     anns_by_image: dict[int, list[dict]] = {}

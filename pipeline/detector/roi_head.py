@@ -39,6 +39,19 @@ def head_cls_features(head, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def ensemble_exponents(ensemble: dict | None) -> dict[str, float]:
+    """The inference ensemble's exponents, ``{"lambda_base", "lambda_novel"}`` (defaults 2/3, 1/3), checked."""
+    out = {"lambda_base": 2 / 3, "lambda_novel": 1 / 3, **(ensemble or {})}
+    unknown = set(out) - {"lambda_base", "lambda_novel"}
+    bad = {k: v for k, v in out.items() if k not in unknown and not 0 <= float(v) <= 1}
+    if unknown or bad:
+        raise ValueError(
+            f"OADPRoIHead ensemble: keys are lambda_base and lambda_novel, each in [0, 1] "
+            f"(unknown: {sorted(unknown)}, out of range: {bad})"
+        )
+    return {k: float(v) for k, v in out.items()}
+
+
 @MODELS.register_module()
 class OADPRoIHead(StandardRoIHead):
     """Args beyond StandardRoIHead's:
@@ -61,14 +74,7 @@ class OADPRoIHead(StandardRoIHead):
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.ensemble = {"lambda_base": 2 / 3, "lambda_novel": 1 / 3, **(ensemble or {})}
-        unknown = set(self.ensemble) - {"lambda_base", "lambda_novel"}
-        bad = {k: v for k, v in self.ensemble.items() if k not in unknown and not 0 <= float(v) <= 1}
-        if unknown or bad:
-            raise ValueError(
-                f"OADPRoIHead ensemble: keys are lambda_base and lambda_novel, each in [0, 1] "
-                f"(unknown: {sorted(unknown)}, out of range: {bad})"
-            )
+        self.ensemble = ensemble_exponents(ensemble)
         self.object_head = MODELS.build(object_head) if object_head else None
         self.block_head = MODELS.build(block_head) if block_head else None
         self.num_base = num_base
@@ -128,6 +134,6 @@ class OADPRoIHead(StandardRoIHead):
         if not self.training and self.object_head is not None:
             object_logits = self.object_head(results["bbox_feats"])[0]
             results["cls_score"] = L.ensemble_scores(
-                results["cls_score"], object_logits, self.num_base, **{k: float(v) for k, v in self.ensemble.items()}
+                results["cls_score"], object_logits, self.num_base, **self.ensemble
             )
         return results
