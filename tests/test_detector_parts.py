@@ -128,3 +128,12 @@ def test_asymmetric_loss_is_shared_with_the_prompt_stage():
 
     assert L.asymmetric_loss is asymmetric_loss
     assert asymmetric_loss(torch.tensor([0.9]), torch.tensor([1.0])).item() == pytest.approx(-math.log(0.9))
+
+
+def test_scale_grad_by_hand():
+    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    y = L.scale_grad(x, 0.25)
+    torch.testing.assert_close(y, x.detach())
+    (y * torch.tensor([4.0, 8.0, -4.0])).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 2.0, -1.0]))
+    assert L.scale_grad(x, 1.0) is x

@@ -141,3 +141,32 @@ def test_ensemble_exponents_are_checked(prompt_path):
         build({**roi_head_cfg(prompt_path), "ensemble": {"lambda_base": 1.5}})
     with pytest.raises(ValueError, match="unknown: \\['lambda'\\]"):
         build({**roi_head_cfg(prompt_path), "ensemble": {"lambda": 0.5}})
+
+
+@pytest.mark.parametrize("trunk_grad", [0.0, 0.5, 1.0])
+def test_trunk_grad_scales_what_distillation_sends_to_the_features(prompt_path, trunk_grad):
+    """The distillation branches' gradient into the shared features is multiplied by trunk_grad (0: they train
+    their heads only); the detection losses' gradient is untouched."""
+    grads = {}
+    for scale in (1.0, trunk_grad):
+        torch.manual_seed(0)  # the same weights and the same sampled RoIs for both heads
+        head = build({**roi_head_cfg(prompt_path), "trunk_grad": scale})
+        head.init_weights()
+        head.train()
+        x = tuple(f.clone().requires_grad_(True) for f in features())
+        losses = head.loss(x, [proposals(1), proposals(2)], [sample(1), sample(2)])
+        distill = losses["loss_clip_objects"] + losses["loss_clip_blocks"] + losses["loss_block"]
+        distill.backward(retain_graph=True)
+        grads[scale] = torch.cat([f.grad.flatten() for f in x[:4]]).clone()
+        assert head.object_head.fc_cls.linear.weight.grad.abs().sum() > 0  # the heads still learn
+        for f in x:
+            f.grad = None
+        losses["loss_cls"].backward()
+        assert torch.cat([f.grad.flatten() for f in x[:4]]).abs().sum() > 0
+    assert grads[1.0].abs().sum() > 0
+    torch.testing.assert_close(grads[trunk_grad], grads[1.0] * trunk_grad, atol=1e-9, rtol=1e-5)
+
+
+def test_trunk_grad_is_checked(prompt_path):
+    with pytest.raises(ValueError, match="trunk_grad must be in \\[0, 1\\], got 2"):
+        build({**roi_head_cfg(prompt_path), "trunk_grad": 2})

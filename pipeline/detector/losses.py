@@ -87,6 +87,13 @@ def image_labels(gt_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return out
 
 
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged in the forward pass; its gradient multiplied by ``scale`` in the backward pass."""
+    if scale == 1:
+        return x
+    return x * scale + x.detach() * (1 - scale)
+
+
 def ensemble_scores(bbox_logits: torch.Tensor, object_logits: torch.Tensor, num_base: int,
                     lambda_base: float = 2 / 3, lambda_novel: float = 1 / 3) -> torch.Tensor:  # fmt: skip
     """The ViLD-style inference ensemble (method 6.7) -> ``[N, K + 1]`` log-scores.

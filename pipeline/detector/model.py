@@ -32,6 +32,8 @@ class OADP(TwoStageDetector):
         global_head: a ``GlobalHead`` config; its loss is ASL vs the image's base labels (gain 4 over 2000
             iterations, frozen at 0.002 by default, as in the reference) plus MSE-sum to the CLIP global embedding
             (0.5, warm-up ``warmup`` iterations, 200 in the reference).
+        trunk_grad: factor on the global branch's gradient into the backbone and FPN (1 = the reference; as
+            ``OADPRoIHead.trunk_grad`` for the object and block branches).
     """
 
     def __init__(
@@ -40,9 +42,13 @@ class OADP(TwoStageDetector):
         global_head: dict | None = None,
         asl_frozen: bool = True,
         warmup: int = 200,
+        trunk_grad: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not 0 <= trunk_grad <= 1:
+            raise ValueError(f"OADP trunk_grad must be in [0, 1], got {trunk_grad}")
+        self.trunk_grad = float(trunk_grad)
         self.global_head = MODELS.build(global_head) if global_head else None
         self.global_weights = {"asl": L.WarmupWeight(4.0, 2000, frozen=asl_frozen), "mse": L.WarmupWeight(0.5, warmup)}
         self._features = None
@@ -63,7 +69,7 @@ class OADP(TwoStageDetector):
     def loss(self, batch_inputs, batch_data_samples) -> dict:
         losses = super().loss(batch_inputs, batch_data_samples)
         if self.global_head is not None:
-            logits, student = self.global_head(self._features[-1])
+            logits, student = self.global_head(L.scale_grad(self._features[-1], self.trunk_grad))
             num = logits.shape[1]
             labels = torch.stack([L.image_labels(s.gt_instances.labels, num) for s in batch_data_samples]).float()
             teacher = torch.stack([s.clip_global for s in batch_data_samples])

@@ -60,6 +60,9 @@ class OADPRoIHead(StandardRoIHead):
     weights: loss gains and warm-up lengths; ``asl_frozen`` keeps the ASL weight at gain / end (reference).
     ensemble: the inference exponents of the bbox head, ``{"lambda_base": 2/3, "lambda_novel": 1/3}`` (method 6.7);
         1 scores a class by the bbox head alone, 0 by the object head alone (to see which head carries it).
+    trunk_grad: factor on the gradient that the object and block branches send back into the shared RoI features
+        (backbone and FPN); 1 = the reference; 0 = those branches train their own heads only, and the trunk
+        learns from detection alone (the CPU demo's setting, see ``configs/_base_/cpu_slim.py``).
     """
 
     def __init__(
@@ -71,9 +74,13 @@ class OADPRoIHead(StandardRoIHead):
         weights: dict | None = None,
         asl_frozen: bool = True,
         ensemble: dict | None = None,
+        trunk_grad: float = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if not 0 <= trunk_grad <= 1:
+            raise ValueError(f"OADPRoIHead trunk_grad must be in [0, 1], got {trunk_grad}")
+        self.trunk_grad = float(trunk_grad)
         self.ensemble = ensemble_exponents(ensemble)
         self.object_head = MODELS.build(object_head) if object_head else None
         self.block_head = MODELS.build(block_head) if block_head else None
@@ -102,9 +109,9 @@ class OADPRoIHead(StandardRoIHead):
         for name, value in state.items():
             self.schedules[name].load_state_dict(value)
 
-    def _branch(self, head, x, boxes):
+    def _branch(self, head, x, boxes, trunk_grad: float = 1.0):
         rois = bbox2roi(boxes)
-        feats = self.bbox_roi_extractor(x[: self.bbox_roi_extractor.num_inputs], rois)
+        feats = L.scale_grad(self.bbox_roi_extractor(x[: self.bbox_roi_extractor.num_inputs], rois), trunk_grad)
         cls_x = head_cls_features(head, feats)
         return head.fc_cls(cls_x), head.fc_cls.linear(cls_x)
 
@@ -113,12 +120,12 @@ class OADPRoIHead(StandardRoIHead):
         if self.object_head is not None:
             boxes = [s.object_bboxes for s in batch_data_samples]
             if sum(len(b) for b in boxes):
-                _, student = self._branch(self.object_head, x, boxes)
+                _, student = self._branch(self.object_head, x, boxes, self.trunk_grad)
                 teacher = torch.cat([s.clip_objects for s in batch_data_samples])
                 losses["loss_clip_objects"] = L.object_l1(student, teacher) * self.schedules["object"].value
         if self.block_head is not None:
             boxes = [s.block_bboxes for s in batch_data_samples]
-            logits, student = self._branch(self.block_head, x, boxes)
+            logits, student = self._branch(self.block_head, x, boxes, self.trunk_grad)
             teacher = torch.cat([s.clip_blocks for s in batch_data_samples])
             labels = torch.cat([s.block_labels for s in batch_data_samples]).float()
             asl = L.asymmetric_loss(torch.sigmoid(logits[:, :-1]), labels).mean()
