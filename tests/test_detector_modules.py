@@ -120,3 +120,24 @@ def test_a_head_asking_for_the_wrong_width_is_refused(prompt_path):
     cfg["num_classes"] = 5
     with pytest.raises(ValueError, match="asks for 6 outputs; 3 classes \\+ background give 4"):
         build(cfg)
+
+
+@pytest.mark.parametrize(("init_std", "expected_std"), [(None, 0.01), (1e-3, 1e-3)])
+def test_classifier_init_std_overrides_the_heads_init(prompt_path, init_std, expected_std):
+    """mmdet's head init draws fc_cls from N(0, 0.01); init_std (applied after it) replaces that, bias zero."""
+    cfg = head_cfg(prompt_path, "block")
+    cfg["cls_predictor_cfg"] = dict(cfg["cls_predictor_cfg"], init_std=init_std)
+    torch.manual_seed(0)
+    head = build(cfg)
+    head.fc_cls.linear.bias.data.fill_(5.0)
+    head.init_weights()
+    weight = head.fc_cls.linear.weight  # 16 x 1024 draws
+    assert weight.std().item() == pytest.approx(expected_std, rel=0.05)
+    assert head.fc_cls.linear.bias.abs().max().item() == 0
+
+
+def test_classifier_init_std_is_checked(prompt_path):
+    cfg = head_cfg(prompt_path, "block")
+    cfg["cls_predictor_cfg"] = dict(cfg["cls_predictor_cfg"], init_std=0.0)
+    with pytest.raises(ValueError, match="init_std must be > 0, got 0.0"):
+        build(cfg)

@@ -40,11 +40,17 @@ class TextEmbeddingClassifier(nn.Module):
         background: append a learnable background embedding (the bbox head; the object head's exists but is
             frozen and forced to -inf, see ``background_enabled``).
         background_enabled: when False the background logit is -inf and its embedding gets no gradient.
+        init_std: when set, ``init_weights`` draws the projection from N(0, init_std) with zero bias (after the
+            head's own init, mmdet's N(0, 0.01) for ``fc_cls``); None keeps the head's init.
     """
 
     def __init__(self, in_features: int, prompts: Mapping, names: Sequence[str], num_base: int,
-                 background: bool = False, background_enabled: bool = True) -> None:  # fmt: skip
+                 background: bool = False, background_enabled: bool = True,
+                 init_std: float | None = None) -> None:  # fmt: skip
         super().__init__()
+        if init_std is not None and not init_std > 0:
+            raise ValueError(f"text classifier init_std must be > 0, got {init_std}")
+        self.init_std = init_std
         embeddings = select(prompts, names).float()
         self.register_buffer("embeddings", embeddings, persistent=False)
         self.linear = NormalizedLinear(in_features, embeddings.shape[1])
@@ -55,6 +61,12 @@ class TextEmbeddingClassifier(nn.Module):
             self.background = nn.Parameter(torch.empty(1, embeddings.shape[1]))
             nn.init.xavier_uniform_(self.background)
             self.background.requires_grad_(background_enabled)
+
+    def init_weights(self) -> None:
+        """Called by mmengine after the parent head's ``init_cfg``: applies ``init_std`` when it is set."""
+        if self.init_std is not None:
+            nn.init.normal_(self.linear.weight, 0.0, self.init_std)
+            nn.init.zeros_(self.linear.bias)
 
     def class_embeddings(self) -> torch.Tensor:
         """``[K (+1), D]``: the text rows as given, then the L2-normalised background row."""

@@ -51,6 +51,7 @@ class ViLDTextClassifier(ViLDClassifier):
         background_enabled: bool = True,
         tau_train: float = 0.007,
         tau_val: float = 0.01,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(
             in_features,
@@ -61,6 +62,7 @@ class ViLDTextClassifier(ViLDClassifier):
             background_enabled=background_enabled,
             tau_train=tau_train,
             tau_val=tau_val,
+            init_std=init_std,
         )
         _check_width(self, out_features)
 
@@ -78,9 +80,16 @@ class ScaledTextClassifier(ScaledClassifier):
         out_features: int | None = None,
         background: bool = True,
         background_enabled: bool = True,
+        init_std: float | None = None,
     ) -> None:
         super().__init__(
-            in_features, _load(prompts), names, num_base, background=background, background_enabled=background_enabled
+            in_features,
+            _load(prompts),
+            names,
+            num_base,
+            background=background,
+            background_enabled=background_enabled,
+            init_std=init_std,
         )
         _check_width(self, out_features)
 
