@@ -47,7 +47,8 @@ Outputs (each written atomically)
                                                "AR@300", ...),
                                     "all" | "base" | "novel": {"AP", "AP50", "AP75", "APs", "APm", "APl"}},
                   "split": "num_base" | "frequency", "num_base", "num_categories", "num_images", "max_dets"},
-         "open_ended": {"accuracy", "not_in_vocab_rate", "base_accuracy", "novel_accuracy"},   # with --regions
+         "open_ended": {"accuracy", "not_in_vocab_rate", "base_accuracy", "novel_accuracy",   # with --regions
+                        "object_base_accuracy", "object_novel_accuracy"},  # regions with object_embeddings
          "inputs": {name: {"path", "sha256"}}}
 
     The aliases use the reference's names (``COCO_{B}_{N}_`` = all, ``COCO_{B}_`` = base, ``COCO_{N}_`` =
@@ -596,6 +597,10 @@ def open_ended_report(
     if gt_kind == "lvis":
         groups.update({f: (lambda c, f=f: c["frequency"] == f) for f in LVIS_FREQUENCIES})
     report = open_ended.region_report(regions, predictions, gt["categories"], groups, synonyms, relationships)
+    if regions.object_embeddings is not None:  # the distilled object head's own classification of the same boxes
+        object_predictions = open_ended.predict_names(regions.object_embeddings, emb, names)
+        object_report = open_ended.region_report(regions, object_predictions, gt["categories"], groups, synonyms)
+        report["object_head"] = {group: object_report[group] for group in ("all", *groups)}
     dataset_vocab = open_ended.dataset_vocabulary(synonyms)
     return {
         "protocol": "osm",
@@ -652,6 +657,11 @@ def build_metrics(coco: Json | None, lvis: Json | None, oe: Json | None, inputs:
             "base_accuracy": oe["base"]["accuracy"],
             "novel_accuracy": oe["novel"]["accuracy"],
         }
+        if "object_head" in oe:
+            metrics["open_ended"].update(
+                object_base_accuracy=oe["object_head"]["base"]["accuracy"],
+                object_novel_accuracy=oe["object_head"]["novel"]["accuracy"],
+            )
     metrics["inputs"] = inputs
     return metrics
 

@@ -392,6 +392,7 @@ class Regions:
     category_ids: np.ndarray
     iscrowd: np.ndarray
     embeddings: np.ndarray
+    object_embeddings: np.ndarray | None = None  # the object head's, for detectors that have one
 
     def __len__(self) -> int:
         return len(self.ann_ids)
@@ -420,12 +421,22 @@ def load_regions(path: str | Path) -> Regions:
     emb = arrays["embeddings"].astype(np.float32)
     if not np.isfinite(emb).all():
         raise OpenEndedError(f"{path}: 'embeddings' holds non-finite values")
+    obj = arrays.get("object_embeddings")
+    if obj is not None:
+        if obj.dtype.kind != "f" or obj.shape != emb.shape:
+            raise OpenEndedError(
+                f"{path}: 'object_embeddings' has shape {obj.shape} / dtype {obj.dtype}; expected float {emb.shape}"
+            )
+        obj = obj.astype(np.float32)
+        if not np.isfinite(obj).all():
+            raise OpenEndedError(f"{path}: 'object_embeddings' holds non-finite values")
     return Regions(
         ann_ids=arrays["ann_ids"].astype(np.int64),
         image_ids=arrays["image_ids"].astype(np.int64),
         category_ids=arrays["category_ids"].astype(np.int64),
         iscrowd=arrays["iscrowd"].astype(np.uint8),
         embeddings=emb,
+        object_embeddings=obj,
     )
 
 

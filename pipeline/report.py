@@ -164,6 +164,12 @@ def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list
                 f"({mo['novel_accuracy'] - bo['novel_accuracy']:+.1f}), base {_fmt(mo.get('base_accuracy'))} vs "
                 f"{_fmt(bo.get('base_accuracy'))}"
             )
+            if mo.get("object_novel_accuracy") is not None:  # the distilled head's own, on the same boxes
+                line += (
+                    f"; object head: novel {_fmt(mo['object_novel_accuracy'])} "
+                    f"({mo['object_novel_accuracy'] - bo['novel_accuracy']:+.1f} over the baseline's bbox head), "
+                    f"base {_fmt(mo.get('object_base_accuracy'))}"
+                )
         lines.append(line)
     return lines
 

@@ -11,7 +11,7 @@ Subcommands::
              loadable). ``--gpus N`` relaunches under torchrun.
     predict  run a trained detector over every image of a split -> COCO-format detections (remapped category ids;
              RLE masks when the config has a mask head); ``--regions`` also writes the bbox head's embedding of
-             every ground-truth box (for the open-ended evaluation)
+             every ground-truth box (for the open-ended evaluation), and the object head's when there is one
 """
 
 from __future__ import annotations
@@ -239,7 +239,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     anns_by_image: dict[int, list[dict]] = {}
     for ann in coco.get("annotations", []):
         anns_by_image.setdefault(ann["image_id"], []).append(ann)
-    detections, regions = [], {k: [] for k in ("ann_ids", "image_ids", "category_ids", "iscrowd", "embeddings")}
+    keys = ("ann_ids", "image_ids", "category_ids", "iscrowd", "embeddings", "object_embeddings")
+    detections, regions = [], {k: [] for k in keys}
+    object_head = getattr(model.roi_head, "object_head", None)
     items = list_images(args.annotations, args.images)[: 4 if args.dry_run else None]
     for item in tqdm(items, desc=f"detect {meta['experiment']}", unit="img"):
         data = pipeline(dict(img_path=str(item.path), img_id=item.image_id))
@@ -264,6 +266,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             boxes *= boxes.new_tensor([scale[0], scale[1], scale[0], scale[1]])
             _, embeddings = model.roi_head._branch(model.roi_head.bbox_head, feats, [boxes])
             regions["embeddings"].append(embeddings.float().cpu().numpy())
+            if object_head is not None:
+                _, object_embeddings = model.roi_head._branch(object_head, feats, [boxes])
+                regions["object_embeddings"].append(object_embeddings.float().cpu().numpy())
             regions["ann_ids"] += [a["id"] for a in anns]
             regions["image_ids"] += [item.image_id] * len(anns)
             regions["category_ids"] += [a["category_id"] for a in anns]
@@ -287,6 +292,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             if regions["embeddings"]
             else np.zeros((0, width), np.float32),
         }
+        if object_head is not None:  # the distilled head's embedding of the same boxes (its own accuracy)
+            arrays["object_embeddings"] = (
+                np.concatenate(regions["object_embeddings"]).astype(np.float32)
+                if regions["object_embeddings"]
+                else np.zeros((0, object_head.fc_cls.linear.out_features), np.float32)
+            )
         with atomic.atomic_path(args.regions, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)

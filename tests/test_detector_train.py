@@ -254,6 +254,7 @@ def test_train_cli_fit_and_predict(tmp_path):
     assert all(0 <= d["category_id"] < 4 and 0 <= d["score"] <= 1 and len(d["bbox"]) == 4 for d in dets)
     assert max(sum(d["image_id"] == i for d in dets) for i in val_ids) == 300  # max_per_img
     regions = np.load(tmp_path / "regions.npz", allow_pickle=False)
+    assert "object_embeddings" not in regions.files  # the baseline has no object head
     val = json.loads((tmp_path / "val.all.json").read_text())
     assert sorted(regions["ann_ids"].tolist()) == sorted(a["id"] for a in val["annotations"])
     cat_of = {a["id"]: a["category_id"] for a in val["annotations"]}
@@ -339,3 +340,33 @@ def test_detection_scores_keep_their_ranking_below_1e5():
     assert a["score"] > b["score"] > 0
     assert a == {"image_id": 3, "category_id": 13, "bbox": [10.0, 20.0, 20.0, 25.5], "score": a["score"]}
     assert detection_record(1, [0, 0, 1, 1], 0.123456789, 0)["score"] == 0.1234568
+
+
+def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
+    """A detector with an object head (untrained vild_demo, saved as pipeline.train saves final.pth): the regions
+    file has the object head's unit embeddings of the same boxes next to the bbox head's."""
+    from mmdet.registry import MODELS
+
+    from pipeline import train
+    from pipeline.detector import register_modules
+    from pipeline.detector.config import detector_config
+
+    demo = make_demo_split(tmp_path, num_train=1, num_val=2)
+    prompt_files = _vild_and_ml_prompts(tmp_path)
+    register_modules()
+    cfg = detector_config("vild_demo", names=list(DEMO4), num_base=3, prompts=prompt_files)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    meta = {"experiment": "vild_demo", "argv": "", "config": cfg.to_dict(), "prompts": train.stored_prompts(cfg)}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "final.pth")
+    train.main(
+        ["predict", "--checkpoint", str(tmp_path / "final.pth"), "--annotations", str(tmp_path / "val.all.json"),
+         "--images", str(demo / "images/val"), "--output", str(tmp_path / "d.json"), "--device", "cpu",
+         "--regions", str(tmp_path / "regions.npz")]
+    )  # fmt: skip
+    regions = np.load(tmp_path / "regions.npz", allow_pickle=False)
+    n = len(json.loads((tmp_path / "val.all.json").read_text())["annotations"])
+    assert regions["embeddings"].shape == regions["object_embeddings"].shape == (n, 64)
+    np.testing.assert_allclose(np.linalg.norm(regions["object_embeddings"], axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(regions["object_embeddings"], regions["embeddings"])  # two heads, two embeddings

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import evaluate, open_ended
+from pipeline import evaluate, open_ended, prompts
 from tests.conftest import write_json
 from tests.eval_helpers import CATEGORIES, NAMES, NUM_BASE, coco_gt, lvis_gt, write_prompts, write_regions
 
@@ -234,3 +234,36 @@ def test_cli_open_ended_lvis_synonyms_restricted_vocabulary_and_errors(tmp_path)
     wrong_dim = write_regions(tmp_path / "dim.npz", gt, np.ones((len(gt["annotations"]), 8)))
     with pytest.raises(ValueError, match=r"dim\.npz: embeddings have 8 dims but the vocabulary .*vocab\.pth has 16"):
         evaluate.main([*base, "--regions", str(wrong_dim)])
+
+
+def test_cli_open_ended_scores_the_object_head_too(tmp_path):
+    """Regions of a distilled detector carry the object head's embeddings: they are scored against the same
+    vocabulary, per group, next to the bbox head's; a wrong shape is refused naming the array."""
+    gt = coco_gt()
+    coco = write_json(tmp_path / "val.all.json", gt)
+    vocab, regions = _regions_setup(tmp_path, gt)
+    arrays = dict(np.load(regions))  # the bbox head says SAYS[gt name]; the object head says the gt name
+    rng = np.random.default_rng(1)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    vocab_rows = prompts.load(vocab)["embeddings"].numpy()
+    object_rows = np.array(
+        [vocab_rows[VOCAB.index(names[c])] + rng.normal(0, 0.01, 16) for c in arrays["category_ids"].tolist()]
+    )
+    np.savez(tmp_path / "both.npz", **{**arrays, "object_embeddings": object_rows.astype(np.float32)})
+    out = tmp_path / "eval"
+    evaluate.main(
+        ["--detections", str(write_json(tmp_path / "dets.json", [])), "--out-dir", str(out), "--coco", str(coco)]
+        + ["--num-base", str(NUM_BASE), "--regions", str(tmp_path / "both.npz"), "--vocab", str(vocab)]
+    )
+    oe = json.loads((out / "open_ended.json").read_text())
+    n_b, acc_b, _ = _expected(gt, {"person", "car"}, set(), range(NUM_BASE))
+    assert oe["base"]["accuracy"] == pytest.approx(acc_b)  # the bbox head's, as without object embeddings
+    assert oe["object_head"]["base"]["n"] == n_b and oe["object_head"]["base"]["accuracy"] == 100.0
+    assert oe["object_head"]["novel"]["accuracy"] == 100.0 and oe["object_head"]["all"]["n"] == oe["all"]["n"]
+    metrics = json.loads((out / "metrics.json").read_text())["open_ended"]
+    assert metrics["object_base_accuracy"] == metrics["object_novel_accuracy"] == 100.0
+    assert metrics["base_accuracy"] == pytest.approx(acc_b)
+    np.savez(tmp_path / "bad.npz", **{**arrays, "object_embeddings": object_rows[:, :8].astype(np.float32)})
+    with pytest.raises(ValueError, match=r"bad\.npz: 'object_embeddings' has shape \(\d+, 8\)"):
+        open_ended.load_regions(tmp_path / "bad.npz")
+    assert open_ended.load_regions(regions).object_embeddings is None

@@ -125,6 +125,10 @@ def test_transfer_and_teacher_sections(tmp_path):
         "right (bbox head, all classes): novel 61.2 vs 25.0 (+36.2), base 78.5 vs 80.0"
     )
     assert "ground-truth" not in report.transfer_lines(list(metrics), metrics)[1]  # oadp_demo has none
+    metrics["vild_demo"]["open_ended"].update(object_novel_accuracy=75.0, object_base_accuracy=70.5)
+    assert report.transfer_lines(list(metrics), metrics)[0].endswith(
+        "base 78.5 vs 80.0; object head: novel 75.0 (+50.0 over the baseline's bbox head), base 70.5"
+    )
     teacher = {
         "clip_model": "OADP-Teacher-ViT-4H",
         "classes": ["a", "b", "c", "d"],
