@@ -80,6 +80,7 @@ Outputs (each written atomically)
          "not_in_dataset"}, "n_regions",
          "all" | "base" | "novel" (| "r" | "c" | "f"): {"accuracy", "not_in_vocab_rate", "n", "n_correct",
                                                         "n_not_in_vocab", "n_crowd_skipped"},
+         "object_head": {"all" | "base" | "novel" (| ...): {...}},   # regions with object_embeddings
          "per_class": {name: {"n", "accuracy", "not_in_vocab_rate"}},
          "top_confusions": [{"gt", "pred", "count"}],
          "lac": {"levels": {"exact" | "synonyms" | "hyponyms" | "meronyms": {...}}}}   # with --relationships

@@ -16,6 +16,8 @@
 #   iterations; a few hundred CPU steps of SGD leave the randomly initialised heads untrained (AP50 < 1), and a
 #   larger SGD lr diverges under the ViLD temperature (logits x 100-143). lr is for 2 images per iteration
 #   (auto-scaled linearly for other batch sizes, as the full configs).
+# - Measured and not adopted (README, "Status"): trunk_grad 0 (distillation trains its heads only; base AP50 back,
+#   novel AP50 not stable across seeds) and the bbox classifier's init_std 1e-3.
 slim_head = dict(type="Shared2FCBBoxHead", fc_out_channels=256)
 slim_model = dict(
     warmup=30,  # distillation warm-ups (200 of 40,000 iterations in the reference)
