@@ -48,6 +48,7 @@ Outputs (each written atomically)
                                     "all" | "base" | "novel": {"AP", "AP50", "AP75", "APs", "APm", "APl"}},
                   "split": "num_base" | "frequency", "num_base", "num_categories", "num_images", "max_dets"},
          "open_ended": {"accuracy", "not_in_vocab_rate", "base_accuracy", "novel_accuracy",   # with --regions
+                        "base_named_novel_rate",
                         "object_base_accuracy", "object_novel_accuracy"},  # regions with object_embeddings
          "inputs": {name: {"path", "sha256"}}}
 
@@ -80,7 +81,8 @@ Outputs (each written atomically)
          "not_in_dataset"}, "n_regions",
          "all" | "base" | "novel" (| "r" | "c" | "f"): {"accuracy", "not_in_vocab_rate", "n", "n_correct",
                                                         "n_not_in_vocab", "n_crowd_skipped"},
-         "object_head": {"all" | "base" | "novel" (| ...): {...}},   # regions with object_embeddings
+         "base_named_novel": {"n", "n_named_novel", "rate"},   # base boxes given a novel class's name
+         "object_head": {"all" | "base" | "novel" (| ...): {...}, "base_named_novel"},   # with object_embeddings
          "per_class": {name: {"n", "accuracy", "not_in_vocab_rate"}},
          "top_confusions": [{"gt", "pred", "count"}],
          "lac": {"levels": {"exact" | "synonyms" | "hyponyms" | "meronyms": {...}}}}   # with --relationships
@@ -554,6 +556,20 @@ def lvis_report(
 # ------------------------------------------------------------------------------------------- open-ended
 
 
+def _base_named_novel(regions, predictions: Sequence[str], categories: Sequence[Json], groups) -> Json:
+    """How many non-crowd base-class boxes get the exact name of a novel class: a classifier whose never-trained
+    novel columns outscore the base ones (a "hub") shows here."""
+    by_id = {c["id"]: c for c in categories}
+    novel = {open_ended.normalize(c["name"]) for c in categories if groups["novel"](c)}
+    idx = [
+        i
+        for i, (cid, crowd) in enumerate(zip(regions.category_ids.tolist(), regions.iscrowd.tolist(), strict=True))
+        if not crowd and groups["base"](by_id[cid])
+    ]
+    hits = sum(open_ended.normalize(predictions[i]) in novel for i in idx)
+    return {"n": len(idx), "n_named_novel": hits, "rate": _pct(hits / len(idx)) if idx else None}
+
+
 def open_ended_report(
     regions_path: Path,
     vocab_path: Path,
@@ -598,10 +614,14 @@ def open_ended_report(
     if gt_kind == "lvis":
         groups.update({f: (lambda c, f=f: c["frequency"] == f) for f in LVIS_FREQUENCIES})
     report = open_ended.region_report(regions, predictions, gt["categories"], groups, synonyms, relationships)
+    report["base_named_novel"] = _base_named_novel(regions, predictions, gt["categories"], groups)
     if regions.object_embeddings is not None:  # the distilled object head's own classification of the same boxes
         object_predictions = open_ended.predict_names(regions.object_embeddings, emb, names)
         object_report = open_ended.region_report(regions, object_predictions, gt["categories"], groups, synonyms)
         report["object_head"] = {group: object_report[group] for group in ("all", *groups)}
+        report["object_head"]["base_named_novel"] = _base_named_novel(
+            regions, object_predictions, gt["categories"], groups
+        )
     dataset_vocab = open_ended.dataset_vocabulary(synonyms)
     return {
         "protocol": "osm",
@@ -658,6 +678,7 @@ def build_metrics(coco: Json | None, lvis: Json | None, oe: Json | None, inputs:
             "base_accuracy": oe["base"]["accuracy"],
             "novel_accuracy": oe["novel"]["accuracy"],
         }
+        metrics["open_ended"]["base_named_novel_rate"] = oe["base_named_novel"]["rate"]
         if "object_head" in oe:
             metrics["open_ended"].update(
                 object_base_accuracy=oe["object_head"]["base"]["accuracy"],

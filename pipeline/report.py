@@ -164,6 +164,11 @@ def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list
                 f"({mo['novel_accuracy'] - bo['novel_accuracy']:+.1f}), base {_fmt(mo.get('base_accuracy'))} vs "
                 f"{_fmt(bo.get('base_accuracy'))}"
             )
+            if mo.get("base_named_novel_rate") is not None and bo.get("base_named_novel_rate") is not None:
+                line += (
+                    f", base boxes named as a novel class {_fmt(mo['base_named_novel_rate'])} vs "
+                    f"{_fmt(bo['base_named_novel_rate'])}"
+                )
             if mo.get("object_novel_accuracy") is not None:  # the distilled head's own, on the same boxes
                 line += (
                     f"; object head: novel {_fmt(mo['object_novel_accuracy'])} "

@@ -238,7 +238,8 @@ def test_cli_open_ended_lvis_synonyms_restricted_vocabulary_and_errors(tmp_path)
 
 def test_cli_open_ended_scores_the_object_head_too(tmp_path):
     """Regions of a distilled detector carry the object head's embeddings: they are scored against the same
-    vocabulary, per group, next to the bbox head's; a wrong shape is refused naming the array."""
+    vocabulary, per group, next to the bbox head's, with the share of base boxes given a novel name; a wrong shape
+    is refused naming the array."""
     gt = coco_gt()
     coco = write_json(tmp_path / "val.all.json", gt)
     vocab, regions = _regions_setup(tmp_path, gt)
@@ -246,8 +247,9 @@ def test_cli_open_ended_scores_the_object_head_too(tmp_path):
     rng = np.random.default_rng(1)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     vocab_rows = prompts.load(vocab)["embeddings"].numpy()
+    says = {n: n if i >= NUM_BASE else "cat" for i, n in enumerate(NAMES)}  # every base box named "cat" (novel)
     object_rows = np.array(
-        [vocab_rows[VOCAB.index(names[c])] + rng.normal(0, 0.01, 16) for c in arrays["category_ids"].tolist()]
+        [vocab_rows[VOCAB.index(says[names[c]])] + rng.normal(0, 0.01, 16) for c in arrays["category_ids"].tolist()]
     )
     np.savez(tmp_path / "both.npz", **{**arrays, "object_embeddings": object_rows.astype(np.float32)})
     out = tmp_path / "eval"
@@ -258,11 +260,14 @@ def test_cli_open_ended_scores_the_object_head_too(tmp_path):
     oe = json.loads((out / "open_ended.json").read_text())
     n_b, acc_b, _ = _expected(gt, {"person", "car"}, set(), range(NUM_BASE))
     assert oe["base"]["accuracy"] == pytest.approx(acc_b)  # the bbox head's, as without object embeddings
-    assert oe["object_head"]["base"]["n"] == n_b and oe["object_head"]["base"]["accuracy"] == 100.0
+    assert oe["object_head"]["base"]["n"] == n_b and oe["object_head"]["base"]["accuracy"] == 0.0
     assert oe["object_head"]["novel"]["accuracy"] == 100.0 and oe["object_head"]["all"]["n"] == oe["all"]["n"]
+    # a hub: every base box takes the novel name "cat"; the bbox head (SAYS) never gives a base box a novel name
+    assert oe["object_head"]["base_named_novel"] == {"n": n_b, "n_named_novel": n_b, "rate": 100.0}
+    assert oe["base_named_novel"] == {"n": n_b, "n_named_novel": 0, "rate": 0.0}
     metrics = json.loads((out / "metrics.json").read_text())["open_ended"]
-    assert metrics["object_base_accuracy"] == metrics["object_novel_accuracy"] == 100.0
-    assert metrics["base_accuracy"] == pytest.approx(acc_b)
+    assert (metrics["object_base_accuracy"], metrics["object_novel_accuracy"]) == (0.0, 100.0)
+    assert metrics["base_accuracy"] == pytest.approx(acc_b) and metrics["base_named_novel_rate"] == 0.0
     np.savez(tmp_path / "bad.npz", **{**arrays, "object_embeddings": object_rows[:, :8].astype(np.float32)})
     with pytest.raises(ValueError, match=r"bad\.npz: 'object_embeddings' has shape \(\d+, 8\)"):
         open_ended.load_regions(tmp_path / "bad.npz")

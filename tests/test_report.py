@@ -126,8 +126,11 @@ def test_transfer_and_teacher_sections(tmp_path):
     )
     assert "ground-truth" not in report.transfer_lines(list(metrics), metrics)[1]  # oadp_demo has none
     metrics["vild_demo"]["open_ended"].update(object_novel_accuracy=75.0, object_base_accuracy=70.5)
+    metrics["vild_demo"]["open_ended"]["base_named_novel_rate"] = 74.25
+    metrics["baseline_demo"]["open_ended"]["base_named_novel_rate"] = 2.0
     assert report.transfer_lines(list(metrics), metrics)[0].endswith(
-        "base 78.5 vs 80.0; object head: novel 75.0 (+50.0 over the baseline's bbox head), base 70.5"
+        "base 78.5 vs 80.0, base boxes named as a novel class 74.2 vs 2.0; object head: novel 75.0 (+50.0 over the "
+        "baseline's bbox head), base 70.5"
     )
     teacher = {
         "clip_model": "OADP-Teacher-ViT-4H",
