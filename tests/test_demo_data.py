@@ -162,7 +162,7 @@ def _preset_demo(name: str) -> dict:
 
 @pytest.mark.parametrize(
     ("preset", "kind"),
-    [("default", "combinations"), ("demo_texture_combinations", "combinations"), ("demo_unseen_shapes", "shapes")],
+    [("default", "combinations"), ("demo_solid_combinations", "combinations"), ("demo_unseen_shapes", "shapes")],
 )
 def test_both_split_kinds_are_configured(preset, kind):
     demo = _preset_demo(preset)

@@ -104,6 +104,12 @@ def test_method_settings_per_config():
         assert roi.bbox_head.type == "Shared2FCBBoxHead" and (cfg.model.get("global_head") is not None) == (
             heads is None
         )
+        # the bbox head's classifier at temperature 0.05 (the full configs: 0.01 / 0.007 or 0.007 / 0.01); the
+        # distilled heads keep the full config's classifier
+        full = C.read_config(name.replace("_demo", "_ov_coco")).model.roi_head
+        assert roi.bbox_head.cls_predictor_cfg == dict(full.bbox_head.cls_predictor_cfg, tau_train=0.05, tau_val=0.05)
+        for h in present[1:]:
+            assert roi[f"{h}_head"].cls_predictor_cfg == full[f"{h}_head"].cls_predictor_cfg, (name, h)
         # AdamW, lr for 2 images (auto-scaled), clipped gradients; the bbox head's lr_mult of OADP is kept
         assert cfg.optim_wrapper.optimizer == dict(type="AdamW", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05)
         assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=2) and cfg.optim_wrapper.clip_grad.max_norm
