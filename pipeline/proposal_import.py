@@ -2,41 +2,21 @@
 
 The files (``oln_r50_fpn_coco_{train,val}.pkl`` ...) come from file-sharing sites. They are a pickled list with
 one ``[N_i, 5]`` float array (x1, y1, x2, y2, score; original pixels) per image, in ascending image-id order. A
-pickle can run arbitrary code while loading, so they are read with an unpickler that resolves only the globals a
-list of numpy arrays needs; anything else (an object whose reduction would run code) is refused before it is
-built, and the result is checked to be exactly that structure.
+pickle can run arbitrary code while loading, so they are read with :func:`pipeline.safe_pickle.restricted_loads`,
+which resolves only the globals a list of numpy arrays needs; anything else (an object whose reduction would run
+code) is refused before it is built, and the result is checked to be exactly that structure.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
+from pipeline.safe_pickle import UnsafePickleError, numpy_array_globals, restricted_loads
 
-
-class UnsafePickleError(ValueError):
-    """A pickle that carries something other than a list of float arrays."""
-
-
-class _ArraysOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refers to {module}.{name}; a proposals pickle may only hold numpy arrays (nothing was run)"
-            )
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid):  # torch-style persistent ids are not part of the format
-        raise UnsafePickleError("uses persistent ids; a proposals pickle may only hold numpy arrays")
+__all__ = ["UnsafePickleError", "load_proposal_pickle"]
+_ONLY = "a proposals pickle may only hold numpy arrays"
 
 
 def load_proposal_pickle(path: str | Path) -> list[np.ndarray]:
@@ -52,7 +32,7 @@ def load_proposal_pickle(path: str | Path) -> list[np.ndarray]:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read proposals pickle ({exc})") from exc
     try:
-        obj = _ArraysOnly(io.BytesIO(data)).load()
+        obj = restricted_loads(data, numpy_array_globals(), _ONLY)
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: refused: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated or foreign data

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline import safe_pickle
 from pipeline.clip import CLIPLoadError, convert, load_clip, text, vision
+from tests.test_safe_pickle import payloads, save_runs_on_load, save_with_global
 
 TINY = "OADP-Tiny-ViT-32"
 SMALL = "OADP-Small-ViT-32"  # 2 heads
@@ -116,6 +119,55 @@ def test_openai_jit_archive(tmp_path, small):
     assert loaded.source == "openai-jit"
     for x, y in zip(embeddings(small), embeddings(loaded), strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
+def save_openai_layout(path, clip) -> None:
+    """``clip``'s weights in OpenAI's own CLIP classes (clip-anytorch's ``build_model``: fp16 like the release),
+    with the release's extra buffers, traced and saved: the layout of OpenAI's ``ViT-B-32.pt``."""
+    from clip.model import build_model
+
+    openai = build_model({k: v.clone() for k, v in clip.model.state_dict().items()})
+    for key, value in (("input_resolution", 224), ("context_length", 77), ("vocab_size", 49408)):
+        openai.__dict__.pop(key, None)  # an int attribute in clip-anytorch, a buffer in the release
+        openai.register_buffer(key, torch.tensor(value))
+    traced = torch.jit.trace(openai, (images(1).half(), text.tokenizer()(["x"])), check_trace=False)
+    traced.save(str(path))
+
+
+def test_openai_layout_jit_archive_is_read_without_torch_jit_load(tmp_path, small, monkeypatch):
+    path = tmp_path / "ViT-S-32.pt"
+    save_openai_layout(path, small)
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert {"ViT-S-32/data.pkl", "ViT-S-32/constants.pkl"} <= set(names)
+    assert any(n.startswith("ViT-S-32/code/") for n in names) and any(n.startswith("ViT-S-32/data/") for n in names)
+    reference = torch.jit.load(str(path)).state_dict()
+    got = safe_pickle.torchscript_state_dict(path)
+    assert set(got) == set(reference) and "vocab_size" in got and got["visual.proj"].dtype == torch.float16
+    assert all(torch.equal(got[k], reference[k]) and got[k].dtype == reference[k].dtype for k in reference)
+
+    def no_jit_load(*args, **kwargs):
+        raise AssertionError("torch.jit.load runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", no_jit_load)
+    loaded = load_clip(SMALL, str(path))
+    assert loaded.source == "openai-jit"
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, reference[key].float()), key
+    for x, y in zip(embeddings(small), embeddings(loaded), strict=True):
+        assert F.cosine_similarity(x, y).min() > 0.999  # the archive holds fp16 weights
+
+
+@pytest.mark.parametrize("payload", ["setstate", "os.system", "builtins.eval"])
+def test_jit_archive_that_would_run_code_is_refused_unrun(tmp_path, payload):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    if payload == "setstate":
+        save_runs_on_load(path, marker)
+    else:
+        save_with_global(path, payloads(marker)[payload])
+    with pytest.raises(CLIPLoadError, match=r"evil\.pt: refused, it is not plain CLIP weights"):
+        load_clip(TINY, str(path))
+    assert not marker.exists()
 
 
 def test_openai_state_dict_in_fp16(tmp_path, small):

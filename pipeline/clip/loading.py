@@ -19,6 +19,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from pipeline import safe_pickle
 from pipeline.clip import configs, convert
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,19 @@ def _is_jit_archive(path: Path) -> bool:
 
 
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Tensors only: JIT archives via ``torch.jit.load`` (TorchScript, no pickle of Python objects), everything
-    else via safetensors or ``torch.load(weights_only=True)``."""
+    """Tensors only, nothing in the file is run: JIT archives through :func:`safe_pickle.torchscript_state_dict`
+    (TorchScript is parsed, never executed), everything else via safetensors or ``torch.load(weights_only=True)``.
+    """
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path)), "state-dict"
         if _is_jit_archive(path):
-            return torch.jit.load(str(path), map_location="cpu").state_dict(), "openai-jit"
+            return safe_pickle.torchscript_state_dict(path), "openai-jit"
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except safe_pickle.UnsafePickleError as exc:
+        raise CLIPLoadError(f"{path}: refused, it is not plain CLIP weights: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure means a corrupt or foreign file
         raise CLIPLoadError(f"{path}: not a readable CLIP checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -152,7 +156,8 @@ def _load_hf_folder(folder: Path) -> tuple[CLIP, list[Path]]:
 
     config = json.loads((folder / "config.json").read_text())
     try:
-        hf = CLIPModel.from_pretrained(str(folder), local_files_only=True)
+        # weights_only: a pytorch_model.bin is read with torch's tensors-only unpickler, never run
+        hf = CLIPModel.from_pretrained(str(folder), local_files_only=True, weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise CLIPLoadError(f"{folder}: not a loadable Hugging Face CLIP folder ({exc})") from exc
     v, t = hf.config.vision_config, hf.config.text_config
