@@ -26,13 +26,20 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
-
-
+# config.yaml and --configfile/--config layered, validated, defaults filled (README "Configuration")
+include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/local_gpu.smk"
-include: "workflow/rules/demo_data.smk"
-include: "workflow/rules/teacher.smk"
+
+
+if (
+    DATASET == "demo"
+):  # the generated dataset and its CLIP teacher exist only for the demo
+
+    include: "workflow/rules/demo_data.smk"
+    include: "workflow/rules/teacher.smk"
+
+
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/proposals.smk"

@@ -11,7 +11,10 @@ Subcommands (one per rule of the family)::
 Every output keeps exactly ``images``, ``annotations``, ``categories``; category ids are remapped to the index in
 ``bases + novels`` (LVIS: also every image's ``neg_category_ids`` / ``not_exhaustive_category_ids``); the
 categories list is sorted by the new id. The base file keeps **all** images and **all** categories but only the
-annotations of base classes. Inputs are validated before anything is written; outputs are written atomically.
+annotations of base classes. Inputs are validated before anything is written (a NaN or infinite bbox or area is an
+error naming the file and the annotation id); annotations whose box mmdet would skip at load (``w < 1``, ``h < 1``,
+``area <= 0``, or nothing left after clipping to the image: :func:`is_degenerate`) are dropped from every output,
+with their count in the log. Outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -25,77 +28,60 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import atomic, cli, vocab
+from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
+from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
+from pipeline.formats.annotation_file import validate as validate  # re-exported
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
-_REQUIRED = {
-    "images": ("id",),
-    "annotations": ("id", "image_id", "category_id", "bbox"),
-    "categories": ("id", "name"),
-}
-_LVIS_IMAGE_LISTS = ("neg_category_ids", "not_exhaustive_category_ids")
 
+def is_degenerate(ann: Mapping, image: Mapping) -> bool:
+    """Whether mmdet's ``CocoDataset.parse_data_info`` skips ``ann`` when it loads the file.
 
-class AnnotationError(ValueError):
-    """An annotation file that cannot be used; the message names the file and the offending record."""
-
-
-def validate(data: Any, source: str, lvis: bool = False) -> None:
-    """Check the structure and referential integrity of a COCO- or LVIS-format dict.
-
-    Raises:
-        AnnotationError: naming ``source`` and the first offending key, id or name.
+    Its rule: the box clipped to the image (when the image has ``width`` and ``height``) has zero area, or
+    ``area <= 0`` (when the annotation has an ``area``), or ``w < 1`` or ``h < 1``. Crowd boxes follow the same rule.
     """
-    if not isinstance(data, dict):
-        raise AnnotationError(f"{source}: top level must be an object with images/annotations/categories")
-    for key, fields in _REQUIRED.items():
-        if key not in data:
-            raise AnnotationError(f"{source}: missing key '{key}'")
-        if not isinstance(data[key], list):
-            raise AnnotationError(f"{source}: '{key}' must be a list")
-        for i, record in enumerate(data[key]):
-            if not isinstance(record, dict):
-                raise AnnotationError(f"{source}: {key}[{i}] is not an object")
-            for field in fields:
-                if field not in record:
-                    rid = record.get("id", f"#{i}")
-                    raise AnnotationError(f"{source}: {key}[{i}] (id {rid}) has no '{field}'")
-    for key in _REQUIRED:
-        counts = Counter(r["id"] for r in data[key])
-        dup = sorted(i for i, n in counts.items() if n > 1)
-        if dup:
-            what = {"images": "image", "annotations": "annotation", "categories": "category"}[key]
-            raise AnnotationError(f"{source}: duplicate {what} id(s) {dup[:10]}")
-    names = Counter(c["name"] for c in data["categories"])
-    dup_names = sorted(n for n, k in names.items() if k > 1)
-    if dup_names:
-        raise AnnotationError(f"{source}: duplicate category name(s) {dup_names[:10]}")
-    image_ids = {im["id"] for im in data["images"]}
-    cat_ids = {c["id"] for c in data["categories"]}
+    x, y, w, h = ann["bbox"]
+    if w < 1 or h < 1:
+        return True
+    if "area" in ann and ann["area"] <= 0:
+        return True
+    if "width" in image and "height" in image:
+        inter_w = max(0, min(x + w, image["width"]) - max(x, 0))
+        inter_h = max(0, min(y + h, image["height"]) - max(y, 0))
+        if inter_w * inter_h == 0:
+            return True
+    return False
+
+
+def drop_degenerate(data: Json, source: str) -> Json:
+    """``data`` (already validated) without the annotations of :func:`is_degenerate` boxes; logs how many were
+    dropped, naming ``source`` and the first ids. Images and categories are kept as they are."""
+    images = {im["id"]: im for im in data["images"]}
+    kept, dropped = [], []
     for ann in data["annotations"]:
-        if ann["image_id"] not in image_ids:
-            raise AnnotationError(f"{source}: annotation {ann['id']} points at unknown image {ann['image_id']}")
-        if ann["category_id"] not in cat_ids:
-            raise AnnotationError(f"{source}: annotation {ann['id']} points at unknown category {ann['category_id']}")
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise AnnotationError(f"{source}: annotation {ann['id']} has a bbox that is not [x, y, w, h]")
-    if lvis:
-        for im in data["images"]:
-            for field in _LVIS_IMAGE_LISTS:
-                if field not in im:
-                    raise AnnotationError(f"{source}: image {im['id']} has no '{field}'")
-                unknown = [c for c in im[field] if c not in cat_ids]
-                if unknown:
-                    raise AnnotationError(f"{source}: image {im['id']} {field} names unknown categories {unknown}")
+        (dropped if is_degenerate(ann, images[ann["image_id"]]) else kept).append(ann)
+    if dropped:
+        log.warning(
+            "%s: dropped %d of %d annotations with degenerate boxes (w < 1, h < 1, area <= 0 or outside the "
+            "image), ids %s%s",
+            source,
+            len(dropped),
+            len(data["annotations"]),
+            [a["id"] for a in dropped[:10]],
+            " ..." if len(dropped) > 10 else "",
+        )
+    else:
+        log.info("%s: no degenerate boxes", source)
+    return {**data, "annotations": kept}
 
 
-def load(path: Path, lvis: bool = False) -> Json:
-    data = atomic.read_json(path)
-    validate(data, str(path), lvis=lvis)
-    return data
+def load_source(path: Path, lvis: bool = False) -> Json:
+    """:func:`load` a stage input and :func:`drop_degenerate` its annotations: every file the stage writes holds
+    only the boxes mmdet trains on."""
+    return drop_degenerate(load(path, lvis=lvis), str(path))
 
 
 @dataclass(frozen=True)
@@ -127,7 +113,7 @@ def remap(data: Json, split: vocab.Split, lvis: bool = False) -> Remapped:
     images = data["images"]
     if lvis:
         images = [
-            {**im, **{f: [old_to_new[c] for c in im[f] if c in old_to_new] for f in _LVIS_IMAGE_LISTS}} for im in images
+            {**im, **{f: [old_to_new[c] for c in im[f] if c in old_to_new] for f in LVIS_IMAGE_LISTS}} for im in images
         ]
     full = {"images": images, "annotations": annotations, "categories": categories}
     base = {
@@ -185,7 +171,7 @@ def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
 
 
 def _cmd_coco(args: argparse.Namespace) -> None:
-    data = load(args.input)
+    data = load_source(args.input)
     split = vocab.coco_split()
     vocab.check_split(split, data["categories"], str(args.input))
     out = remap(data, split)
@@ -194,7 +180,7 @@ def _cmd_coco(args: argparse.Namespace) -> None:
 
 
 def _cmd_lvis(args: argparse.Namespace) -> None:
-    data = load(args.input, lvis=True)
+    data = load_source(args.input, lvis=True)
     split = vocab.lvis_split(data["categories"], str(args.input))
     out = remap(data, split, lvis=True)
     log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
@@ -202,7 +188,7 @@ def _cmd_lvis(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    data = load(args.input)
+    data = load_source(args.input)
     split = vocab.named_split(args.base, args.novel, data["categories"], str(args.input))
     out = remap(data, split)
     log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
@@ -210,12 +196,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_min(args: argparse.Namespace) -> None:
-    data = load(args.input)
+    data = load_source(args.input)
     _write([(args.output, restrict_to_annotated(data))])
 
 
 def _cmd_lvis_extras(args: argparse.Namespace) -> None:
-    data = load(args.input, lvis=True)
+    data = load_source(args.input, lvis=True)
     vocab.lvis_split(data["categories"], str(args.input))  # frequencies present and valid
     _write([(args.out_norare, without_rare(data)), (args.out_cat_info, category_info(data))])
 

@@ -1,4 +1,9 @@
-"""Shared command-line plumbing for the stages: logging to stderr and to the rule's log file."""
+"""Shared command-line plumbing for the stages: logging to stderr and to the rule's log file, exit statuses.
+
+Every ``python -m pipeline.<stage>`` ends in ``raise SystemExit(run_main(main))``: a ``ValueError`` (bad input)
+is one line on stderr and exit status 2; any other exception is logged with its traceback and gives exit status 1.
+The ``--log`` file receives the traceback in both cases.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +18,31 @@ def add_log_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _BriefFormatter(logging.Formatter):
+    """Leaves out the traceback of records logged with ``extra={"brief": True}`` (stderr shows one line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "brief", False) and record.exc_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
 def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
-    """Log to stderr and, when given, to ``log_file`` (appended; Snakemake's ``log:`` path)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log to stderr and, when given, to ``log_file`` (appended; Snakemake's ``log:`` path).
+
+    Records logged with ``extra={"brief": True}`` carry their traceback to ``log_file`` only."""
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(_BriefFormatter(LOG_FORMAT))
+    handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+        file_handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(file_handler)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True)
 
 
 def dispatch(parser: argparse.ArgumentParser, argv=None):
@@ -50,6 +68,14 @@ def torchrun_command(module: str, gpus: int, argv) -> list[str]:
     ]
 
 
+def check_gpus(gpus: int) -> None:
+    """Raise ``ValueError`` when ``gpus > 1`` and fewer CUDA devices are visible."""
+    import torch
+
+    if gpus > 1 and torch.cuda.device_count() < gpus:
+        raise ValueError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+
+
 def relaunch_under_torchrun(module: str, gpus: int, argv) -> bool:
     """For ``gpus > 1`` outside torchrun: rerun the stage under torchrun and return True (the caller stops).
 
@@ -59,22 +85,39 @@ def relaunch_under_torchrun(module: str, gpus: int, argv) -> bool:
     import os
     import subprocess
 
-    import torch
-
     if gpus <= 1 or "LOCAL_RANK" in os.environ:
         return False
-    if torch.cuda.device_count() < gpus:
-        raise ValueError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    check_gpus(gpus)
     logging.getLogger(module).info("launching %d processes with torchrun", gpus)
     subprocess.run(torchrun_command(module, gpus, argv), check=True)
     return True
 
 
 def run_main(main_fn, argv=None) -> int:
-    """Run a stage's ``main``; a ``ValueError`` (bad input) becomes one clear line and exit status 2."""
+    """Run a stage's ``main`` and return its exit status.
+
+    0: success. 2: a ``ValueError`` (bad input): one line on stderr, the traceback in the log file too.
+    1: any other exception, logged with its traceback (stderr and log file). A ``SystemExit`` with a message is
+    logged as an error and gives 1; one with a status (argparse) passes through.
+    """
     try:
         main_fn(argv)
+        return 0
     except ValueError as exc:
-        logging.getLogger("pipeline").error("%s", exc)
+        _log_failure().error("%s", exc, exc_info=True, extra={"brief": True})
         return 2
-    return 0
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        _log_failure().error("%s", exc.code)
+        return 1
+    except Exception as exc:
+        _log_failure().exception("failed: %s: %s", type(exc).__name__, exc)
+        return 1
+
+
+def _log_failure() -> logging.Logger:
+    """The logger for a stage's failure; stderr logging is set up first if the stage failed before doing so."""
+    if not logging.getLogger().handlers:
+        setup_logging()
+    return logging.getLogger("pipeline")

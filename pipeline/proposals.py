@@ -3,8 +3,11 @@
 Subcommands::
 
     train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``);
-             resumable: restarts from the last checkpoint of its work dir
-    predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``
+             resumable: restarts from the last checkpoint of its work dir when the same run made it (options,
+             input contents, initial weights: ``pipeline.workdir``; other checkpoints move to ``stale/``)
+    predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``;
+             an unreadable image stops it or, with ``--on-bad-image skip``, gets no proposals and is listed in the
+             file's ``skipped`` attr (JSON list of ``{"image_id", "reason"}``; see :mod:`pipeline.images`)
     import   the reference's proposal pickles (list of [N, 5] arrays, ascending image id) through a restricted
              unpickler -> the same HDF5 format
     recall   AR@100/300/1000 of base and novel ground truth -> ``recall.json``
@@ -16,6 +19,7 @@ the model and the annotation hash.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic, cli, proposal_file, recall
+from pipeline import atomic, cli, images, proposal_file, recall, workdir
 from pipeline.oake.extract import list_images, sha256_file
 from pipeline.proposal_import import load_proposal_pickle
 
@@ -158,13 +162,16 @@ def train_config(args: argparse.Namespace) -> dict:
         default_scope="mmdet",
         log_level="INFO",
         resume=True,
-        # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head);
-        # mmengine loads it non-strictly, and a resumed run ignores it
+        # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head), loaded
+        # non-strictly by a fresh run; a resumed run ignores it (pipeline.workdir.initial_weights)
         load_from=args.backbone_init.split(":", 1)[1] if args.backbone_init.startswith("detector:") else None,
     )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    cli.check_gpus(args.gpus)
+    if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
+        workdir.guard_work_dir(args.work_dir, train_config(args), dirs=[args.images], run={"gpus": args.gpus})
     if cli.relaunch_under_torchrun("pipeline.proposals", args.gpus, args.argv):
         return
     from mmdet.utils import register_all_modules
@@ -176,6 +183,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     compat.allow_mmengine_checkpoints()
     register_all_modules()
     cfg = Config(train_config(args))
+    workdir.initial_weights(cfg, args.work_dir)
     runner = Runner.from_cfg(cfg)
     runner.train()
     if runner.rank != 0:
@@ -216,23 +224,35 @@ def load_rpn(checkpoint: str | Path, device: str):
 
 
 @torch.inference_mode()
-def predict(model, meta: dict, items, device: str, max_per_img: int) -> tuple[list, list, list]:
-    """Run the RPN over ``items`` (``ImageItem``s) -> ids, boxes ``[n, 4]`` (original pixels), scores ``[n]``."""
-    from mmcv.transforms import Compose
+def predict(
+    model, meta: dict, items, device: str, max_per_img: int, on_bad_image: str = "error"
+) -> tuple[list, list, list, list]:
+    """Run the RPN over ``items`` (``ImageItem``s) -> ids, boxes ``[n, 4]`` (original pixels), scores ``[n]`` and
+    the skipped images ``{"image_id", "reason"}``.
+
+    An unreadable image follows ``on_bad_image`` (:mod:`pipeline.images`): ``error`` raises ``ValueError`` naming
+    it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
+    import numpy as np
     from tqdm import tqdm
 
     _, test_pipeline = _pipelines(int(meta["scale"]))
-    pipeline = Compose(test_pipeline)
+    policy = images.ImagePolicy(on_bad_image)
+    pipeline = images.mmcv_test_pipeline(test_pipeline, policy)
     ids, boxes, scores = [], [], []
     for item in tqdm(items, desc="proposals", unit="img"):
-        data = pipeline(dict(img_path=str(item.path), img_id=item.image_id))
+        data = pipeline(item)
+        if data is None:
+            ids.append(item.image_id)
+            boxes.append(np.zeros((0, 4), np.float32))
+            scores.append(np.zeros(0, np.float32))
+            continue
         batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
         out = model.test_step(batch)[0].pred_instances
         order = torch.argsort(out.scores, descending=True)[:max_per_img]
         ids.append(item.image_id)
         boxes.append(out.bboxes[order].float().cpu().numpy())
         scores.append(out.scores[order].float().cpu().numpy())
-    return ids, boxes, scores
+    return ids, boxes, scores, policy.skipped
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -242,14 +262,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.dry_run:
         items = items[:DRY_RUN_IMAGES]
     start = time.perf_counter()
-    ids, boxes, scores = predict(model, meta, items, device, args.max_per_img)
-    log.info("%d images in %.1f s", len(ids), time.perf_counter() - start)
+    ids, boxes, scores, skipped = predict(model, meta, items, device, args.max_per_img, args.on_bad_image)
+    log.info("%d images in %.1f s, %d skipped as unreadable", len(ids), time.perf_counter() - start, len(skipped))
     attrs = {
         "model": f"{meta.get('arch', 'rpn')}_r{meta['depth']}_fpn",
         "checkpoint_sha256": sha256_file(args.checkpoint),
         "annotations_sha256": sha256_file(args.annotations),
         "train_annotations_sha256": meta["annotations_sha256"],
         "dry_run": bool(args.dry_run),
+        "skipped": json.dumps(skipped),
     }
     proposal_file.write(args.output, ids, boxes, scores, attrs)
 
@@ -312,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
     p.add_argument("--max-per-img", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--on-bad-image",
+        choices=images.ON_BAD_IMAGE,
+        default="error",
+        help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
+    )
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=_cmd_predict)
     p = sub.add_parser("import", help="safe import of reference proposal pickles")

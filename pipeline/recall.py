@@ -2,7 +2,8 @@
 
 For each ground-truth box the best IoU among an image's top-k proposals (by score) is taken; recall at IoU t is
 the fraction of boxes whose best IoU >= t, and AR is the mean recall over t = 0.50, 0.55, ..., 0.95 (Hosang et
-al.; every proposal may cover several boxes). Crowd boxes are not counted. Values in percent.
+al.; every proposal may cover several boxes). Crowd boxes are not counted. Values in percent; ``None`` (JSON null)
+for a group without boxes, where recall is undefined.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ def best_overlaps(gt: np.ndarray, proposals: np.ndarray, scores: np.ndarray, k: 
     return box_iou(gt, np.asarray(proposals)[top]).max(1)
 
 
-def average_recall(best: np.ndarray) -> float:
-    """Mean over IoU 0.50:0.95 of the fraction of boxes with best IoU >= t, in percent (NaN without boxes)."""
+def average_recall(best: np.ndarray) -> float | None:
+    """Mean over IoU 0.50:0.95 of the fraction of boxes with best IoU >= t, in percent (``None`` without boxes)."""
     if len(best) == 0:
-        return float("nan")
+        return None
     return float(100 * np.mean([(best >= t).mean() for t in IOU_THRESHOLDS]))
 
 
@@ -73,8 +74,9 @@ def recall_report(annotations: Mapping, proposals, num_base: int, ks: Sequence[i
         for k in ks:
             parts = best[k]["base"] + best[k]["novel"] if group == "all" else best[k][group]
             ov = np.concatenate(parts) if parts else np.zeros(0)
-            entry[f"AR@{k}"] = round(average_recall(ov), 3)
-            entry[f"R@{k}@0.5"] = round(float(100 * (ov >= 0.5).mean()), 3) if len(ov) else float("nan")
+            ar = average_recall(ov)
+            entry[f"AR@{k}"] = None if ar is None else round(ar, 3)
+            entry[f"R@{k}@0.5"] = round(float(100 * (ov >= 0.5).mean()), 3) if len(ov) else None
             entry["boxes"] = int(len(ov))
         report[group] = entry
     return report

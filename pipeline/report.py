@@ -10,15 +10,16 @@ Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_cur
 ``per_class_ap.json`` (optional), and the training scalars ``<train-dir>/<name>/<timestamp>/vis_data/scalars.json``
 (the newest run that logged losses). Writes (atomically):
 
-* ``summary.md``: one table experiments x metrics (novel / base / all AP50, AP, LVIS AP / APr / APc / APf when
-  present, open-ended accuracy), proposal recall (AR@100 base / novel), the novel AP50 of each distilled
-  experiment over its ``baseline_*`` (same suffix), the CLIP teacher's zero-shot accuracy (``--teacher``), the
-  OAKE throughput and disk figures and the train step-time ratio from the benchmark files when they exist, and
-  the list of plots;
+* ``summary.md``: one table runs x metrics (novel / base / all AP50, AP, LVIS AP / APr / APc / APf when
+  present, open-ended accuracy), the spread over training seeds (runs ``E+seedN`` grouped with ``E``: mean and
+  min–max AP50, ``pipeline.report_seeds``), proposal recall (AR@100 base / novel), the novel AP50 of each distilled
+  experiment over its ``baseline_*`` (same suffix; means over the seeds), the CLIP teacher's zero-shot accuracy
+  (``--teacher``), the OAKE throughput and disk figures and the train step-time ratio from the benchmark files when
+  they exist, the numerics environment of every training (``final.pth`` meta), and the list of plots;
 * ``pr_curves.png``: precision-recall at IoU 0.5, base and novel mean curves per experiment;
 * ``per_class_ap.png``: AP50 per class, bars coloured base / novel, one panel per experiment;
 * ``loss_curves.png``: total and per-branch training losses per experiment;
-* ``transfer.png``: base and novel AP50 side by side per experiment, with the teacher's zero-shot accuracy.
+* ``transfer.png``: base and novel AP50 (means over the seeds) per experiment, with the teacher's zero-shot accuracy.
 
 A missing optional file leaves its section out and says so; a missing or malformed metrics file is an error
 naming it.
@@ -32,7 +33,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import atomic, cli
+from pipeline import atomic, cli, report_seeds
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +221,25 @@ def summary_markdown(
     bench_dir: Path | None,
     teacher: dict | None,
     plots: Sequence[str],
+    environment: Sequence[str] = (),
 ) -> str:
+    """``experiments``: the runs (``E`` and its ``E+seedN``), grouped here by experiment."""
+    groups, means = report_seeds.by_experiment(experiments, metrics)
     out = ["# OADP-Flow report", "", "## Detection (percent)", "", metrics_table(experiments, metrics), ""]
     out.append(
         "novel AP50 is the OV-COCO headline (generalized setting: all classes scored together, then sliced); "
         "APr is the OV-LVIS one. `–`: not evaluated or no ground truth."
     )
+    out += ["", "## Spread over training seeds (AP50, percent: mean (min–max))", ""]
+    out += report_seeds.seed_lines(groups, metrics) + [
+        "",
+        "Seeds: the config's own (run `E`) and every `train.seeds` N (run `E+seedN`); the comparisons below use the "
+        "means.",
+    ]
     out += ["", "## Class-agnostic proposals", ""]
     if recall:
         parts = [
-            f"{split} AR@100 {recall[split]['AR@100']:.1f} (R@100 IoU 0.5: {recall[split]['R@100@0.5']:.1f}, "
+            f"{split} AR@100 {_fmt(recall[split]['AR@100'])} (R@100 IoU 0.5: {_fmt(recall[split]['R@100@0.5'])}, "
             f"{recall[split]['boxes']} boxes)"
             for split in ("base", "novel", "all")
             if split in recall
@@ -237,12 +247,14 @@ def summary_markdown(
         out += [f"- {p}" for p in parts]
     else:
         out.append("(no recall file)")
-    effect = transfer_lines(experiments, metrics)
+    effect = transfer_lines(list(groups), means)
     if effect:
         out += ["", "## Open-vocabulary transfer (novel AP50 over the baseline without distillation)", ""] + effect
     if teacher:
         out += ["", "## CLIP teacher (zero-shot, percent)", ""] + teacher_lines(teacher)
     out += ["", "## Benchmarks", ""] + _bench_lines(bench_dir)
+    if environment:
+        out += ["", "## Training environment (what decides the floating-point results)", "", *environment]
     out += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in plots] + [""]
     return "\n".join(out)
 
@@ -292,8 +304,8 @@ def plot_per_class(experiments, per_class: dict[str, list], path: Path) -> None:
 
 
 def plot_transfer(experiments, metrics: dict[str, dict], teacher: dict | None, path: Path) -> None:
-    """Novel and base AP50 side by side per experiment, with the teacher's zero-shot accuracy (held-out crops,
-    base / novel) as reference lines when a teacher report is given."""
+    """Novel and base AP50 (``metrics``: means over the seeds) side by side per experiment, with the teacher's
+    zero-shot accuracy (held-out crops, base / novel) as reference lines when a teacher report is given."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(1, len(experiments)), 4), layout="constrained")
@@ -335,8 +347,10 @@ def build_report(args: argparse.Namespace) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    experiments = list(args.experiments)
-    metrics = {e: load_metrics(args.evaluate_dir, e) for e in experiments}
+    runs = list(args.experiments)
+    metrics = {e: load_metrics(args.evaluate_dir, e) for e in runs}
+    groups, means = report_seeds.by_experiment(runs, metrics)
+    experiments = [members[0] for members in groups.values()]  # one run per experiment in the curve plots
     curves = {e: _optional_json(args.evaluate_dir / e / "pr_curves.json") for e in experiments}
     per_class = {e: _optional_json(args.evaluate_dir / e / "per_class_ap.json") for e in experiments}
     scalars = {e: training_scalars(args.train_dir, e) for e in experiments} if args.train_dir else {}
@@ -347,22 +361,16 @@ def build_report(args: argparse.Namespace) -> None:
     plot_pr_curves(experiments, curves, args.out_dir / plots[0])
     plot_per_class(experiments, per_class, args.out_dir / plots[1])
     plot_losses(experiments, scalars, args.out_dir / plots[2])
-    plot_transfer(experiments, metrics, teacher, args.out_dir / plots[3])
+    plot_transfer(list(groups), means, teacher, args.out_dir / plots[3])
     missing = [e for e in experiments if not curves[e]] + [e for e in experiments if not scalars.get(e)]
     if missing:
         log.warning("no curves or training scalars for %s: their panels are empty", sorted(set(missing)))
-    text = summary_markdown(
-        experiments,
-        metrics,
-        _optional_json(args.recall),
-        args.bench_dir,
-        teacher,
-        plots,
-    )
+    env = report_seeds.environment_lines(args.train_dir, runs)
+    text = summary_markdown(runs, metrics, _optional_json(args.recall), args.bench_dir, teacher, plots, env)
     with atomic.atomic_path(args.out_dir / "summary.md", suffix=".md") as tmp:
         Path(tmp).write_text(text)
-    log.info("report: %d experiments, %d plots -> %s", len(experiments), len(plots), args.out_dir)
-    print(metrics_table(experiments, metrics))
+    log.info("report: %d runs of %d experiments, %d plots -> %s", len(runs), len(groups), len(plots), args.out_dir)
+    print(metrics_table(runs, metrics))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -370,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_log_argument(p)
-    p.add_argument("--experiments", nargs="+", required=True)
+    p.add_argument("--experiments", nargs="+", required=True, help="runs: experiments E and seed runs E+seedN")
     p.add_argument("--evaluate-dir", type=Path, default=Path("results/evaluate"), help="metrics per experiment (input)")
     p.add_argument("--train-dir", type=Path, default=None, help="training work dirs, for the loss curves (input)")
     p.add_argument("--recall", type=Path, default=None, help="proposal recall.json (input)")

@@ -6,19 +6,19 @@ Subcommands::
              ``pipeline/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
              ``oadp_*`` object + block + global, ``baseline_*`` none) or ``--config FILE``; ``--cfg-options``
              overrides keys. lr is the config's for 16 images per iteration, scaled to the real batch by mmengine
-             (said in the log). Resumes from the last checkpoint of its work dir; TensorBoard events in
-             ``<work dir>/<timestamp>/vis_data``; writes ``final.pth`` (weights + the resolved config; weights-only
-             loadable). ``--gpus N`` relaunches under torchrun.
+             (said in the log). Resumes from the last checkpoint of its work dir when the same run made it (config,
+             input contents, initial weights: ``pipeline.workdir``; other checkpoints move to ``stale/``);
+             TensorBoard events in ``<work dir>/<timestamp>/vis_data``; writes ``final.pth`` (weights + the resolved
+             config; weights-only loadable). ``--gpus N`` relaunches under torchrun.
     predict  run a trained detector over every image of a split -> COCO-format detections (remapped category ids;
              RLE masks when the config has a mask head); ``--regions`` also writes the bbox head's embedding of
-             every ground-truth box (for the open-ended evaluation), and the object head's when there is one
+             every ground-truth box (for the open-ended evaluation), and the object head's when there is one. An
+             unreadable image stops it or, with ``--on-bad-image skip``, gets no detections and no regions
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import shlex
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic, cli
+from pipeline import atomic, cli, images, workdir
 from pipeline.oake.extract import list_images, sha256_file
 
 log = logging.getLogger(__name__)
@@ -75,62 +75,26 @@ def _config(args: argparse.Namespace, *, cuda: bool):
     )
     if args.dry_run:
         train_dataset(cfg).indices = 8
-    if cfg.get("load_from") and cfg.resume:
-        # initial weights (load_from) for a fresh run; a run with checkpoints in its work dir resumes them instead
-        # (mmengine would otherwise "resume" the initial weights, optimizer and iteration included)
-        from mmengine.runner import find_latest_checkpoint
-
-        if find_latest_checkpoint(str(args.work_dir)):
-            cfg.load_from = None
-        else:
-            cfg.resume = False
-            log.info("initial weights: %s (non-strict: matching names only)", cfg.load_from)
     return cfg
 
 
-def config_fingerprint(cfg) -> str:
-    """sha256 of the resolved config (what a checkpoint in the work dir was trained with)."""
-    text = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def guard_work_dir(work_dir: Path, fingerprint: str) -> None:
-    """Resume only checkpoints of the same config: checkpoints left by another config (the experiment's file,
-    options or inputs changed and Snakemake reruns the job) are moved to ``stale/<old fingerprint>/``, not
-    resumed and not deleted. The current fingerprint is recorded in ``config.sha256``."""
-    stamp = work_dir / "config.sha256"
-    old = stamp.read_text().strip() if stamp.exists() else None
-    leftovers = [p for p in work_dir.glob("*.pth") if p.name != "final.pth"] + list(work_dir.glob("last_checkpoint"))
-    if leftovers and old != fingerprint:
-        stale = work_dir / "stale" / (old or "unknown")[:16]
-        stale.mkdir(parents=True, exist_ok=True)
-        for path in leftovers:
-            path.replace(stale / path.name)
-        log.warning(
-            "%s: %d checkpoint file(s) of a different config (%s) moved to %s; training starts afresh",
-            work_dir,
-            len(leftovers),
-            (old or "no fingerprint")[:12],
-            stale,
-        )
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(stamp) as tmp:
-        Path(tmp).write_text(fingerprint + "\n")
-
-
 def _cmd_fit(args: argparse.Namespace) -> None:
+    cli.check_gpus(args.gpus)
+    cfg = _config(args, cuda=torch.cuda.is_available())
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
-        guard_work_dir(args.work_dir, config_fingerprint(_config(args, cuda=torch.cuda.is_available())))
+        # the fingerprint sees load_from (initial weights) before a resume clears it
+        workdir.guard_work_dir(args.work_dir, cfg, dirs=[args.images], run={"gpus": args.gpus})
     if cli.relaunch_under_torchrun("pipeline.train", args.gpus, args.argv):
         return
     from mmengine.runner import Runner
 
     from pipeline import compat
     from pipeline.detector import register_modules
+    from pipeline.environment import environment
 
     compat.allow_mmengine_checkpoints()
     register_modules()
-    cfg = _config(args, cuda=torch.cuda.is_available())
+    workdir.initial_weights(cfg, args.work_dir)
     runner = Runner.from_cfg(cfg)
     prompts = stored_prompts(cfg)  # read as the model was built, not after training
     runner.train()
@@ -142,6 +106,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         "argv": shlex.join(args.argv),
         "config": cfg.to_dict(),
         "prompts": prompts,
+        "environment": environment(),
     }
     with atomic.atomic_path(args.work_dir / "final.pth", suffix=".pth") as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
@@ -218,7 +183,6 @@ def _encode_masks(masks) -> list[dict]:
 @torch.inference_mode()
 def _cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
-    from mmcv.transforms import Compose
     from tqdm import tqdm
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -234,7 +198,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             model.roi_head.ensemble = ensemble_exponents({"lambda_base": lambda_base, "lambda_novel": lambda_novel})
         except ValueError as err:
             raise SystemExit(f"predict --ensemble: {err}") from None
-    pipeline = Compose(cfg.test_pipeline)
+    policy = images.ImagePolicy(args.on_bad_image)
+    pipeline = images.mmcv_test_pipeline(cfg.test_pipeline, policy)
     coco = atomic.read_json(args.annotations)
     anns_by_image: dict[int, list[dict]] = {}
     for ann in coco.get("annotations", []):
@@ -244,7 +209,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     object_head = getattr(model.roi_head, "object_head", None)
     items = list_images(args.annotations, args.images)[: 4 if args.dry_run else None]
     for item in tqdm(items, desc=f"detect {meta['experiment']}", unit="img"):
-        data = pipeline(dict(img_path=str(item.path), img_id=item.image_id))
+        data = pipeline(item)
+        if data is None:  # skipped (unreadable): no detections and no regions
+            continue
         batch = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
         feats = model.extract_feat(batch["inputs"])
         samples = batch["data_samples"]
@@ -275,9 +242,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             regions["iscrowd"] += [int(a.get("iscrowd", 0)) for a in anns]
     atomic.write_json(args.output, detections)
     log.info(
-        "%d detections on %d images -> %s (checkpoint %s)",
+        "%d detections on %d images (%d skipped as unreadable) -> %s (checkpoint %s)",
         len(detections),
-        len(items),
+        len(items) - len(policy.skipped),
+        len(policy.skipped),
         args.output,
         sha256_file(args.checkpoint)[:12],
     )
@@ -360,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="keep detections scoring above this (reference 0.0: scores that underflow to 0 are dropped)",
+    )
+    p.add_argument(
+        "--on-bad-image",
+        choices=images.ON_BAD_IMAGE,
+        default="error",
+        help="an unreadable image stops the job (error) or is skipped: no detections, no regions (skip)",
     )
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=_cmd_predict)

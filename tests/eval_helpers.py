@@ -105,9 +105,9 @@ def with_masks(gt: dict, dets: list[dict]) -> list[dict]:
 def write_prompts(path: Path, names: list[str], embeddings: np.ndarray) -> Path:
     import torch
 
-    from pipeline import prompts
+    from pipeline.formats import prompt_file
 
-    prompts.save(path, names, torch.as_tensor(embeddings, dtype=torch.float32), {"source": "test"})
+    prompt_file.save(path, names, torch.as_tensor(embeddings, dtype=torch.float32), {"source": "test"})
     return path
 
 

@@ -8,7 +8,26 @@ from pathlib import Path
 import pytest
 
 from pipeline import annotations, vocab
-from tests.conftest import make_coco, make_lvis, write_json
+from tests import conftest
+from tests.conftest import write_json
+
+
+def _inside(data: dict) -> dict:
+    """``conftest.make_coco`` draws y in [0, 500) on 480-pixel-high images, so some boxes lie wholly below their
+    image and the stage drops them; move every box inside its image (only the box-geometry tests below meet
+    degenerate boxes)."""
+    for a in data["annotations"]:
+        a["bbox"][1] = round(a["bbox"][1] * 0.9, 1)
+    return data
+
+
+def make_coco(*args, **kwargs) -> dict:
+    return _inside(conftest.make_coco(*args, **kwargs))
+
+
+def make_lvis(*args, **kwargs) -> dict:
+    return _inside(conftest.make_lvis(*args, **kwargs))
+
 
 # The 15 COCO classes outside the 65 (method section 2.1), written out independently of pipeline.vocab.
 DROPPED = {
@@ -268,3 +287,106 @@ def test_cli_reports_bad_input_as_one_line_and_exit_2(tmp_path, coco_categories)
     assert "bad.json: annotation 3 points at unknown image 4242" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "a.json").exists()
+
+
+# ------------------------------------------------------------------------------------------- box geometry
+
+# (bbox, area) of annotations mmdet's CocoDataset.parse_data_info skips; images are 640 x 480
+DEGENERATE = {
+    "negative width": ([10.0, 10.0, -5.0, 20.0], 100.0),
+    "zero width": ([10.0, 10.0, 0.0, 20.0], 100.0),
+    "zero size": ([10.0, 10.0, 0.0, 0.0], 0.0),
+    "width below 1": ([10.0, 10.0, 0.5, 20.0], 10.0),
+    "height below 1": ([10.0, 10.0, 20.0, 0.9], 10.0),
+    "zero area": ([10.0, 10.0, 20.0, 20.0], 0.0),
+    "right of the image": ([640.0, 10.0, 20.0, 20.0], 400.0),
+    "above the image": ([10.0, -30.0, 20.0, 30.0], 600.0),
+}
+# kept: at least 1 x 1 and overlapping the image, even if partly outside it
+VALID = {
+    "one pixel": ([10.0, 10.0, 1.0, 1.0], 1.0),
+    "partly outside": ([630.0, -10.0, 20.0, 20.0], 400.0),
+}
+
+
+def _with_boxes(raw: dict, boxes: dict) -> dict[str, int]:
+    """Overwrite the bbox/area of annotations of images >= 4 with ``boxes``; returns label -> annotation id."""
+    targets = [a for a in raw["annotations"] if a["image_id"] >= 4]
+    ids = {}
+    for ann, (label, (bbox, area)) in zip(targets, boxes.items(), strict=False):
+        ann["bbox"], ann["area"] = list(bbox), area
+        ids[label] = ann["id"]
+    assert len(ids) == len(boxes)
+    return ids
+
+
+@pytest.mark.parametrize("command", ["coco", "lvis", "lvis-extras"])
+def test_degenerate_boxes_are_dropped_with_a_count_in_the_log(tmp_path, coco_categories, lvis_categories, command):
+    if command == "coco":
+        raw = make_coco(coco_categories, num_images=12)
+    else:
+        raw = make_lvis([c for c in lvis_categories if c["frequency"] != "r"][:20], num_images=12)
+    ids = _with_boxes(raw, {**DEGENERATE, **VALID})
+    bad = {ids[k] for k in DEGENERATE}
+    src = write_json(tmp_path / "source.json", raw)
+    out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
+    flags = ["--out-norare", "--out-cat-info"] if command == "lvis-extras" else ["--out-all", "--out-base"]
+    log_file = tmp_path / "stage.log"
+    run_cli("--log", str(log_file), command, "--input", str(src), flags[0], str(out_a), flags[1], str(out_b))
+
+    first = load(out_a)
+    kept_ids = {a["id"] for a in first["annotations"]}
+    assert not kept_ids & bad
+    assert {ids[k] for k in VALID} <= kept_ids
+    assert [im["id"] for im in first["images"]] == [im["id"] for im in raw["images"]]  # images are never dropped
+    if command == "lvis-extras":
+        info = {r["id"]: r["instance_count"] for r in load(out_b)}
+        assert sum(info.values()) == len(raw["annotations"]) - len(bad)
+    else:
+        assert not {a["id"] for a in load(out_b)["annotations"]} & bad
+    # both outputs are those of the input without the degenerate annotations
+    clean_annotations = [a for a in raw["annotations"] if a["id"] not in bad]
+    clean = write_json(tmp_path / "clean.json", {**raw, "annotations": clean_annotations})
+    ref_a, ref_b = tmp_path / "ref_a.json", tmp_path / "ref_b.json"
+    run_cli(command, "--input", str(clean), flags[0], str(ref_a), flags[1], str(ref_b))
+    assert (load(out_a), load(out_b)) == (load(ref_a), load(ref_b))
+    (message,) = [line for line in log_file.read_text().splitlines() if "WARNING" in line]
+    assert f"{src}: dropped {len(bad)} of {len(raw['annotations'])} annotations" in message
+    assert str(sorted(bad)) in message  # the ids
+
+
+def test_min_file_leaves_out_images_whose_only_box_is_degenerate(tmp_path, coco_categories):
+    raw = make_coco(coco_categories, num_images=6)
+    (only,) = [a for a in raw["annotations"] if a["image_id"] == 3]  # of the last category, toothbrush: a base class
+    only["bbox"] = [5.0, 5.0, 0.0, 10.0]
+    src = write_json(tmp_path / "instances_val2017.json", raw)
+    out65, out48, outmin = (tmp_path / f"out.{k}.json" for k in ("65", "48", "65.min"))
+    run_cli("coco", "--input", str(src), "--out-all", str(out65), "--out-base", str(out48))
+    run_cli("min", "--input", str(out65), "--output", str(outmin))
+    assert 3 not in {im["id"] for im in load(outmin)["images"]}
+    assert 3 in {im["id"] for im in load(out65)["images"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("bbox", [1.0, 2.0, float("nan"), 4.0], "non-finite bbox"),
+        ("bbox", [float("inf"), 2.0, 3.0, 4.0], "non-finite bbox"),
+        ("bbox", [1.0, 2.0, 3.0, float("-inf")], "non-finite bbox"),
+        ("bbox", [1.0, "2", 3.0, 4.0], "bbox that is not [x, y, w, h]"),
+        ("bbox", [1.0, 2.0, True, 4.0], "bbox that is not [x, y, w, h]"),
+        ("area", float("nan"), "non-finite or non-numeric area"),
+    ],
+)
+def test_non_finite_box_is_refused_naming_file_and_id(tmp_path, coco_categories, field, value, message):
+    raw = make_coco(coco_categories, num_images=6)
+    raw["annotations"][4][field] = value
+    ann_id = raw["annotations"][4]["id"]
+    src = tmp_path / "instances_train2017.json"
+    src.write_text(json.dumps(raw))  # Python writes NaN / Infinity, which json.load reads back
+    out_all, out_base = tmp_path / "o.65.json", tmp_path / "o.48.json"
+    with pytest.raises(ValueError) as err:
+        run_cli("coco", "--input", str(src), "--out-all", str(out_all), "--out-base", str(out_base))
+    assert isinstance(err.value, annotations.AnnotationError)
+    assert f"{src}: annotation {ann_id} has a {message}" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_train2017.json"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import prompts as prompt_files
 from pipeline.detector import config as C
+from pipeline.formats import prompt_file as prompt_files
 
 NAMES = ["c", "x", "a", "b"]
 

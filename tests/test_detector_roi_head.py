@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import prompts as prompt_files
+from pipeline.formats import prompt_file as prompt_files
 from tests.test_detector_modules import build, head_cfg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,26 +278,169 @@ def test_train_cli_fit_and_predict(tmp_path):
     torch.testing.assert_close(model.roi_head.bbox_head.fc_cls.embeddings, rows.float())
 
 
-def test_checkpoints_of_another_config_are_set_aside_not_resumed(tmp_path):
+def _killed_in_second_iteration(work: Path) -> None:
+    """Leave a work dir whose run of 2 iterations finished as a run killed in its second iteration leaves it:
+    ``iter_1.pth`` named by ``last_checkpoint`` (an absolute path, as mmengine writes it), no ``final.pth``."""
+    (work / "final.pth").unlink()
+    (work / "iter_2.pth").unlink()
+    (work / "last_checkpoint").write_text(str((work / "iter_1.pth").resolve()))
+
+
+def _newest_run_log(work: Path) -> str:
+    return sorted(work.glob("2*/2*.log"))[-1].read_text()
+
+
+def _resumed(work: Path) -> bool:
+    """Whether the newest run of ``work`` resumed the checkpoint of iteration 1 (and trained iteration 2)."""
+    log = _newest_run_log(work)
+    return "resumed epoch: 0, iter: 1" in log and (work / "final.pth").is_file()
+
+
+def _stale(work: Path) -> list[str]:
+    """The checkpoint files set aside in ``stale/`` so far."""
+    return sorted(p.name for p in (work / "stale").rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+def test_fit_resumes_only_the_same_run(tmp_path, monkeypatch):
+    """Through ``train fit`` (2 iterations, a checkpoint each): a killed run resumes with the same inputs, also
+    after the project folder moved; changed annotation contents, a new ``load_from`` and changed contents of the
+    ``load_from`` file start afresh, the old checkpoints set aside in ``stale/``."""
+    from mmdet.visualization import DetLocalVisualizer
+
     from pipeline import train
+
+    project = tmp_path / "project"
+    demo = make_demo_split(project, num_train=4, num_val=1)
+    _vild_and_ml_prompts(project)
+    monkeypatch.chdir(project)
+    work = Path("work")
+
+    def fit(*options: str) -> None:
+        # in the DAG every run is a process of its own; here each run needs a new global visualizer (mmengine keeps
+        # the first one, which writes into the first run's folder)
+        DetLocalVisualizer._instance_dict.clear()
+        train.main(
+            ["fit", "--experiment", "baseline_demo", "--names-from", "train.all.json", "--num-base", "3",
+             "--annotations", "train.base.json", "--images", str(demo.relative_to(project) / "images/train"),
+             "--prompt", "vild=vild.pth", "--work-dir", str(work), "--iters", "2", "--workers", "0",
+             "--cfg-options", "model.train_cfg.rpn_proposal.max_per_img=50", "model.train_cfg.rcnn.sampler.num=32",
+             "default_hooks.checkpoint.interval=1", *options]
+        )  # fmt: skip
+
+    fit()
+    assert (work / "iter_1.pth").is_file() and not _stale(work)
+    _killed_in_second_iteration(work)
+    fit()  # the same run
+    assert _resumed(work) and not _stale(work)
+
+    _killed_in_second_iteration(work)
+    moved = tmp_path / "moved"
+    project.rename(moved)  # every absolute path changes, last_checkpoint names the old place
+    monkeypatch.chdir(moved)
+    fit()
+    assert _resumed(work) and not _stale(work)
+
+    _killed_in_second_iteration(work)
+    base = json.loads(Path("train.base.json").read_text())
+    base["annotations"] = base["annotations"][:-1]
+    Path("train.base.json").write_text(json.dumps(base))  # same path, other contents
+    fit()
+    assert not _resumed(work) and _stale(work) == ["iter_1.pth", "last_checkpoint"]
+
+    shutil.copy(work / "final.pth", "init.pth")
+    _killed_in_second_iteration(work)
+    fit("load_from=init.pth")  # initial weights where there were none
+    assert not _resumed(work) and "init.pth" in _newest_run_log(work) and len(_stale(work)) == 4
+    _killed_in_second_iteration(work)
+    fit("load_from=init.pth")  # the same run: its checkpoint, not the initial weights
+    assert _resumed(work) and len(_stale(work)) == 4
+    shutil.copy(work / "iter_1.pth", "init.pth")  # other initial weights under the same name
+    _killed_in_second_iteration(work)
+    fit("load_from=init.pth")
+    assert not _resumed(work) and len(_stale(work)) == 6
+
+
+def test_checkpoints_of_another_run_are_set_aside_not_resumed(tmp_path):
+    from pipeline import workdir
 
     work = tmp_path / "work"
     work.mkdir()
     (work / "iter_3.pth").write_bytes(b"old")
     (work / "last_checkpoint").write_text(str(work / "iter_3.pth"))
     (work / "final.pth").write_bytes(b"final")
-    train.guard_work_dir(work, "a" * 64)  # no fingerprint yet: unknown origin
+    a = workdir.guard_work_dir(work, {"lr": 0.1, "work_dir": str(work)})  # no fingerprint yet: unknown origin
     assert not (work / "iter_3.pth").exists() and not (work / "last_checkpoint").exists()
     assert (work / "stale/unknown/iter_3.pth").read_bytes() == b"old"
     assert (work / "final.pth").exists()  # the DAG's output is Snakemake's business
-    assert (work / "config.sha256").read_text().strip() == "a" * 64
+    assert (work / "config.sha256").read_text().strip() == a
     (work / "iter_6.pth").write_bytes(b"same config")
     (work / "last_checkpoint").write_text(str(work / "iter_6.pth"))
-    train.guard_work_dir(work, "a" * 64)  # same config: resume
+    assert workdir.guard_work_dir(work, {"lr": 0.1, "work_dir": "elsewhere"}) == a  # same run: resume
     assert (work / "iter_6.pth").exists() and (work / "last_checkpoint").exists()
-    train.guard_work_dir(work, "b" * 64)  # changed config: set aside under the old fingerprint
-    assert (work / f"stale/{'a' * 16}/iter_6.pth").read_bytes() == b"same config"
-    assert (work / "config.sha256").read_text().strip() == "b" * 64
+    b = workdir.guard_work_dir(work, {"lr": 0.2, "work_dir": str(work)})  # changed: set aside under the old one
+    assert (work / f"stale/{a[:16]}/iter_6.pth").read_bytes() == b"same config"
+    assert (work / "config.sha256").read_text().strip() == b != a
+    assert json.loads((work / "fingerprint.json").read_text()) == {"lr": 0.2}
+
+
+def _tiny_shard(path: Path, rows: np.ndarray) -> None:
+    from pipeline.formats.feature_cache import ShardWriter
+
+    with ShardWriter(path, [1, 2], "globals", rows.shape[1], {"model": "test"}, fsync=False) as writer:
+        for image_id, row in zip([1, 2], rows, strict=True):
+            writer.add(image_id, row[None] / np.linalg.norm(row))
+        writer.finalize()
+
+
+def test_fingerprint_follows_input_contents_not_locations(tmp_path):
+    """Every input file named in the config counts by its contents (an OAKE shard by its metadata and row
+    checksums), the image folder by its listing; the project folder's location and the work dir do not count."""
+    import shutil
+
+    from pipeline import workdir
+
+    a = tmp_path / "a"
+    (a / "images").mkdir(parents=True)
+    (a / "images/1.jpg").write_bytes(b"jpeg one")
+    (a / "ann.json").write_text('{"images": []}')
+    (a / "init.pth").write_bytes(b"weights")
+    _tiny_shard(a / "g.h5", np.eye(2, 8, dtype=np.float32))
+
+    def fingerprint(root: Path, **changes) -> str:
+        cfg = {
+            "work_dir": str(root / "work"),
+            "dataset": {"ann_file": str(root / "ann.json"), "data_prefix": {"img": str(root / "images") + "/"}},
+            "shards": [str(root / "g.h5")],
+            "load_from": str(root / "init.pth"),
+            "norm": "BN",
+            "lr": 0.01,
+            **changes,
+        }
+        return workdir.fingerprint(workdir.identified_config(cfg, dirs=[root / "images"]))
+
+    before = fingerprint(a)
+    assert workdir.content_id(a / "g.h5").startswith("shard:")
+    shutil.copytree(a, tmp_path / "b")
+    assert fingerprint(tmp_path / "b") == before  # a copied or moved project
+    assert fingerprint(a, work_dir="other") == before
+    assert fingerprint(a, lr=0.5) != before
+    (a / "init.pth").write_bytes(b"other weights")
+    assert fingerprint(a) != before
+    shutil.copy(tmp_path / "b/init.pth", a / "init.pth")
+    (a / "images/2.jpg").write_bytes(b"jpeg two")
+    assert fingerprint(a) != before
+    (a / "images/2.jpg").unlink()
+    assert fingerprint(a) == before
+    (a / "g.h5").unlink()
+    _tiny_shard(a / "g.h5", np.eye(2, 8, k=1, dtype=np.float32))
+    assert fingerprint(a) != before
+    (a / "ann.json").write_text('{"images": [1]}')
+    diff = workdir.differences(
+        workdir.identified_config({"ann_file": str(tmp_path / "b/ann.json"), "lr": 0.01}),
+        workdir.identified_config({"ann_file": str(a / "ann.json"), "lr": 0.01}),
+    )
+    assert diff == ["ann_file"]
 
 
 def test_no_novel_box_reaches_detector_training_data(tmp_path):
@@ -370,3 +514,44 @@ def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
     assert regions["embeddings"].shape == regions["object_embeddings"].shape == (n, 64)
     np.testing.assert_allclose(np.linalg.norm(regions["object_embeddings"], axis=1), 1.0, atol=1e-5)
     assert not np.allclose(regions["object_embeddings"], regions["embeddings"])  # two heads, two embeddings
+
+
+def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
+    """``--on-bad-image error`` stops with one line naming the file and id (traceback in the stage log); ``skip``
+    gives the image no detections and no regions, and the other images theirs."""
+    from mmdet.registry import MODELS
+
+    from pipeline import cli, train
+    from pipeline.detector import register_modules
+    from pipeline.detector.config import detector_config
+
+    demo = make_demo_split(tmp_path, num_train=1, num_val=3)
+    prompt_files = _vild_and_ml_prompts(tmp_path)
+    register_modules()
+    cfg = detector_config("vild_demo", names=list(DEMO4), num_base=3, prompts=prompt_files)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    meta = {"experiment": "vild_demo", "argv": "", "config": cfg.to_dict(), "prompts": train.stored_prompts(cfg)}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "final.pth")
+    val = json.loads((tmp_path / "val.all.json").read_text())
+    ids = sorted(im["id"] for im in val["images"])
+    bad = demo / "images/val" / f"{ids[0]:012d}.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated: the decoder gets no image
+    out, regions, log = tmp_path / "d.json", tmp_path / "regions.npz", tmp_path / "predict.log"
+    argv = ["--log", str(log), "predict", "--checkpoint", str(tmp_path / "final.pth"), "--annotations",
+            str(tmp_path / "val.all.json"), "--images", str(demo / "images/val"), "--output", str(out),
+            "--device", "cpu", "--score-thr", "-1", "--regions", str(regions)]  # fmt: skip
+    assert cli.run_main(train.main, argv) == 2
+    err = capsys.readouterr().err
+    line = f"{bad}: unreadable image, id {ids[0]}"
+    assert f"ERROR pipeline: {line}" in err and not out.exists()
+    assert "Traceback" not in err[err.index(f"ERROR pipeline: {line}") :]  # one line (mmengine may log before it)
+    assert line in log.read_text() and "Traceback" in log.read_text()
+    assert cli.run_main(train.main, [*argv, "--on-bad-image", "skip"]) == 0
+    assert f"skipping {line}" in log.read_text()
+    dets = json.loads(out.read_text())
+    assert {d["image_id"] for d in dets} == set(ids[1:])
+    arrays = np.load(regions, allow_pickle=False)
+    expected = sorted(a["id"] for a in val["annotations"] if a["image_id"] != ids[0])
+    assert sorted(arrays["ann_ids"].tolist()) == expected and ids[0] not in arrays["image_ids"].tolist()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pipeline import demo_data
-from pipeline.oake import cache, geometry
+from pipeline.formats import feature_cache as cache
+from pipeline.oake import geometry
 from tests.conftest import extract_caches, gt_proposals
 
 SOLID = ("red circle", "blue square", "green star", "yellow hexagon")

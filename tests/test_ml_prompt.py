@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import ml_prompt, prompts
+from pipeline import prompts
 from pipeline.clip import load_clip, text
 from pipeline.losses import asymmetric_loss
 from pipeline.oake import globals as oake_globals
+from pipeline.prompts import ml as ml_prompt
 from tests.conftest import make_demo_split, tiny_clip_args
 
 TINY = "OADP-Tiny-ViT-32"

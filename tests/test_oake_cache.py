@@ -1,4 +1,4 @@
-"""pipeline.oake.cache: HDF5 feature shards (CSR layout, int8 mode, verification, resume after SIGKILL)."""
+"""pipeline.formats.feature_cache: HDF5 feature shards (CSR layout, int8 mode, verification, resume after SIGKILL)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.oake import cache
-from pipeline.oake.cache import CacheError, ShardReader, ShardWriter, shard_image_ids, verify_shard
+from pipeline.formats import feature_cache as cache
+from pipeline.formats.feature_cache import CacheError, ShardReader, ShardWriter, shard_image_ids, verify_shard
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 32
@@ -409,7 +409,7 @@ def test_sigkill_at_a_random_moment_then_resume(killed, reference, delay):
 # --------------------------------------------------------------------------------------------------------------------
 READER_SCRIPT = """
 import json, sys
-from pipeline.oake.cache import CacheError, ShardReader
+from pipeline.formats.feature_cache import CacheError, ShardReader
 for line in sys.stdin:  # one JSON list of paths per line; answers path -> image 4's embeddings or the CacheError
     out = {}
     for p in json.loads(line):

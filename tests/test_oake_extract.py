@@ -16,7 +16,8 @@ from PIL import Image
 
 from pipeline import demo_data, proposal_file
 from pipeline.clip import load_clip, preprocess, vision
-from pipeline.oake import blocks, cache, extract, geometry, objects
+from pipeline.formats import feature_cache as cache
+from pipeline.oake import blocks, extract, geometry, objects
 from pipeline.oake import globals as oake_globals
 from pipeline.oake import verify as oake_verify
 
@@ -259,3 +260,54 @@ def test_extractors_on_gpu_match_cpu(tmp_path, demo, precision):
             assert x.shape == y.shape
             if len(x):
                 assert ((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)).min() > 0.99
+
+
+def test_an_annotation_file_without_images_is_refused_at_the_start(tmp_path, demo):
+    ann = tmp_path / "no_images.json"
+    ann.write_text(json.dumps({"annotations": [], "categories": [{"id": 1, "name": "red circle"}]}))
+    out = tmp_path / "shard-000.h5"
+    args = argv(demo, out)
+    args[args.index("--annotations") + 1] = str(ann)
+    with pytest.raises(ValueError, match=r"no_images\.json: no 'images' key"):
+        oake_globals.main(args)
+    assert not out.exists() and not Path(f"{out}.partial").exists()
+    with pytest.raises(ValueError, match=r"no_images\.json: no 'images' key"):
+        extract.list_images(ann, demo / "images/val")
+    ann.write_text(json.dumps({"images": [{"file_name": "a.jpg"}]}))
+    with pytest.raises(ValueError, match=r"no_images\.json: 'images' entry #0 has no 'id'"):
+        extract.list_images(ann, demo / "images/val")
+
+
+def test_verify_names_an_annotation_file_without_images(tmp_path, demo):
+    out = tmp_path / "shard-000.h5"
+    with cache.ShardWriter(out, val_ids(demo), "globals", 2, {"x": 1}) as writer:
+        for image_id in val_ids(demo):
+            writer.add(image_id, np.array([[1.0, 0.0]]))
+        writer.finalize()
+    ann = tmp_path / "no_images.json"
+    ann.write_text(json.dumps({"annotations": []}))
+    with pytest.raises(ValueError, match=r"no_images\.json: no 'images' key"):
+        oake_verify.main([str(out), "--annotations", str(ann), "--shards", "1"])
+    cmd = [sys.executable, "-m", "pipeline.oake.verify", str(out), "--annotations", str(ann), "--shards", "1"]
+    proc = subprocess.run([*cmd, "--log", str(tmp_path / "verify.log")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "no_images.json: no 'images' key" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" in (tmp_path / "verify.log").read_text()
+
+
+def test_a_skipped_image_is_named_by_file_and_id(tmp_path, demo):
+    broken = tmp_path / "demo"
+    shutil.copytree(demo, broken)
+    bad_id = val_ids(demo)[1]
+    (broken / "images/val" / f"{bad_id:012d}.jpg").unlink()  # missing, not only corrupt
+    with pytest.raises(ValueError, match=rf"{bad_id:012d}\.jpg: unreadable image, id {bad_id} \(FileNotFoundError"):
+        oake_globals.main(argv(broken, tmp_path / "e.h5"))
+    log = tmp_path / "s.log"
+    oake_globals.main(argv(broken, tmp_path / "s.h5", "--on-bad-image", "skip", "--log", str(log)))
+    warnings = [x for x in log.read_text().splitlines() if "WARNING pipeline.images: skipping" in x]
+    assert len(warnings) == 1 and f"{bad_id:012d}.jpg: unreadable image, id {bad_id}" in warnings[0]
+    reader = cache.ShardReader(tmp_path / "s.h5")
+    assert list(reader.skipped) == [bad_id] and f"id {bad_id}" in reader.skipped[bad_id]
+    assert bad_id not in reader and len(reader.image_ids) == 5
+    # verify accepts a shard with a skipped image: its id is in the shard, with no rows
+    ann = str(demo / "annotations/instances_val.json")
+    assert oake_verify.main([str(tmp_path / "s.h5"), "--annotations", ann, "--shards", "1"])["bad"] == {}

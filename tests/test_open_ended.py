@@ -1,4 +1,4 @@
-"""pipeline.open_ended: OSM string matching, LAC levels, the region proxy predictor and its CLI path."""
+"""pipeline.evaluate.open_ended: OSM string matching, LAC levels, the region proxy predictor and its CLI path."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import evaluate, open_ended, prompts
+from pipeline import evaluate, prompts
+from pipeline.evaluate import open_ended
 from tests.conftest import write_json
 from tests.eval_helpers import CATEGORIES, NAMES, NUM_BASE, coco_gt, lvis_gt, write_prompts, write_regions
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import mmovod, prompts
+from pipeline import prompts
 from pipeline.clip import load_clip, text
+from pipeline.prompts import mmovod
 from tests.conftest import write_json
 
 TINY = "OADP-Tiny-ViT-32"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from pipeline import proposal_file, proposals, recall
 from pipeline.proposal_import import UnsafePickleError, load_proposal_pickle
 from tests.conftest import make_demo_split, write_json
+from tests.test_detector_train import _killed_in_second_iteration, _newest_run_log, _resumed, _stale
 
 
 def test_proposal_file_round_trip(tmp_path):
@@ -146,8 +148,8 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
     logs = sorted(work.glob("*/vis_data/scalars.json"))
     losses = [json.loads(line)["loss"] for line in logs[-1].read_text().splitlines() if '"loss"' in line]
     assert len(losses) >= 10 and np.mean(losses[-3:]) < np.mean(losses[:3])
-    # resume: a longer schedule continues from the last checkpoint (iteration 12), through weights_only loading
-    proposals.main([a if a != "12" else "14" for a in argv])
+    # resume: the same run again continues from its last checkpoint (iteration 12), through weights_only loading
+    proposals.main(argv)
     newest = sorted(work.glob("2*/2*.log"))[-1].read_text()
     assert "resumed epoch: 0, iter: 12" in newest
     # the trainer saw base boxes only: the base file has no novel annotation
@@ -192,6 +194,59 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
     )
     report = json.loads(rec.read_text())
     assert set(report) >= {"base", "novel", "all"} and "AR@100" in report["base"]
+
+
+@pytest.mark.slow
+def test_rpn_training_resumes_only_the_same_run(tmp_path, monkeypatch):
+    """Through ``proposals train`` (2 iterations, a checkpoint each): a killed run resumes with the same inputs,
+    also after the project folder moved; another lr, changed annotation contents, a detector checkpoint to start
+    from and changed contents of that checkpoint start afresh, the old checkpoints set aside in ``stale/``."""
+    project = tmp_path / "project"
+    demo = make_demo_split(project, num_train=4, num_val=1)
+    monkeypatch.chdir(project)
+    work = Path("work")
+
+    def train(lr: str = "0.01", *extra: str) -> None:
+        proposals.main(
+            ["train", "--annotations", "train.base.json", "--images", str(demo.relative_to(project) / "images/train"),
+             "--work-dir", str(work), "--depth", "18", "--scale", "128", "--iters", "2", "--lr", lr,
+             "--workers", "0", "--checkpoint-every", "1", *extra]
+        )  # fmt: skip
+
+    train()
+    _killed_in_second_iteration(work)
+    train()  # the same run
+    assert _resumed(work) and not _stale(work)
+
+    _killed_in_second_iteration(work)
+    moved = tmp_path / "moved"
+    project.rename(moved)
+    monkeypatch.chdir(moved)
+    train()
+    assert _resumed(work) and not _stale(work)
+
+    _killed_in_second_iteration(work)
+    train("0.5")  # another option
+    assert not _resumed(work) and _stale(work) == ["iter_1.pth", "last_checkpoint"]
+
+    _killed_in_second_iteration(work)
+    base = json.loads(Path("train.base.json").read_text())
+    base["annotations"] = base["annotations"][:-1]
+    Path("train.base.json").write_text(json.dumps(base))  # same path, other contents
+    train("0.5")
+    assert not _resumed(work) and len(_stale(work)) == 4
+
+    shutil.copy(work / "iter_2.pth", "soco.pth")
+    _killed_in_second_iteration(work)
+    train("0.5", "--backbone-init", "detector:soco.pth")
+    assert not _resumed(work) and "soco.pth" in _newest_run_log(work) and len(_stale(work)) == 6
+    _killed_in_second_iteration(work)
+    train("0.5", "--backbone-init", "detector:soco.pth")  # the same run: its checkpoint, not the initial weights
+    assert _resumed(work) and len(_stale(work)) == 6
+    shutil.copy(work / "iter_1.pth", "soco.pth")  # other initial weights under the same name
+    _killed_in_second_iteration(work)
+    train("0.5", "--backbone-init", "detector:soco.pth")
+    assert not _resumed(work) and len(_stale(work)) == 8
 
 
 def train_args(annotations: Path, images: Path, work_dir: Path, *extra: str):
@@ -307,3 +362,71 @@ def test_the_training_dataset_holds_base_boxes_only(tmp_path):
     raw = json.loads((demo / "annotations/instances_train.json").read_text())
     novel_boxes = sum(a["category_id"] == 4 for a in raw["annotations"])  # "red star" in the generated file
     assert novel_boxes > 0 and labels and set(labels) <= {0, 1, 2}
+
+
+def _untrained_rpn(path: Path) -> Path:
+    """An untrained R18 RPN saved as ``proposals train`` saves ``final.pth`` (scale 128: quick on a CPU)."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules()
+    torch.manual_seed(0)
+    model = MODELS.build(proposals.rpn_model(18, "random"))
+    meta = {"depth": 18, "scale": 128, "arch": "rpn", "annotations_sha256": "0" * 64}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
+    """``--on-bad-image error`` stops with one line naming the file and id (traceback in the log); ``skip`` gives
+    the image no proposals, lists it in the ``skipped`` attr, and OAKE objects then skip it too."""
+    from pipeline import cli
+    from pipeline.formats import feature_cache as cache
+    from pipeline.oake import objects
+    from tests.conftest import tiny_clip_args
+
+    demo = make_demo_split(tmp_path, num_train=1, num_val=3)
+    ann = tmp_path / "val.all.json"
+    ids = sorted(im["id"] for im in json.loads(ann.read_text())["images"])
+    bad = demo / "images/val" / f"{ids[1]:012d}.jpg"
+    bad.write_bytes(b"not a jpeg")
+    ckpt = _untrained_rpn(tmp_path / "final.pth")
+    out, log = tmp_path / "val.h5", tmp_path / "predict.log"
+    argv = ["--log", str(log), "predict", "--checkpoint", str(ckpt), "--annotations", str(ann), "--images",
+            str(demo / "images/val"), "--output", str(out), "--max-per-img", "20", "--device", "cpu"]  # fmt: skip
+    assert cli.run_main(proposals.main, argv) == 2
+    err = capsys.readouterr().err
+    line = f"{bad}: unreadable image, id {ids[1]}"
+    assert f"ERROR pipeline: {line}" in err and not out.exists()
+    assert "Traceback" not in err[err.index(f"ERROR pipeline: {line}") :]  # one line (mmengine may log before it)
+    assert line in log.read_text() and "Traceback" in log.read_text()
+    assert cli.run_main(proposals.main, [*argv, "--on-bad-image", "skip"]) == 0
+    pf = proposal_file.ProposalFile(out)
+    assert pf.image_ids.tolist() == ids
+    assert len(pf.get(ids[1])[0]) == 0 and len(pf.get(ids[0])[0]) > 0
+    skipped = json.loads(pf.attrs["skipped"])
+    assert [s["image_id"] for s in skipped] == [ids[1]] and line in skipped[0]["reason"]
+    shard = tmp_path / "o.h5"
+    objects.main([*tiny_clip_args(demo / "annotations/instances_val.json", demo / "images/val"),
+                  "--output", str(shard), "--proposals", str(out), "--on-bad-image", "skip", "--dry-run"])  # fmt: skip
+    reader = cache.ShardReader(shard)
+    assert list(reader.skipped) == [ids[1]] and ids[0] in reader and ids[2] in reader
+
+
+def test_recall_without_boxes_of_a_group_is_null_not_nan(tmp_path):
+    """A split without novel boxes: recall is undefined (None), the JSON is valid and the report shows '–'."""
+    from pipeline import atomic, report
+
+    ann = {"annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 0}]}
+
+    class P:
+        def get(self, image_id):
+            return np.array([[0, 0, 10, 10.0]]), np.array([0.9])
+
+    rec = recall.recall_report(ann, P(), num_base=1, ks=(100,))
+    assert rec["novel"] == {"AR@100": None, "R@100@0.5": None, "boxes": 0} and rec["base"]["AR@100"] == 100.0
+    atomic.write_json(tmp_path / "recall.json", rec, compact=False)
+    assert json.loads((tmp_path / "recall.json").read_text())["novel"]["AR@100"] is None
+    text = report.summary_markdown([], {}, rec, None, None, [])
+    assert "novel AR@100 – (R@100 IoU 0.5: –, 0 boxes)" in text and "base AR@100 100.0" in text

@@ -168,3 +168,124 @@ def test_transfer_and_teacher_sections(tmp_path):
     )  # fmt: skip
     text = (tmp_path / "out" / "summary.md").read_text()
     assert "vild_demo: novel AP50 12.5 vs 2.0 (+10.5)" in text and "## CLIP teacher" in text
+
+
+def test_seed_runs_are_grouped_into_mean_and_range(tmp_path):
+    """Runs E+seedN join experiment E: the seed table shows mean (min–max) of novel / base / all AP50 over the seeds
+    (one seed: its value, no range), the detection table keeps every run, and the transfer lines compare means."""
+    novel_base_all = {
+        "baseline_demo": (23.5, 83.8, 60.0),
+        "baseline_demo+seed1": (14.7, 81.7, 58.0),
+        "baseline_demo+seed2": (17.0, 80.0, 55.0),
+        "vild_demo": (32.3, 49.8, 40.0),
+        "vild_demo+seed1": (25.8, 54.0, 45.0),
+        "vild_demo+seed2": (31.0, 50.0, 41.0),
+        "oadp_demo": (32.5, 55.5, 47.0),
+    }
+    for run, (novel, base, every) in novel_base_all.items():
+        oe = {"novel_accuracy": novel + 1, "base_accuracy": base - 1, "accuracy": 50.0, "not_in_vocab_rate": 0.0}
+        metrics = {"novel_ap50": novel, "base_ap50": base, "all_ap50": every, "open_ended": oe}
+        _write(tmp_path / "evaluate" / run / "metrics.json", metrics)
+    out = tmp_path / "out"
+    runs = ["baseline_demo", "vild_demo", "oadp_demo", "vild_demo+seed2", "baseline_demo+seed1"]
+    runs += ["baseline_demo+seed2", "vild_demo+seed1"]
+    report.main(["--experiments", *runs, "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)])
+    text = (out / "summary.md").read_text()
+    baseline = "| baseline_demo | 3 seeds: config's, 1, 2 | 18.4 (14.7–23.5) | 81.8 (80.0–83.8) | 57.7 (55.0–60.0) |"
+    assert baseline in text
+    assert "| vild_demo | 3 seeds: config's, 2, 1 | 29.7 (25.8–32.3) | 51.3 (49.8–54.0) | 42.0 (40.0–45.0) |" in text
+    assert "| oadp_demo | 1 seed: config's | 32.5 | 55.5 | 47.0 |" in text
+    assert "| vild_demo+seed1 | 25.8 | 54.0 | 45.0 |" in text  # every run keeps its row in the detection table
+    # relative comparisons: means (vild 29.7 vs baseline 18.4), not the config-seed runs (32.3 vs 23.5)
+    assert "- vild_demo: novel AP50 29.7 vs 18.4 (+11.3); base AP50 51.3 vs 81.8 (-30.6)" in text
+    assert "ground-truth boxes classified right (bbox head, all classes): novel 30.7 vs 19.4 (+11.3)" in text
+    assert "- oadp_demo: novel AP50 32.5 vs 18.4 (+14.1)" in text
+    assert "vild_demo+seed" not in "".join(line for line in text.splitlines() if line.startswith("- "))
+    assert (out / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_names_and_mean_metrics():
+    from pipeline import report_seeds
+
+    assert report_seeds.split_run("vild_demo+seed12") == ("vild_demo", 12)
+    assert report_seeds.split_run("oadp_ov_coco") == ("oadp_ov_coco", None)
+    assert report_seeds.seed_run("vild_demo", 3) == "vild_demo+seed3"
+    with pytest.raises(ValueError, match=r"EXPERIMENT\+seedN"):
+        report_seeds.split_run("vild_demo+seedx")
+    assert report_seeds.group_runs(["a_x+seed2", "b_x", "a_x", "a_x+seed1", "a_x"]) == {
+        "a_x": ["a_x", "a_x+seed2", "a_x+seed1"],
+        "b_x": ["b_x"],
+    }
+    one = {"novel_ap50": 3, "apc": None}
+    assert report_seeds.mean_metrics([one]) is one  # one run: unchanged (its formatting too)
+    mean = report_seeds.mean_metrics(
+        [
+            {"novel_ap50": 10.0, "apc": None, "dataset": "demo", "open_ended": {"novel_accuracy": 1.0}},
+            {"novel_ap50": 20.0, "apc": 4.0, "dataset": "demo", "open_ended": {"novel_accuracy": 3.0}},
+            {"novel_ap50": 60.0, "apc": None, "dataset": "demo", "open_ended": None},
+        ]
+    )
+    assert mean == {"novel_ap50": 30.0, "apc": 4.0, "dataset": "demo", "open_ended": {"novel_accuracy": 2.0}}
+
+
+def test_report_shows_each_trainings_environment(tmp_path):
+    """The report reads the environment record of every run's final.pth: runs with the same one share a line;
+    differing ones get a warning; a final.pth without one says so."""
+    import torch
+
+    from pipeline import environment
+
+    env = environment.environment()
+    other = {**env, "torch_cpu_capability": "AVX512", "torch_num_threads": 16}
+    for run, record in (("vild_demo", env), ("vild_demo+seed1", env), ("oadp_demo", other), ("baseline_demo", None)):
+        _write(tmp_path / "evaluate" / run / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
+        meta = {"experiment": run} if record is None else {"experiment": run, "environment": record}
+        (tmp_path / "train" / run).mkdir(parents=True)
+        torch.save({"state_dict": {"w": torch.zeros(3)}, "meta": meta}, tmp_path / "train" / run / "final.pth")
+    out = tmp_path / "out"
+    report.main(
+        ["--experiments", "vild_demo", "vild_demo+seed1", "oadp_demo", "baseline_demo"]
+        + ["--evaluate-dir", str(tmp_path / "evaluate"), "--train-dir", str(tmp_path / "train"), "--out-dir", str(out)]
+    )
+    section = (out / "summary.md").read_text().split("## Training environment")[1].split("## Plots")[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    assert lines[0] == f"- vild_demo, vild_demo+seed1: {environment.describe(env)}"
+    assert lines[1].startswith("- oadp_demo: torch ") and "torch CPU capability AVX512; 16 threads" in lines[1]
+    assert lines[2] == "- baseline_demo: not recorded"
+    assert "ran in different environments" in lines[3] and len(lines) == 4
+    assert f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}" in lines[0]
+
+
+def test_train_seeds_add_seed_runs_to_the_plan(snakemake_bin, tmp_path):
+    """train.seeds [1, 2]: every experiment E also trains (its config, randomness.seed=N, the caches of E's branches),
+    predicts and is evaluated as E+seedN, and the report reads every run; with the default [] the plan has the
+    experiments alone, their commands without a seed option."""
+    from tests.test_workflow import snakemake
+
+    def plan(*args):
+        proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", *args)
+        lines = (proc.stdout + proc.stderr).splitlines()
+        fits = [x for x in lines if "python -m pipeline.train" in x and " fit " in x]
+        evaluations = [x for x in lines if "python -m pipeline.evaluate" in x]
+        reports = [x for x in lines if "python -m pipeline.report" in x]
+        return fits, evaluations, reports
+
+    fits, evaluations, reports = plan()
+    assert len(fits) == len(evaluations) == 3 and len(reports) == 1
+    assert not any("--config " in x or "randomness.seed" in x for x in fits)
+    assert "--experiments baseline_demo vild_demo oadp_demo " in reports[0]
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text("train: {seeds: [1, 2], options: {randomness.seed: 5}}\n")
+    fits, evaluations, reports = plan("--configfile", str(seeds))
+    assert len(fits) == len(evaluations) == 9
+    (vild,) = [x for x in fits if "--experiment vild_demo+seed2 " in x]
+    assert "--work-dir results/train/vild_demo+seed2 " in vild and "--objects results/oake/demo/objects/" in vild
+    assert "--blocks" not in vild and "--config vild_demo --cfg-options randomness.seed=2" in vild
+    assert vild.index("randomness.seed=5") < vild.index("randomness.seed=2")  # after train.options: the run's wins
+    (oadp,) = [x for x in fits if "--experiment oadp_demo+seed1 " in x]
+    assert "--globals" in oadp and "--blocks" in oadp and "--config oadp_demo --cfg-options randomness.seed=1" in oadp
+    assert any("--out-dir results/evaluate/baseline_demo+seed1 " in x for x in evaluations)
+    runs = "baseline_demo baseline_demo+seed1 baseline_demo+seed2 vild_demo vild_demo+seed1 vild_demo+seed2 oadp_demo "
+    assert f"--experiments {runs}" in reports[0]
+    (main,) = [x for x in fits if "--experiment vild_demo " in x]
+    assert "randomness.seed=5" in main and "--config " not in main

@@ -182,9 +182,9 @@ def test_checkpoint_loads_like_real_weights(trained):
 
 
 def test_oake_extractors_run_on_the_teacher(trained, tmp_path):
+    from pipeline.formats.feature_cache import ShardReader
     from pipeline.oake import blocks, objects
     from pipeline.oake import globals as oake_globals
-    from pipeline.oake.cache import ShardReader
 
     _, _, _, path, _ = trained
     demo = make_demo_split(tmp_path, num_train=1, num_val=1)

@@ -240,3 +240,144 @@ def test_demo_long_preset_doubles_every_training(snakemake_bin, tmp_path):
     assert len(trains) == 3 and all("--iters 600" in line for line in trains), trains
     plain = snakemake(snakemake_bin, tmp_path, "-n", "-p")
     assert "--iters" not in "".join(x for x in (plain.stdout + plain.stderr).splitlines() if " fit " in x)
+
+
+def test_on_bad_image_reaches_every_stage_that_reads_images(snakemake_bin, tmp_path):
+    """``oake.on_bad_image`` is the one bad-image policy: proposals predict, the OAKE extractors and train predict
+    all get it."""
+    skip = tmp_path / "skip.yaml"
+    skip.write_text("oake: {on_bad_image: skip}\n")
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--configfile", str(skip))
+    lines = (proc.stdout + proc.stderr).splitlines()
+    readers = {
+        "proposals predict": [x for x in lines if "python -m pipeline.proposals" in x and " predict " in x],
+        "oake": [x for x in lines if "python -m pipeline.oake." in x and "pipeline.oake.verify" not in x],
+        "train predict": [x for x in lines if "python -m pipeline.train" in x and " predict " in x],
+    }
+    for stage, commands in readers.items():
+        assert commands and all("--on-bad-image skip" in x for x in commands), (stage, commands)
+
+
+SHIPPED_EXPERIMENTS = sorted(
+    p.stem for p in (REPO / "pipeline/detector/configs").glob("*.py") if not p.stem.startswith("_")
+)
+
+
+def test_unknown_experiment_fails_at_parse_time_listing_the_valid_names(snakemake_bin, tmp_path):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", "experiments=[vild_nonexistent]", check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'experiments'" in err and "['vild_nonexistent']" in err, err[-2000:]
+    assert "vild_demo" in SHIPPED_EXPERIMENTS and str(SHIPPED_EXPERIMENTS) in err, err[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "names"),
+    [
+        ({"base": ["red circle", "pink hexagon"]}, "demo.base", "['pink hexagon']"),
+        ({"novel": ["red square", "blue cirle"]}, "demo.novel", "['blue cirle']"),
+        ({"novel": ["red square", "green star"]}, "demo.novel", "['green star']"),  # also a base class
+    ],
+    ids=["unknown base", "unknown novel", "base and novel"],
+)
+def test_demo_split_names_outside_the_classes_fail_at_parse_time(snakemake_bin, tmp_path, change, key, names):
+    proc = snakemake(snakemake_bin, tmp_path, "-n", demo={**SMALL_DEMO, **change}, check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"config key '{key}'" in err and names in err, err[-2000:]
+    if names != "['green star']":
+        assert str(SMALL_DEMO["classes"]) in err, err[-2000:]  # the valid names
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 4, "not a UTF-8 text file"),
+        ("dataset: demo\ncomment: caf\u00e9\n".encode("latin-1"), "not a UTF-8 text file"),
+        (b"- just\n- a list\n", "needs config keys at top level"),
+    ],
+    ids=["binary", "latin-1", "list"],
+)
+def test_unreadable_config_yaml_is_named(snakemake_bin, tmp_path, content, message):
+    config = tmp_path / "config.yaml"
+    config.write_bytes(content)
+    proc = subprocess.run(
+        [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"config file {config}: {message}" in err, err[-2000:]
+    assert "UnicodeDecodeError" not in err and "Traceback" not in err, err[-2000:]
+
+
+def _train_inputs_from_dry_run(snakemake_bin: str, workdir: Path, target: str) -> list[str]:
+    """The input files of the train job of ``target``, as a forced dry run lists them."""
+    proc = snakemake(snakemake_bin, workdir, "-n", "--forceall", target)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("rule train:"))
+    block = lines[start : lines.index("", start) if "" in lines[start:] else None]
+    (inputs,) = [line.split("input:", 1)[1] for line in block if line.strip().startswith("input:")]
+    return [p.strip() for p in inputs.split(",")]
+
+
+def test_train_runner_log_of_every_attempt_is_kept(snakemake_bin, tmp_path):
+    """Snakemake deletes a declared log before each attempt; the runner output of earlier attempts stays in
+    ``{experiment}.runner.log.history``. Empty inputs make the training fail at once."""
+    target = "results/train/vild_demo/final.pth"
+    for path in _train_inputs_from_dry_run(snakemake_bin, tmp_path, target):
+        path = tmp_path / path  # an absolute path (the detector configs) stays as it is
+        if path.exists():
+            continue
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:  # the image folder
+            path.mkdir(parents=True, exist_ok=True)
+    runner = tmp_path / "results/logs/train/vild_demo.runner.log"
+    history = Path(f"{runner}.history")
+    for attempt in (1, 2):
+        proc = snakemake(snakemake_bin, tmp_path, target, "--cores", "1", "--allowed-rules", "train", check=False)
+        assert proc.returncode != 0, "empty inputs must fail the training"
+        assert runner.exists() and runner.read_text().strip(), proc.stderr[-2000:]
+        assert history.read_text().count("train vild_demo ====") == attempt
+    assert history.read_text().count(runner.read_text()) >= 1  # the latest attempt is in the history too
+    assert len(history.read_text()) > len(runner.read_text())  # and the first one still is
+
+
+@pytest.mark.slow
+def test_a_finished_training_is_not_planned_again_from_another_spelling_or_place(snakemake_bin, tmp_path):
+    """A project folder holding the workflow, after a run of a detector training: neither ``snakemake -s
+    ../Snakefile -d ..`` from its workflow/ folder nor a run of the moved folder plans anything again (no "set of
+    input files has changed"). The run is ``--touch`` on empty files: Snakemake records the same provenance."""
+    import shutil
+
+    project = tmp_path / "project"
+    (project / "pipeline/detector").mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(REPO / name, project / name)
+    for name in ("workflow", "envs", "pipeline/detector/configs"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    target = "results/train/baseline_demo/final.pth"
+
+    def run(cwd: Path, *args: str) -> str:
+        proc = subprocess.run([snakemake_bin, *args, target], capture_output=True, text=True, cwd=cwd)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    for line in run(project, "--summary").splitlines()[1:]:  # every output of the target's jobs
+        path = project / line.split("\t")[0]
+        if path.suffix:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:  # an image or crop folder
+            path.mkdir(parents=True, exist_ok=True)
+    run(project, "--cores", "1", "--touch")
+    assert "Nothing to be done" in run(project, "-n")
+    out = run(project / "workflow", "-s", "../Snakefile", "-d", "..", "-n")
+    assert "Nothing to be done" in out, out[-3000:]
+    moved = project.rename(tmp_path / "moved")
+    out = run(moved, "-n")
+    assert "Nothing to be done" in out, out[-3000:]

@@ -28,7 +28,8 @@ from PIL import Image
 
 from pipeline import atomic, demo_data, proposal_file
 from pipeline.clip import load_clip, vision
-from pipeline.oake import blocks, cache, extract, objects
+from pipeline.formats.feature_cache import ShardReader, ShardWriter
+from pipeline.oake import blocks, extract, objects
 from pipeline.oake import globals as oake_globals
 
 MODEL = "ViT-B-32"
@@ -67,7 +68,7 @@ def _bare(forward, prepared: list[dict], batch: int) -> float:
     return len(prepared) / (time.perf_counter() - start)
 
 
-def _per_file(reader: cache.ShardReader, folder: Path, kind: str) -> list[Path]:
+def _per_file(reader: ShardReader, folder: Path, kind: str) -> list[Path]:
     """The reference layout: one torch.save file per image with the same fp16 tensors."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -93,8 +94,8 @@ def _random_read(tmp: Path, n: int = 1000, rows: int = 300, dim: int = 512) -> d
     files = tmp / "read_files"
     files.mkdir()
     with (
-        cache.ShardWriter(shard, ids, "objects", dim, {"bench": True}) as w,
-        cache.ShardWriter(gz, ids, "objects", dim, {"bench": True}, compression="gzip") as wz,
+        ShardWriter(shard, ids, "objects", dim, {"bench": True}) as w,
+        ShardWriter(gz, ids, "objects", dim, {"bench": True}, compression="gzip") as wz,
     ):
         for image_id in ids:
             e = rng.normal(size=(rows, dim)).astype(np.float32)
@@ -116,7 +117,7 @@ def _random_read(tmp: Path, n: int = 1000, rows: int = 300, dim: int = 512) -> d
     order = rng.permutation(ids).tolist()
     os.sync()
     start = time.perf_counter()
-    reader = cache.ShardReader(shard)
+    reader = ShardReader(shard)
     for image_id in order:
         reader.get(image_id)
     shard_s = time.perf_counter() - start
@@ -125,7 +126,7 @@ def _random_read(tmp: Path, n: int = 1000, rows: int = 300, dim: int = 512) -> d
         torch.load(files / f"{image_id:012d}.pth", weights_only=True)
     files_s = time.perf_counter() - start
     start = time.perf_counter()
-    reader = cache.ShardReader(gz)
+    reader = ShardReader(gz)
     for image_id in order:
         reader.get(image_id)
     gzip_s = time.perf_counter() - start
@@ -150,7 +151,7 @@ def _disk_at_scale(tmp: Path, n: int = 1000, dim: int = 512) -> dict:
     for kind, rows in (("globals", 1), ("blocks", 27), ("objects", 300)):
         ids = list(range(1, n + 1))
         shard = tmp / f"scale_{kind}" / "shard-000.h5"
-        with cache.ShardWriter(shard, ids, kind, dim, {"bench": True}) as w:
+        with ShardWriter(shard, ids, kind, dim, {"bench": True}) as w:
             for image_id in ids:
                 e = rng.normal(size=(rows, dim)).astype(np.float32)
                 e /= np.linalg.norm(e, axis=1, keepdims=True)
@@ -158,7 +159,7 @@ def _disk_at_scale(tmp: Path, n: int = 1000, dim: int = 512) -> dict:
                 score = rng.uniform(size=rows).astype(np.float32) if kind == "objects" else None
                 w.add(image_id, e, boxes, score)
             w.finalize(ids)
-        files = _per_file(cache.ShardReader(shard), tmp / f"scale_{kind}_files", kind)
+        files = _per_file(ShardReader(shard), tmp / f"scale_{kind}_files", kind)
         shard_b, files_b = du_bytes([shard]), du_bytes(files)
         out[kind] = {
             "images": n,
@@ -229,7 +230,7 @@ def run(scale: float = 1.0) -> dict:
                 "bare_forward_images_per_s": round(bare, 3),
                 "ratio": round(stats["images_per_s"] / bare, 3),
             }
-            reader = cache.ShardReader(out)
+            reader = ShardReader(out)
             files = _per_file(reader, tmp / f"{kind}_files", kind)
             shard_b, files_b = du_bytes([out]), du_bytes(files)
             result["disk"][kind] = {
@@ -241,7 +242,7 @@ def run(scale: float = 1.0) -> dict:
             if kind == "objects":
                 out8 = tmp / "objects_int8" / "shard-000.h5"
                 extract.run(_args(ann, images, out8), kind, clip.embed_dim, prepare, forward, attrs, storage="int8")
-                r8 = cache.ShardReader(out8)
+                r8 = ShardReader(out8)
                 cos = 1.0
                 for image_id in reader.image_ids:
                     a, b = reader.get(int(image_id))["embeddings"], r8.get(int(image_id))["embeddings"]

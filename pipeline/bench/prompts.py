@@ -11,8 +11,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline import prompts, vocab
+from pipeline import vocab
 from pipeline.clip import load_clip, text
+from pipeline.templates import vild_templates
 
 
 def _rate(fn, count: int) -> float:
@@ -24,7 +25,7 @@ def _rate(fn, count: int) -> float:
 def _padded77(model, names) -> torch.Tensor:
     total = 0
     with torch.inference_mode():
-        for template in prompts.vild_templates():
+        for template in vild_templates():
             tokens = text.tokenizer()([template.format(n) for n in names])
             total = total + F.normalize(model.encode_text(tokens), dim=-1)
     return total / 74
@@ -34,9 +35,9 @@ def run(scale: float = 1.0) -> dict:
     clip = load_clip("ViT-B-32", "random")
     names = list(vocab.COCO_BASE + vocab.COCO_NOVEL)[: max(4, int(65 * scale))]
     single = names[: max(2, len(names) // 8)]
-    batched = _rate(lambda: prompts.vild_embeddings(clip.model, names), len(names))
+    batched = _rate(lambda: text.vild_embeddings(clip.model, names), len(names))
     padded = _rate(lambda: _padded77(clip.model, names), len(names))
-    one = _rate(lambda: [prompts.vild_embeddings(clip.model, [n]) for n in single], len(single))
+    one = _rate(lambda: [text.vild_embeddings(clip.model, [n]) for n in single], len(single))
     return {
         "benchmark": "prompts",
         "model": "ViT-B-32 (random weights)",

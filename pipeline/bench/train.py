@@ -24,19 +24,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline import cli
+
 NAMES = [f"class {i}" for i in range(65)]
 NUM_BASE = 48
 DIM = 512
 
 
 def _prompts(root: Path) -> dict[str, str]:
-    from pipeline import prompts
+    from pipeline.formats import prompt_file
 
     g = torch.Generator().manual_seed(0)
     emb = F.normalize(torch.randn(len(NAMES), DIM, generator=g), dim=-1)
     paths = {"vild": str(root / "vild.pth"), "ml": str(root / "ml.pth")}
-    prompts.save(paths["vild"], NAMES, emb, {"kind": "bench"})
-    prompts.save(paths["ml"], NAMES, emb, {"kind": "bench"}, scaler=20.0, bias=4.0)
+    prompt_file.save(paths["vild"], NAMES, emb, {"kind": "bench"})
+    prompt_file.save(paths["ml"], NAMES, emb, {"kind": "bench"}, scaler=20.0, bias=4.0)
     return paths
 
 
@@ -187,4 +189,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run_main(main))

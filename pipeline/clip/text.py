@@ -1,4 +1,4 @@
-"""Batched CLIP text encoding, normalised at encode time.
+"""Batched CLIP text encoding, normalised at encode time, and the ViLD template ensemble built on it.
 
 Sequences are padded only to the longest in the batch (the reference fork's "adaptive" tokenizer): with CLIP's
 causal attention the [EOT] feature does not depend on the padding, so this is exact and several times faster
@@ -13,6 +13,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+
+from pipeline.templates import vild_templates
 
 _TOKENIZER = None
 
@@ -66,3 +68,17 @@ def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256, normal
     if not out:
         return torch.zeros(0, model.text_projection.shape[1])
     return torch.cat(out).cpu()
+
+
+def vild_embeddings(model, names: Sequence[str], renormalize: bool = False, batch_size: int = 1024) -> torch.Tensor:
+    """``[K, D]``: per template, encode all names (L2-normalised rows); mean over the 74 templates.
+
+    Faithful default: the mean is not renormalised (norm < 1); ``renormalize=True`` makes rows unit-norm.
+    """
+    total = None
+    templates = vild_templates()
+    for template in templates:
+        emb = encode_text(model, [template.format(n) for n in names], batch_size=batch_size)
+        total = emb if total is None else total + emb
+    mean = total / len(templates)
+    return F.normalize(mean, dim=-1) if renormalize else mean

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.prompts import select
+from pipeline.formats.prompt_file import select
 
 
 class NormalizedLinear(nn.Linear):

@@ -19,12 +19,12 @@ import torch
 from mmdet.registry import MODELS
 from torch import nn
 
-from pipeline import prompts as prompt_files
 from pipeline.detector.classifiers import ScaledClassifier, TextEmbeddingClassifier, ViLDClassifier
+from pipeline.formats import prompt_file
 
 
 def _load(prompts: str | Path | Mapping) -> Mapping:
-    return prompt_files.load(prompts) if isinstance(prompts, str | Path) else prompts
+    return prompt_file.load(prompts) if isinstance(prompts, str | Path) else prompts
 
 
 def _check_width(clf: TextEmbeddingClassifier, out_features: int | None) -> None:

@@ -19,7 +19,7 @@ from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import get_box_tensor
 
 from pipeline.detector.losses import block_labels
-from pipeline.oake.cache import ShardReader
+from pipeline.formats.feature_cache import ShardReader
 from pipeline.oake.geometry import keep_objects
 
 

@@ -2,7 +2,7 @@
 
 Images are decoded and prepared (crops, masks) in DataLoader workers; the main process batches across images,
 runs CLIP under ``torch.inference_mode`` (autocast fp16/bf16 on GPU), and appends each image's rows to the shard
-writer in ascending image-id order. The writer (:mod:`pipeline.oake.cache`) works on ``<shard>.partial``,
+writer in ascending image-id order. The writer (:mod:`pipeline.formats.feature_cache`) works on ``<shard>.partial``,
 commits regularly, resumes after a kill and renames into place only after verification.
 """
 
@@ -14,7 +14,6 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline import atomic, cli
-from pipeline.oake import cache
+from pipeline import cli, images
+from pipeline.formats import feature_cache as cache
+from pipeline.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
 
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = 1
 DRY_RUN_IMAGES = 4
 DRY_RUN_PROPOSALS = 5
-
-
-@dataclass(frozen=True)
-class ImageItem:
-    image_id: int
-    path: Path
 
 
 def sha256_file(path: str | Path) -> str:
@@ -47,24 +41,9 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def list_images(annotation_file: str | Path, image_dir: str | Path) -> list[ImageItem]:
-    """Every image of an (original, unfiltered) COCO- or LVIS-format file, ascending id.
-
-    The file is ``file_name`` under ``image_dir``; LVIS records have no file name and use the last component of
-    ``coco_url`` (LVIS images are the COCO 2017 images, ``image_dir`` is the split's COCO folder).
-    """
-    data = atomic.read_json(annotation_file)
-    items = []
-    for im in data.get("images", []):
-        name = im.get("file_name") or str(im.get("coco_url", "")).rsplit("/", 1)[-1]
-        if not name:
-            raise ValueError(f"{annotation_file}: image {im.get('id')} has neither file_name nor coco_url")
-        items.append(ImageItem(int(im["id"]), Path(image_dir) / name))
-    return sorted(items, key=lambda it: it.image_id)
-
-
 class _Images(Dataset):
-    """Decodes one image and runs ``prepare`` on it (inside a worker); errors become records, not crashes."""
+    """Decodes one image and runs ``prepare`` on it (inside a worker); an unreadable image becomes a record
+    ``{"image_id", "item", "error"}`` for the main process to apply the bad-image policy to."""
 
     def __init__(self, items: Sequence[ImageItem], prepare: Callable[[ImageItem, Image.Image], dict]) -> None:
         self.items, self.prepare = list(items), prepare
@@ -75,10 +54,9 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
         try:
-            with Image.open(item.path) as im:
-                image = im.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:
-            return {"image_id": item.image_id, "error": f"{item.path}: unreadable image ({exc})"}
+            image = images.read_rgb(item)
+        except images.BAD_IMAGE_ERRORS as exc:
+            return {"image_id": item.image_id, "item": item, "error": f"{type(exc).__name__}: {exc}"}
         return {"image_id": item.image_id, **self.prepare(item, image)}
 
 
@@ -101,7 +79,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="autocast on GPU")
     p.add_argument("--batch-images", type=int, default=8, help="images per DataLoader batch")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
-    p.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
+    p.add_argument(
+        "--on-bad-image",
+        choices=images.ON_BAD_IMAGE,
+        default="error",
+        help="an unreadable image stops the job (error) or is skipped and listed in the shard's skipped attr",
+    )
     p.add_argument("--dry-run", action="store_true", help=f"first {DRY_RUN_IMAGES} images of the shard only")
     p.add_argument(
         "--compression",
@@ -144,7 +127,9 @@ def run(
 ) -> dict:
     """Extract one shard. ``forward`` maps prepared records to ``{"embeddings", ["boxes", "objectness"]}`` each.
 
-    Returns throughput figures (also logged).
+    An unreadable image follows ``args.on_bad_image`` (:class:`pipeline.images.ImagePolicy`): ``error`` stops with
+    a ``ValueError`` naming it (images done so far stay committed); ``skip`` gives it no rows and lists it in the
+    shard's ``skipped`` attr. Returns throughput figures (also logged).
     """
     items = shard_items(args)
     expected = [it.image_id for it in items]
@@ -157,6 +142,7 @@ def run(
         "dry_run": bool(args.dry_run),
     }
     start, done = time.perf_counter(), 0
+    policy = images.ImagePolicy(args.on_bad_image)
     compression = None if getattr(args, "compression", "none") == "none" else args.compression
     with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
         pending = set(writer.pending)
@@ -176,10 +162,7 @@ def run(
             outputs = iter(forward(good)) if good else iter(())
             for record in batch:
                 if "error" in record:
-                    if args.on_bad_image != "skip":
-                        raise ValueError(record["error"])
-                    log.warning("skipped: %s", record["error"])
-                    writer.skip(record["image_id"], record["error"])
+                    writer.skip(record["image_id"], policy.bad(record["item"], record["error"]))
                     continue
                 out = next(outputs)
                 writer.add(record["image_id"], out["embeddings"], out.get("boxes"), out.get("objectness"))

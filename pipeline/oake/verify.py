@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import atomic, cli
-from pipeline.oake import cache
+from pipeline import atomic, cli, images
+from pipeline.formats import feature_cache as cache
 
 log = logging.getLogger(__name__)
 SHARD_NAME = re.compile(r"shard-(\d+)\.h5$")
@@ -25,10 +25,14 @@ SHARD_NAME = re.compile(r"shard-(\d+)\.h5$")
 def check(
     shards: Sequence[Path], annotations: Path | None, num_shards: int | None, dry_run: bool = False
 ) -> dict[Path, list[str]]:
-    """Problems per shard path (only bad shards are in the result)."""
+    """Problems per shard path (only bad shards are in the result).
+
+    Raises:
+        ValueError: ``annotations`` is unreadable or has no ``images`` list of records with ids (names the file).
+    """
     all_ids = None
     if annotations is not None:
-        all_ids = [int(im["id"]) for im in atomic.read_json(annotations)["images"]]
+        all_ids = [int(im["id"]) for im in images.image_records(annotations)]
     bad: dict[Path, list[str]] = {}
     for path in shards:
         expected = None

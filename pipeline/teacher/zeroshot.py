@@ -64,11 +64,10 @@ def scene_objects(opts: TeacherOptions) -> list[tuple[Image.Image, np.ndarray, l
 def class_text_embeddings(model, classes: Sequence[str]) -> dict[str, torch.Tensor]:
     """Unit-norm class embeddings ``[K, D]``: ``vild`` (mean over the 74 ViLD templates, renormalised, as the
     prompts stage builds them) and ``photo`` (``"a photo of a {name}"``)."""
-    from pipeline import prompts
     from pipeline.clip import text
 
     return {
-        "vild": prompts.vild_embeddings(model, list(classes), renormalize=True),
+        "vild": text.vild_embeddings(model, list(classes), renormalize=True),
         "photo": text.encode_text(model, [PHOTO_TEMPLATE.format(c) for c in classes]),
     }
 

@@ -48,53 +48,53 @@ rule annotations_lvis_extras:
         " --out-norare {output.norare} --out-cat-info {output.cat_info}"
 
 
-rule annotations_demo:
-    input:
-        "results/demo_data/annotations/instances_{split}.json",
-    output:
-        all="results/annotations/demo/{split}.all.json",
-        base="results/annotations/demo/{split}.base.json",
-    log:
-        "results/logs/annotations_demo/{split}.log",
-    conda:
-        "../../envs/pipeline.yaml"
-    params:
-        base=config["demo"]["base"],
-        novel=config["demo"]["novel"],
-    shell:
-        "python -m pipeline.annotations --log {log} demo --input {input}"
-        " --out-all {output.all} --out-base {output.base}"
-        " --base {params.base:q} --novel {params.novel:q}"
+if DATASET == "demo":
 
+    rule annotations_demo:
+        input:
+            "results/demo_data/annotations/instances_{split}.json",
+        output:
+            all="results/annotations/demo/{split}.all.json",
+            base="results/annotations/demo/{split}.base.json",
+        log:
+            "results/logs/annotations_demo/{split}.log",
+        conda:
+            "../../envs/pipeline.yaml"
+        params:
+            base=config["demo"]["base"],
+            novel=config["demo"]["novel"],
+        shell:
+            "python -m pipeline.annotations --log {log} demo --input {input}"
+            " --out-all {output.all} --out-base {output.base}"
+            " --base {params.base:q} --novel {params.novel:q}"
 
-rule annotations_demo_lvis:
-    input:
-        "results/demo_data/annotations/lvis_{split}.json",
-    output:
-        all="results/annotations/demo/lvis_{split}.all.json",
-        base="results/annotations/demo/lvis_{split}.base.json",
-    log:
-        "results/logs/annotations_demo_lvis/{split}.log",
-    conda:
-        "../../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline.annotations --log {log} lvis --input {input}"
-        " --out-all {output.all} --out-base {output.base}"
+    rule annotations_demo_lvis:
+        input:
+            "results/demo_data/annotations/lvis_{split}.json",
+        output:
+            all="results/annotations/demo/lvis_{split}.all.json",
+            base="results/annotations/demo/lvis_{split}.base.json",
+        log:
+            "results/logs/annotations_demo_lvis/{split}.log",
+        conda:
+            "../../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline.annotations --log {log} lvis --input {input}"
+            " --out-all {output.all} --out-base {output.base}"
 
-
-rule annotations_demo_lvis_extras:
-    input:
-        "results/demo_data/annotations/lvis_train.json",
-    output:
-        norare="results/annotations/demo/lvis_train.norare.json",
-        cat_info="results/annotations/demo/lvis_train_cat_info.json",
-    log:
-        "results/logs/annotations_demo_lvis_extras/train.log",
-    conda:
-        "../../envs/pipeline.yaml"
-    shell:
-        "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
-        " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+    rule annotations_demo_lvis_extras:
+        input:
+            "results/demo_data/annotations/lvis_train.json",
+        output:
+            norare="results/annotations/demo/lvis_train.norare.json",
+            cat_info="results/annotations/demo/lvis_train_cat_info.json",
+        log:
+            "results/logs/annotations_demo_lvis_extras/train.log",
+        conda:
+            "../../envs/pipeline.yaml"
+        shell:
+            "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
+            " --out-norare {output.norare} --out-cat-info {output.cat_info}"
 
 
 rule annotations_min:

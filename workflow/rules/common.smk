@@ -1,44 +1,14 @@
-# Config validation, path helpers and target lists. No rules here.
+# Path helpers and target lists. No rules here.
 
 import os
 import shlex
 import sys
 from pathlib import Path
 
-import jsonschema
-import yaml
-from snakemake.utils import validate
-
-
-def _check_config(cfg, schema_path):
-    """Fail at parse time with one line per problem, each naming the config key."""
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
-    # `--config dry_run=true`: Snakemake reads only Python's True/False as booleans; accept YAML's spelling for
-    # the top-level boolean keys (nested values come from --configfile, parsed as YAML)
-    for key, prop in schema.get("properties", {}).items():
-        value = cfg.get(key)
-        if prop.get("type") == "boolean" and isinstance(value, str):
-            if value.lower() in ("true", "false"):
-                cfg[key] = value.lower() == "true"
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(cfg),
-        key=lambda e: list(e.path),
-    )
-    if errors:
-        lines = []
-        for err in errors:
-            key = ".".join(str(p) for p in err.path) or "(top level)"
-            lines.append(f"  config key '{key}': {err.message}")
-        raise ValueError("invalid configuration:\n" + "\n".join(lines))
-    validate(cfg, schema_path)  # fills in the schema's defaults
-
 
 envvars:
     "PATH",
 
-
-_check_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 # Rules call `python -m pipeline.<stage>`: without --sdm conda, that is the interpreter running Snakemake
 # (e.g. .venv/bin/snakemake works without activating the venv); a conda env's bin dir comes first when used.
@@ -235,7 +205,9 @@ def base_file(dataset, split):
 
 def num_base():
     """Number of base classes: remapped ids 0..K-1 are the bases."""
-    return {"coco": 48, "lvis": 866, "demo": len(config["demo"]["base"])}[DATASET]
+    if DATASET == "demo":
+        return len(config["demo"]["base"])
+    return {"coco": 48, "lvis": 866}[DATASET]
 
 
 def globals_shards(folder):
@@ -362,12 +334,19 @@ def train_options(wildcards):
     return " ".join(shlex.quote(a) for a in args)
 
 
-DETECTOR_CONFIGS = sorted(
-    str(p)
-    for p in (Path(workflow.basedir) / "pipeline" / "detector" / "configs").rglob(
-        "*.py"
+def _detector_configs():
+    """The detector config files as paths that do not depend on how the Snakefile was named (``-s ../Snakefile``)
+    or where the project lies: resolved, and relative to the working directory when they are inside it (the
+    usual project folder, which can then be moved), else absolute."""
+    here = Path.cwd().resolve()
+    root = (Path(workflow.basedir) / "pipeline" / "detector" / "configs").resolve()
+    return sorted(
+        str(p.relative_to(here)) if p.is_relative_to(here) else str(p)
+        for p in root.rglob("*.py")
     )
-)
+
+
+DETECTOR_CONFIGS = _detector_configs()
 
 
 def train_work_dir(wildcards, output):
@@ -375,10 +354,40 @@ def train_work_dir(wildcards, output):
     return str(Path(output[0]).parent)
 
 
+# Seed runs: every experiment E also trains as run E+seedN for each N of train.seeds (its config, randomness.seed=N,
+# own work dir results/train/E+seedN/ and evaluation results/evaluate/E+seedN/); the report groups them with E.
+# pipeline/report_seeds.py spells the mark the same (here in two parts: `snakemake --lint` reads a string literal
+# that starts with '+' as path composition).
+SEED_MARK = "+" + "seed"
+
+
+def experiment_runs():
+    """Every training run: each experiment (its config's seed) followed by its seed runs; with train.seeds []
+    exactly config["experiments"]."""
+    runs = []
+    for e in config["experiments"]:
+        runs.append(e)
+        runs.extend(f"{e}{SEED_MARK}{n}" for n in config["train"]["seeds"])
+    return runs
+
+
+def seed_run_args(wildcards):
+    """pipeline.train fit arguments of a seed run E+seedN: E's config and randomness.seed=N (after train.options,
+    so it wins); none for E itself."""
+    experiment, mark, seed = wildcards.experiment.rpartition(SEED_MARK)
+    if not mark:
+        return ""
+    if not seed.isdigit():
+        raise ValueError(
+            f"run {wildcards.experiment!r}: expected EXPERIMENT{SEED_MARK}N with an integer N"
+        )
+    return f"--config {experiment} --cfg-options randomness.seed={int(seed)}"
+
+
 def detection_targets():
     return expand(
         "results/evaluate/{experiment}/metrics.json",
-        experiment=config["experiments"],
+        experiment=experiment_runs(),
     )
 
 

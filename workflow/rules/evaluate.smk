@@ -1,5 +1,6 @@
 # Evaluation (method section 7) and the report: results/evaluate/{experiment}/metrics.json (+ per-class AP,
-# precision-recall curves, open-ended accuracy) and results/report/summary.md with plots.
+# precision-recall curves, open-ended accuracy) and results/report/summary.md with plots. {experiment} is a run:
+# an experiment E or one of its seed runs E+seedN (train.seeds); the report groups them by experiment.
 
 
 rule evaluate:
@@ -38,14 +39,14 @@ rule report:
     input:
         metrics=expand(
             "results/evaluate/{experiment}/metrics.json",
-            experiment=config["experiments"],
+            experiment=experiment_runs(),
         ),
         curves=expand(
             "results/evaluate/{experiment}/pr_curves.json",
-            experiment=config["experiments"],
+            experiment=experiment_runs(),
         ),
         checkpoints=expand(
-            "results/train/{experiment}/final.pth", experiment=config["experiments"]
+            "results/train/{experiment}/final.pth", experiment=experiment_runs()
         ),
         recall=f"results/proposals/{DATASET}/recall.json",
         teacher=teacher_targets(),
@@ -80,7 +81,7 @@ rule report:
     conda:
         "../../envs/pipeline.yaml"
     params:
-        experiments=config["experiments"],
+        experiments=experiment_runs(),
         teacher=lambda wildcards, input: (
             f"--teacher {input.teacher}" if input.teacher else ""
         ),

@@ -65,10 +65,11 @@ else:
             gpu=1,
         params:
             max_per_img=config["proposals"]["max_per_img"],
+            on_bad_image=config["oake"]["on_bad_image"],
         shell:
             "python -m pipeline.proposals --log {log} predict --checkpoint {input.checkpoint}"
             " --annotations {input.annotations} --images {input.images}"
-            " --max-per-img {params.max_per_img} --output {output}"
+            " --max-per-img {params.max_per_img} --on-bad-image {params.on_bad_image} --output {output}"
 
 
 rule proposals_recall:

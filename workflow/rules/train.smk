@@ -23,12 +23,17 @@ rule train:
         options=train_options,
         gpus=config["train"]["gpus"],
         num_base=num_base(),
+        seed=seed_run_args,
+    # Snakemake deletes {log.runner} before every attempt: each attempt's output is also appended, under a header
+    # line, to {log.runner}.history (not a declared log, so it survives reruns and resumed trainings)
     shell:
-        "python -m pipeline.train --log {log.main} fit --experiment {wildcards.experiment}"
+        "echo \"==== $(date '+%Y-%m-%d %H:%M:%S') $(uname -n) train {wildcards.experiment} ====\""
+        " >> {log.runner}.history; set -o pipefail;"
+        " python -m pipeline.train --log {log.main} fit --experiment {wildcards.experiment}"
         " --names-from {input.names} --num-base {params.num_base}"
         " --annotations {input.annotations} --images {input.images}"
-        " {params.inputs} --work-dir {params.work_dir} --gpus {params.gpus} {params.options}"
-        " > {log.runner} 2>&1"
+        " {params.inputs} --work-dir {params.work_dir} --gpus {params.gpus} {params.options} {params.seed}"
+        " 2>&1 | tee -a {log.runner}.history > {log.runner}"
 
 
 rule train_predict:
@@ -47,7 +52,8 @@ rule train_predict:
         gpu=1,
     params:
         dry="--dry-run" if config["dry_run"] else "",
+        on_bad_image=config["oake"]["on_bad_image"],
     shell:
         "python -m pipeline.train --log {log} predict --checkpoint {input.checkpoint}"
         " --annotations {input.annotations} --images {input.images} --output {output.detections}"
-        " --regions {output.regions} {params.dry}"
+        " --regions {output.regions} --on-bad-image {params.on_bad_image} {params.dry}"

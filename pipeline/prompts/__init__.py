@@ -21,120 +21,33 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from pipeline import atomic, cli
-from pipeline.templates import vild_templates  # noqa: F401  (re-exported: prompts.vild_templates)
+from pipeline.formats.annotation_file import vocabulary
+from pipeline.formats.prompt_file import PromptError, load, save, select
+from pipeline.prompts.detpro import import_detpro, lvis_mmdet_names
+from pipeline.templates import vild_templates
+
+__all__ = [
+    "PromptError",
+    "build_parser",
+    "import_detpro",
+    "load",
+    "lvis_mmdet_names",
+    "main",
+    "save",
+    "select",
+    "vild_templates",
+    "vocabulary",
+]
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------------------- file format
-
-
-class PromptError(ValueError):
-    """A prompt file or input that cannot be used (the message names the file and the names)."""
-
-
-def save(
-    path: str | Path,
-    names: Sequence[str],
-    embeddings: torch.Tensor,
-    meta: Mapping[str, str],
-    scaler: float | None = None,
-    bias: float | None = None,
-) -> None:
-    """Write a prompt file atomically (tensors, strings and floats only: ``weights_only`` loadable)."""
-    embeddings = embeddings.detach().float().cpu().contiguous()
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(names):
-        raise PromptError(f"{path}: {len(names)} names but embeddings of shape {tuple(embeddings.shape)}")
-    if len(set(names)) != len(names):
-        raise PromptError(f"{path}: repeated names")
-    if not torch.isfinite(embeddings).all():
-        raise PromptError(f"{path}: embeddings are not finite")
-    obj: dict = {"names": list(names), "embeddings": embeddings, "meta": {k: str(v) for k, v in meta.items()}}
-    if scaler is not None:
-        obj["scaler"], obj["bias"] = float(scaler), float(bias)
-    with atomic.atomic_path(path, suffix=".pth") as tmp:
-        torch.save(obj, tmp)
-
-
-def load(path: str | Path) -> dict:
-    """Load a prompt file safely (``weights_only=True``) and check its structure."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise PromptError(f"{path}: not a readable prompt file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(obj, dict) or "names" not in obj or "embeddings" not in obj:
-        raise PromptError(f"{path}: expected a dict with 'names' and 'embeddings'")
-    if len(obj["names"]) != obj["embeddings"].shape[0]:
-        raise PromptError(f"{path}: {len(obj['names'])} names for {obj['embeddings'].shape[0]} rows")
-    return obj
-
-
-def select(prompts: Mapping, names: Sequence[str], source: str = "prompt file") -> torch.Tensor:
-    """Rows of ``prompts`` for ``names``, in that order: ``[len(names), D]``. Missing names are an error."""
-    index = {n: i for i, n in enumerate(prompts["names"])}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise PromptError(f"{source}: names missing: {missing[:20]}{' ...' if len(missing) > 20 else ''}")
-    return prompts["embeddings"][[index[n] for n in names]]
-
-
-def vocabulary(files: Iterable[str | Path]) -> list[str]:
-    """Sorted union of the category names of annotation files (COCO or LVIS format)."""
-    names: set[str] = set()
-    for f in files:
-        cats = atomic.read_json(f).get("categories")
-        if not isinstance(cats, list):
-            raise PromptError(f"{f}: no 'categories' list")
-        names.update(c["name"] for c in cats)
-    return sorted(names)
-
-
-# ------------------------------------------------------------------------------------------- builders
-
-
-def vild_embeddings(model, names: Sequence[str], renormalize: bool = False, batch_size: int = 1024) -> torch.Tensor:
-    """``[K, D]``: per template, encode all names (L2-normalised rows); mean over the 74 templates.
-
-    Faithful default: the mean is not renormalised (norm < 1); ``renormalize=True`` makes rows unit-norm.
-    """
-    from pipeline.clip import text
-
-    total = None
-    templates = vild_templates()
-    for template in templates:
-        emb = text.encode_text(model, [template.format(n) for n in names], batch_size=batch_size)
-        total = emb if total is None else total + emb
-    mean = total / len(templates)
-    return F.normalize(mean, dim=-1) if renormalize else mean
-
-
-def lvis_mmdet_names() -> list[str]:
-    """mmdet's LVIS v1 class list (the DetPro row order) with the LVIS json typo restored (method 3.2)."""
-    from mmdet.datasets import LVISV1Dataset
-
-    return [
-        ("speaker_(stero_equipment)" if n == "speaker_(stereo_equipment)" else n)
-        for n in LVISV1Dataset.METAINFO["classes"]
-    ]
-
-
-def import_detpro(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Read DetPro's tensor (tensors only, ``weights_only``) -> (names, ``[1203, D]`` float32)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise PromptError(f"{path}: not a readable DetPro tensor ({type(exc).__name__}: {exc})") from exc
-    names = lvis_mmdet_names()
-    if not isinstance(obj, torch.Tensor) or obj.ndim != 2 or obj.shape[0] != len(names):
-        shape = tuple(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
-        raise PromptError(f"{path}: expected a [{len(names)}, D] tensor (DetPro iou_neg5_ens.pth), got {shape}")
-    return names, obj.float()
+# ------------------------------------------------------------------------------------------- inputs
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -151,10 +64,12 @@ def _device(name: str) -> str:
 
 
 def _cmd_vild(args: argparse.Namespace) -> None:
+    from pipeline.clip import text
+
     names = vocabulary(args.names_from)
     clip = _clip(args)
     start = time.perf_counter()
-    emb = vild_embeddings(clip.model, names, renormalize=args.renormalize)
+    emb = text.vild_embeddings(clip.model, names, renormalize=args.renormalize)
     seconds = time.perf_counter() - start
     log.info(
         "vild: %d names x %d templates in %.1f s (%.1f names/s)",
@@ -178,7 +93,7 @@ def _cmd_detpro(args: argparse.Namespace) -> None:
 
 
 def _cmd_text(args: argparse.Namespace) -> None:
-    from pipeline import mmovod
+    from pipeline.prompts import mmovod
 
     names = vocabulary(args.names_from)
     clip = _clip(args)
@@ -199,7 +114,7 @@ def _cmd_text(args: argparse.Namespace) -> None:
 
 
 def _cmd_vision_avg(args: argparse.Namespace) -> None:
-    from pipeline import mmovod
+    from pipeline.prompts import mmovod
 
     names = vocabulary(args.names_from)
     clip = _clip(args)
@@ -222,7 +137,7 @@ def _cmd_vision_avg(args: argparse.Namespace) -> None:
 
 
 def _cmd_multimodal(args: argparse.Namespace) -> None:
-    from pipeline import mmovod
+    from pipeline.prompts import mmovod
 
     a, b = load(args.text), load(args.vision)
     names = list(a["names"])
@@ -231,8 +146,8 @@ def _cmd_multimodal(args: argparse.Namespace) -> None:
 
 
 def _cmd_ml(args: argparse.Namespace) -> None:
-    from pipeline import ml_prompt
-    from pipeline.oake.cache import ShardReader
+    from pipeline.formats.feature_cache import ShardReader
+    from pipeline.prompts import ml
 
     train = atomic.read_json(args.train_annotations)
     cats = sorted(train["categories"], key=lambda c: c["id"])
@@ -241,10 +156,10 @@ def _cmd_ml(args: argparse.Namespace) -> None:
         raise PromptError(f"{args.train_annotations}: expected remapped 0-based base-first ids and 0 < --num-base <= K")
     base, novel = names[: args.num_base], names[args.num_base :]
     clip = _clip(args)
-    images, labels, _ = ml_prompt.image_labels(train, [ShardReader(p) for p in args.globals], args.num_base)
-    opts = ml_prompt.MLOptions(epochs=args.epochs)
+    images, labels, _ = ml.image_labels(train, [ShardReader(p) for p in args.globals], args.num_base)
+    opts = ml.MLOptions(epochs=args.epochs)
     log.info("ml prompt: %d images, %d base classes, %d novel", len(images), len(base), len(novel))
-    learner, history = ml_prompt.train(clip.model, names, base, images, labels, opts)
+    learner, history = ml.train(clip.model, names, base, images, labels, opts)
     meta = {
         "kind": "ml",
         "epochs": str(opts.epochs),
@@ -255,8 +170,8 @@ def _cmd_ml(args: argparse.Namespace) -> None:
     if args.val_annotations and args.val_globals and novel:
         val = atomic.read_json(args.val_annotations)
         readers = [ShardReader(p) for p in args.val_globals]
-        vi, vl, _ = ml_prompt.image_labels(val, readers, len(names))
-        meta["val_novel_map"] = f"{100 * ml_prompt.mean_ap(learner, names, novel, vi, vl[:, len(base) :]):.2f}"
+        vi, vl, _ = ml.image_labels(val, readers, len(names))
+        meta["val_novel_map"] = f"{100 * ml.mean_ap(learner, names, novel, vi, vl[:, len(base) :]):.2f}"
         log.info("ml prompt: novel mAP on val %s", meta["val_novel_map"])
     with torch.no_grad():
         emb = learner.text_embeddings().cpu()
@@ -264,7 +179,7 @@ def _cmd_ml(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample_exemplars(args: argparse.Namespace) -> None:
-    from pipeline import mmovod
+    from pipeline.prompts import mmovod
 
     atomic.write_json(args.output, mmovod.sample_exemplars(atomic.read_json(args.input), k=args.k, seed=args.seed))
 
@@ -346,7 +261,3 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     cli.dispatch(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli.run_main(main))

@@ -1,99 +1,48 @@
-"""HDF5 feature caches of the OAKE stage: one shard file per (kind, split, shard index).
-
-Layout of a final shard (CSR over images): ``image_ids`` int64 [N] ascending, ``offsets`` int64 [N+1] (rows of
-image k are ``offsets[k]:offsets[k+1]``), ``embeddings`` float16 [M, D] (or int8 [M, D] plus ``scales`` float32 [M]),
-``boxes`` float32 [M, 4] xyxy pixels (blocks, objects), ``objectness`` float16 [M] (objects), ``done`` uint8 [N]
-and ``commit_state`` int64 [7] (row count, done count and CRC32 checksums, see ``STATE_FIELDS``). File attrs: the
-caller's attrs plus ``kind``, ``dim``, ``storage``, ``format_version`` and ``skipped`` (JSON list).
-
-Final shards are repacked: every dataset contiguous and exactly sized, so readers memory-map the rows (or, with
-``compression="gzip"``, the row datasets shuffled + gzip-1 in chunks of 256 rows: ~13% smaller, slower reads).
+"""Writing a feature-cache shard (layout: :mod:`pipeline.formats.feature_cache.layout`).
 
 Crash safety: a writer only touches ``<path>.partial`` (and ``<path>.final`` while repacking it). ``add`` buffers
 rows in memory; ``commit`` appends them and syncs (flush + fsync), then sets ``done``/``offsets``/``skipped`` and
 syncs, then writes ``commit_state`` and syncs. ``commit_state`` is the single source of truth: on reopen, rows past
 its row count are cut off and the committed prefix is checked against its checksums; any failure (unreadable file,
 torn metadata, checksum mismatch) restarts.
+
+The partial has chunked, resizable row datasets. ``finalize`` verifies it and repacks it into the final shard: every
+dataset contiguous and exactly sized, so readers memory-map the rows (or, with ``compression="gzip"``, the row
+datasets shuffled + gzip-1 in chunks of ``COMPRESSED_CHUNK`` rows: ~13% smaller, slower reads).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import torch
+
+from pipeline.formats.feature_cache.layout import (
+    _BLOCK,
+    _ROW_NAMES,
+    COMPRESSED_CHUNK,
+    COMPRESSIONS,
+    FORMAT_VERSION,
+    KINDS,
+    STATE_FIELDS,
+    STORAGES,
+    CacheError,
+    _crc,
+    _meta_crc,
+    _normalise_attrs,
+    _py,
+    _row_datasets,
+    _skipped_json,
+)
+from pipeline.formats.feature_cache.verify import _problems
 
 log = logging.getLogger(__name__)
-
-KINDS = ("globals", "blocks", "objects")
-STORAGES = ("float16", "int8")
-FORMAT_VERSION = 1
-NORM_TOL = 1e-2
-RESERVED_ATTRS = ("kind", "dim", "storage", "format_version", "skipped")
-STATE_FIELDS = ("committed_rows", "n_done", "crc_embeddings", "crc_scales", "crc_boxes", "crc_objectness", "crc_meta")
-_BLOCK = 1 << 16  # rows per read when scanning a shard
-_ROW_NAMES = ("embeddings", "scales", "boxes", "objectness")
-COMPRESSIONS = (None, "gzip")
-COMPRESSED_CHUNK = 256
-
-
-class CacheError(ValueError):
-    """A feature cache shard is missing, incomplete, inconsistent or misused."""
-
-
-def shard_image_ids(image_ids: Sequence[int], shards: int, index: int) -> list[int]:
-    """Sorted ids; shard ``index`` holds those whose position in the sorted list mod ``shards`` == index."""
-    if shards < 1 or not 0 <= index < shards:
-        raise CacheError(f"shard index {index} out of range for {shards} shards")
-    ids = sorted(int(i) for i in image_ids)
-    if len(set(ids)) != len(ids):
-        raise CacheError("duplicate image ids")
-    return ids[index::shards]
-
-
-def _row_datasets(kind: str, storage: str, dim: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Row-aligned datasets of a shard: name -> (dtype, shape of one row)."""
-    specs = {
-        "embeddings": (storage, (dim,)),
-        "scales": ("float32", ()),
-        "boxes": ("float32", (4,)),
-        "objectness": ("float16", ()),
-    }
-    used = (True, storage == "int8", kind != "globals", kind == "objects")
-    return {name: spec for (name, spec), keep in zip(specs.items(), used, strict=True) if keep}
-
-
-def _py(value: Any) -> Any:
-    """HDF5 attr / numpy scalar -> plain Python value (str, int, float, bool)."""
-    return value.decode() if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
-
-
-def _normalise_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {key: _py(value) for key, value in attrs.items()}
-    for key, value in out.items():
-        if not isinstance(key, str) or not isinstance(value, str | int | float | bool) or key in RESERVED_ATTRS:
-            raise CacheError(f"attr {key!r}: reserved name, or value not str/int/float/bool ({type(value).__name__})")
-    return out
-
-
-def _skipped_json(skipped: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps([{"image_id": int(s["image_id"]), "reason": str(s["reason"])} for s in skipped], sort_keys=True)
-
-
-def _meta_crc(offsets: np.ndarray, skipped_json: str) -> int:
-    return zlib.crc32(skipped_json.encode(), zlib.crc32(np.ascontiguousarray(offsets, dtype=np.int64)))
-
-
-def _crc(block: np.ndarray, value: int) -> int:
-    return zlib.crc32(np.ascontiguousarray(block), value)
 
 
 def _fsync(path: Path) -> None:
@@ -117,71 +66,6 @@ def _quantise(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = np.where(scale[:, None] > 0, rows / scale[:, None], 0.0)
         q = np.nan_to_num(np.clip(np.rint(q), -127, 127), nan=0.0).astype(np.int8)
     return q, scale
-
-
-def _images(mask: np.ndarray, ids: np.ndarray, offsets: np.ndarray | None = None) -> list[int]:
-    """Image ids (at most 10) of the set entries of ``mask``: a per-image mask, or a per-row one given ``offsets``."""
-    idx = np.flatnonzero(mask)
-    idx = idx if offsets is None else np.searchsorted(offsets, idx, side="right") - 1
-    return sorted({int(i) for i in ids[idx]})[:10]
-
-
-def _problems(f: h5py.File, expected_ids: Sequence[int] | None = None) -> list[str]:
-    """Everything wrong with a complete shard opened as ``f`` (empty list = good)."""
-    try:
-        kind, dim, storage = _py(f.attrs["kind"]), int(f.attrs["dim"]), _py(f.attrs["storage"])
-        skipped = [int(s["image_id"]) for s in json.loads(_py(f.attrs["skipped"]))]
-        specs = _row_datasets(kind, storage, dim)
-        ids, offsets, done, rows = f["image_ids"][:], f["offsets"][:], f["done"][:], {n: f[n] for n in specs}
-    except Exception as exc:  # missing attrs / datasets, unknown kind or storage
-        return [f"missing or malformed metadata: {exc!r}"]
-    if np.any(np.diff(ids) <= 0) or offsets.shape != (len(ids) + 1,) or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
-        return ["image_ids not strictly ascending or offsets not a CSR index over them"]
-    if done.shape != ids.shape:
-        return [f"done has shape {done.shape}, expected {ids.shape}"]
-    m = int(offsets[-1])
-    bad = [f"{n} {d.dtype}{d.shape}" for n, d in rows.items() if (d.dtype, d.shape) != (specs[n][0], (m, *specs[n][1]))]
-    if bad:
-        return [f"row datasets inconsistent with offsets[-1] = {m}: {', '.join(bad)}"]
-    problems = [] if np.all(done == 1) else [f"images not done: {_images(done != 1, ids)}"]
-    counts, is_skipped = np.diff(offsets), np.isin(ids, skipped)
-    wrong = counts != np.where(is_skipped, 0, 1) if kind == "globals" else is_skipped & (counts != 0)
-    if wrong.any():
-        problems.append(f"wrong row counts (skipped: 0, globals: 1) for images {_images(wrong, ids)}")
-    crcs, nonfinite, nonunit = dict.fromkeys(rows, 0), np.zeros(m, bool), np.zeros(m, bool)
-    for a in range(0, m, _BLOCK):
-        block = {name: d[a : a + _BLOCK] for name, d in rows.items()}
-        crcs = {name: _crc(block[name], crc) for name, crc in crcs.items()}
-        with np.errstate(invalid="ignore", over="ignore"):
-            emb = block["embeddings"].astype(np.float32) * block.get("scales", np.ones(1, np.float32))[:, None]
-            finite = np.all([np.isfinite(v.reshape(len(emb), -1)).all(1) for v in (emb, *block.values())], axis=0)
-            norms = np.linalg.norm(np.where(finite[:, None], emb, 0), axis=1)
-        nonfinite[a : a + len(emb)] = ~finite
-        nonunit[a : a + len(emb)] = finite & (np.abs(norms - 1) > NORM_TOL)
-    if nonfinite.any():
-        problems.append(f"non-finite rows in images {_images(nonfinite, ids, offsets)}")
-    if nonunit.any():
-        problems.append(f"rows not unit-norm (tol {NORM_TOL}) in images {_images(nonunit, ids, offsets)}")
-    if "commit_state" in f:
-        state = dict(zip(STATE_FIELDS, f["commit_state"][:].tolist(), strict=True))
-        changed = [n for n in rows if state[f"crc_{n}"] != crcs[n]] or ["row count"] * (state["committed_rows"] != m)
-        if changed:
-            problems.append(f"checksum mismatch in {changed} (modified or corrupted after writing)")
-    exp = None if expected_ids is None else np.array(sorted(int(i) for i in expected_ids), dtype=np.int64)
-    if exp is not None and not np.array_equal(exp, ids):
-        missing, extra = np.setdiff1d(exp, ids)[:10].tolist(), np.setdiff1d(ids, exp)[:10].tolist()
-        problems.append(f"image_ids differ from expected: missing {missing}, unexpected {extra}")
-    return problems
-
-
-def verify_shard(path: str | Path, expected_ids: Sequence[int] | None = None) -> list[str]:
-    """Problems of a final shard as readable strings (empty list = good): unreadable file, missing datasets,
-    offsets inconsistent with row counts, non-finite rows, rows not unit-norm (fp16 tol), ids != expected."""
-    try:
-        with h5py.File(path, "r") as f:
-            return [f"{path}: {p}" for p in _problems(f, expected_ids)]
-    except Exception as exc:
-        return [f"{path}: unreadable ({exc!r})"]
 
 
 class ShardWriter:
@@ -458,19 +342,6 @@ class ShardWriter:
             self.close()
 
 
-def _memmap(path: Path, d: h5py.Dataset) -> Any:
-    """A read-only ``np.memmap`` of a contiguous, uncompressed dataset (microsecond slicing); else the dataset."""
-    offset = d.id.get_offset()
-    if offset is None or d.chunks is not None or d.compression is not None or d.size == 0:
-        return d
-    return np.memmap(path, dtype=d.dtype, mode="r", offset=offset, shape=d.shape)
-
-
-def _float32(rows: Any) -> np.ndarray:
-    """A float32 copy; torch's vectorised half -> float conversion is about 7x numpy's."""
-    return torch.from_numpy(np.array(rows)).float().numpy()
-
-
 def _repack(src: Path, dst: Path, compression: str | None = None) -> None:
     """Copy a verified partial into a compact final file: every dataset contiguous and exactly sized (no
     half-empty chunks on disk), so that readers can memory-map the row datasets. With ``compression="gzip"``
@@ -487,84 +358,3 @@ def _repack(src: Path, dst: Path, compression: str | None = None) -> None:
             for lo in range(0, d.shape[0], _BLOCK):
                 out[lo : lo + _BLOCK] = d[lo : lo + _BLOCK]
             out.attrs.update(d.attrs)
-
-
-class ShardReader:
-    """Random access to the rows of one final shard.
-
-    The HDF5 file is opened on first ``get`` and reopened when ``os.getpid()`` changed (DataLoader workers after
-    fork); pickling drops the handle. Skipped images are in ``image_ids`` but not ``in`` the reader.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if self.path.name.endswith(".partial"):
-            raise CacheError(f"{self.path}: readers never open partial shards")
-        if not self.path.is_file():
-            raise CacheError(f"{self.path}: shard does not exist (not finalized yet?)")
-        try:
-            with h5py.File(self.path, "r") as f:
-                self.attrs = {k: _py(v) for k, v in f.attrs.items()}
-                self.image_ids, self._offsets, done = f["image_ids"][:], f["offsets"][:], f["done"][:]
-                self.kind, self.dim, self.storage = self.attrs["kind"], int(self.attrs["dim"]), self.attrs["storage"]
-                self.skipped = {int(s["image_id"]): s["reason"] for s in json.loads(self.attrs["skipped"])}
-        except Exception as exc:
-            raise CacheError(f"{self.path}: not a readable shard ({exc!r})") from exc
-        if self._offsets.shape != (len(self.image_ids) + 1,) or not np.all(done == 1):
-            raise CacheError(f"{self.path}: incomplete shard")
-        self._h5: h5py.File | None = None
-        self._pid = -1
-        self._rows: dict[str, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def _index(self, image_id: int) -> int:
-        k = int(np.searchsorted(self.image_ids, image_id))
-        return k if k < len(self.image_ids) and self.image_ids[k] == image_id else -1
-
-    def __contains__(self, image_id: object) -> bool:
-        ok = isinstance(image_id, int | np.integer)
-        return ok and self._index(int(image_id)) >= 0 and int(image_id) not in self.skipped
-
-    def _file(self) -> h5py.File:
-        if self._h5 is not None and self._pid != os.getpid():  # inherited through fork: never share it
-            with contextlib.suppress(Exception):
-                self._h5.close()
-            self._h5 = None
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=0)  # no cache: partial direct reads
-            self._pid = os.getpid()
-            self._rows = {name: _memmap(self.path, d) for name, d in self._h5.items() if name in _ROW_NAMES}
-        return self._h5
-
-    def get(self, image_id: int) -> dict[str, np.ndarray]:
-        """``{"embeddings": float32 [n, D], "boxes": float32 [n, 4], "objectness": float32 [n]}`` (per kind)."""
-        k = self._index(int(image_id))
-        if k < 0:
-            raise KeyError(f"image {image_id} is not in shard {self.path}")
-        if int(image_id) in self.skipped:
-            raise KeyError(f"image {image_id} was skipped in shard {self.path}: {self.skipped[int(image_id)]}")
-        self._file()
-        rows, a, b = self._rows, int(self._offsets[k]), int(self._offsets[k + 1])
-        out = {"embeddings": _float32(rows["embeddings"][a:b])}
-        if self.storage == "int8":
-            out["embeddings"] *= rows["scales"][a:b][:, None]
-        for name in ("boxes", "objectness"):
-            if name in rows:
-                out[name] = _float32(rows[name][a:b])
-        return out
-
-    def close(self) -> None:
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5 = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_h5": None, "_pid": -1, "_rows": {}}
-
-    def __enter__(self) -> ShardReader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline import atomic
 from pipeline.clip import preprocess, text
-from pipeline.prompts import PromptError
+from pipeline.formats.prompt_file import PromptError
 
 log = logging.getLogger(__name__)
 

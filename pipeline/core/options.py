@@ -1,0 +1,117 @@
+"""Stage options: one frozen dataclass per command, its command-line parser built from the dataclass.
+
+A field declared with :func:`option` is also a command-line option ``--field-name``: its type gives argparse's
+``type`` / ``nargs`` / ``choices`` (``int``, ``float``, ``str``, ``Path``, ``bool`` flags, ``X | None``,
+``tuple[X, ...]`` and ``list[X]`` lists, ``Literal[...]`` choices), its default is the option's default (shown in
+``--help``), and a field without a default is a required option. So a stage's CLI defaults cannot drift from the
+defaults its ``run(options)`` uses::
+
+    @dataclass(frozen=True)
+    class FitOptions:
+        annotations: Path = option(help="remapped base training file (input)")
+        iters: int | None = option(None, help="iterations (None: the config's schedule)")
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, FitOptions)
+    opts = from_args(FitOptions, parser.parse_args(argv))
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+_SCALARS = (int, float, str, Path)
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, **argparse_kwargs: Any):
+    """A dataclass field that is a command-line option (``flag`` defaults to ``--<name with dashes>``; extra
+    keyword arguments go to ``add_argument``, e.g. ``metavar`` or ``type`` for a custom parser)."""
+    metadata = {"help": help, "flag": flag, "argparse": argparse_kwargs}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    if isinstance(default, list | dict | set):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return tp, False
+
+
+def _argparse_kwargs(name: str, tp: Any) -> dict[str, Any]:
+    tp, _ = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        return {"choices": choices, "type": type(choices[0])}
+    if origin in (tuple, list):
+        item = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        item, _ = _unwrap_optional(item)
+        kwargs = _argparse_kwargs(name, item)
+        kwargs["nargs"] = "*"
+        return kwargs
+    if tp in _SCALARS:
+        return {"type": tp}
+    raise TypeError(f"option {name}: no command-line form for type {tp!r} (pass type= to option())")
+
+
+def options_fields(cls) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line options."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (``dataclasses.MISSING`` for a required one)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_arguments(parser: argparse.ArgumentParser | Any, cls) -> None:
+    """Add one option per :func:`option` field of the dataclass ``cls`` to ``parser`` (or an argument group)."""
+    hints = typing.get_type_hints(cls)
+    for f in options_fields(cls):
+        kwargs = _argparse_kwargs(f.name, hints[f.name])
+        kwargs.update(f.metadata["argparse"])
+        default = field_default(f)
+        help_text = f.metadata["help"]
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = list(default) if isinstance(default, tuple) else default
+            shown = "none" if default is None else "%(default)s"
+            if kwargs.get("action") is not argparse.BooleanOptionalAction:  # that action adds its own
+                help_text += f" (default: {shown})"
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, dest=f.name, help=help_text, **kwargs)
+
+
+def from_args(cls, args: argparse.Namespace, **overrides: Any):
+    """An instance of ``cls`` from parsed arguments (lists become tuples where the field is a tuple)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in options_fields(cls):
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        tp, _ = _unwrap_optional(hints[f.name])
+        if typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    values.update(overrides)
+    return cls(**values)

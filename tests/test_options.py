@@ -1,0 +1,55 @@
+"""pipeline.core.options: parsers built from frozen option dataclasses."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from pipeline.core.options import add_arguments, from_args, option
+
+
+@dataclass(frozen=True)
+class Example:
+    annotations: Path = option(help="input file")
+    iters: int | None = option(None, help="iterations")
+    lr: float = option(0.02, help="learning rate")
+    kinds: tuple[str, ...] = option(("globals", "blocks"), help="cache kinds")
+    mode: Literal["error", "skip"] = option("error", help="bad images")
+    dry_run: bool = option(False, help="shrink")
+    internal: int = 3  # not an option
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Example)
+    return parser, from_args(Example, parser.parse_args(argv))
+
+
+def test_defaults_come_from_the_dataclass():
+    _, opts = parse(["--annotations", "a.json"])
+    assert opts == Example(annotations=Path("a.json"))
+    assert opts.kinds == ("globals", "blocks") and opts.iters is None and opts.lr == 0.02
+
+
+def test_values_are_typed():
+    _, opts = parse(
+        ["--annotations", "a.json", "--iters", "7", "--lr", "0.5", "--kinds", "objects", "--mode", "skip", "--dry-run"]
+    )
+    assert opts.iters == 7 and opts.lr == 0.5 and opts.kinds == ("objects",) and opts.mode == "skip"
+    assert opts.dry_run is True and isinstance(opts.annotations, Path)
+
+
+def test_required_choices_and_help_show_defaults(capsys):
+    parser, _ = parse(["--annotations", "a"])
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --annotations is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--annotations", "a", "--mode", "maybe"])
+    text = parser.format_help()
+    assert "learning rate (default: 0.02)" in text
+    assert "iterations (default: none)" in text
+    assert "--internal" not in text
