@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@# mmcv 2.1.0 has no wheel for this torch: build its ops against the installed torch.
 	$(PY) -c "import mmcv.ops" 2>/dev/null || MMCV_WITH_OPS=1 $(PIP_INSTALL) --no-build-isolation mmengine mmcv==2.1.0
 	$(PIP_INSTALL) -e ".[dev]"
-	$(PY) -c "import pipeline.compat, mmcv.ops, mmdet, open_clip, snakemake; print('install ok')"
+	$(PY) -c "import pipeline.core.compat, mmcv.ops, mmdet, open_clip, snakemake; print('install ok')"
 	touch $@
 
 demo: install
@@ -29,7 +29,7 @@ test: install
 	$(VENV)/bin/pytest -q
 
 bench: install
-	$(PY) -m pipeline.bench
+	$(PY) -m benchmarks
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tests

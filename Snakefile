@@ -29,12 +29,18 @@ min_version("9.0")
 # config.yaml and --configfile/--config layered, validated, defaults filled (README "Configuration")
 include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs/demo_data.smk"
+include: "workflow/rules/inputs/teacher.smk"
+include: "workflow/rules/inputs/prompts.smk"
+include: "workflow/rules/inputs/oake.smk"
+include: "workflow/rules/inputs/proposals.smk"
+include: "workflow/rules/inputs/train.smk"
+include: "workflow/rules/inputs/evaluate.smk"
 include: "workflow/rules/local_gpu.smk"
 
 
-if (
-    DATASET == "demo"
-):  # the generated dataset and its CLIP teacher exist only for the demo
+# the generated dataset and its CLIP teacher exist only for the demo
+if DATASET == "demo":
 
     include: "workflow/rules/demo_data.smk"
     include: "workflow/rules/teacher.smk"

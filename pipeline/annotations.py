@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic, cli, vocab
+from pipeline.core import atomic, cli, vocab
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported

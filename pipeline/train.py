@@ -3,11 +3,11 @@
 Subcommands::
 
     fit      train an experiment on base annotations with the OAKE caches. The experiment name is a config of
-             ``pipeline/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
+             ``pipeline/models/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
              ``oadp_*`` object + block + global, ``baseline_*`` none) or ``--config FILE``; ``--cfg-options``
              overrides keys. lr is the config's for 16 images per iteration, scaled to the real batch by mmengine
              (said in the log). Resumes from the last checkpoint of its work dir when the same run made it (config,
-             input contents, initial weights: ``pipeline.workdir``; other checkpoints move to ``stale/``);
+             input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``);
              TensorBoard events in ``<work dir>/<timestamp>/vis_data``; writes ``final.pth`` (weights + the resolved
              config; weights-only loadable). ``--gpus N`` relaunches under torchrun.
     predict  run a trained detector over every image of a split -> COCO-format detections (remapped category ids;
@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic, cli, images, workdir
-from pipeline.oake.extract import list_images, sha256_file
+from pipeline.core import atomic, cli, images, workdir
+from pipeline.core.device import resolve_device
+from pipeline.core.hashing import sha256_file
+from pipeline.core.images import list_images
 
 log = logging.getLogger(__name__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
@@ -38,7 +40,7 @@ BRANCHES = {"vild": ("object",), "oadp": ("object", "block", "global"), "baselin
 
 def branches_of(experiment: str) -> tuple[str, ...]:
     """The pyramid branches an experiment name's prefix stands for (what the DAG provides caches for); the config
-    file decides what is built (``pipeline.detector.config.branches``)."""
+    file decides what is built (``pipeline.models.detector.config.branches``)."""
     prefix = experiment.split("_", 1)[0]
     if prefix not in BRANCHES:
         raise ValueError(f"experiment {experiment!r}: the name must start with one of {sorted(BRANCHES)}")
@@ -53,7 +55,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _config(args: argparse.Namespace, *, cuda: bool):
-    from pipeline.detector.config import detector_config, train_dataset
+    from pipeline.models.detector.config import detector_config, train_dataset
 
     cats = sorted(atomic.read_json(args.names_from)["categories"], key=lambda c: c["id"])
     world = int(os.environ.get("WORLD_SIZE", args.gpus))
@@ -88,9 +90,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         return
     from mmengine.runner import Runner
 
-    from pipeline import compat
-    from pipeline.detector import register_modules
-    from pipeline.environment import environment
+    from pipeline.core import compat
+    from pipeline.core.environment import environment
+    from pipeline.models.detector import register_modules
 
     compat.allow_mmengine_checkpoints()
     register_modules()
@@ -119,13 +121,13 @@ def stored_prompts(cfg) -> dict[str, dict]:
     The classifiers' text embeddings are non-persistent buffers (not in the state dict); ``final.pth`` carries
     them here, so that a detector loads with the classifier it was trained with, from any working directory and
     after the prompt files were rebuilt."""
-    from pipeline import prompts as prompt_files
-    from pipeline.detector.config import classifier_nodes
+    from pipeline.formats import prompt_file
+    from pipeline.models.detector.config import classifier_nodes
 
     paths = sorted({str(d["prompts"]) for d in classifier_nodes(cfg)})
     out = {}
     for path in paths:
-        p = prompt_files.load(path)
+        p = prompt_file.load(path)
         out[path] = {k: p[k] for k in ("names", "embeddings", "scaler", "bias") if k in p}
     return out
 
@@ -136,8 +138,8 @@ def load_detector(checkpoint: Path, device: str = "cpu"):
     from mmdet.registry import MODELS
     from mmengine.config import Config
 
-    from pipeline.detector import register_modules
-    from pipeline.detector.config import classifier_nodes
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import classifier_nodes
 
     register_modules()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -185,13 +187,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(resolve_device(args.device))
     model, cfg, meta = load_detector(args.checkpoint, device)
     model.roi_head.test_cfg["score_thr"] = args.score_thr
     if args.ensemble is not None:
         if getattr(model.roi_head, "object_head", None) is None:
             raise SystemExit(f"predict --ensemble: {args.checkpoint} has no object head to ensemble with")
-        from pipeline.detector.roi_head import ensemble_exponents
+        from pipeline.models.detector.roi_head import ensemble_exponents
 
         try:
             lambda_base, lambda_novel = args.ensemble

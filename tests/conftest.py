@@ -154,7 +154,7 @@ def tiny_clip_args(annotations: Path, images: Path) -> list[str]:
 def gt_proposals(annotations: Path, out: Path, extra_box: list[float] | None = None) -> dict[int, np.ndarray]:
     """Write a proposals file whose boxes are each image's ground truth (xyxy, score 1), optionally plus one
     ``extra_box``; returns the ground-truth boxes per image id."""
-    from pipeline import proposal_file
+    from pipeline.formats import proposal_file
 
     data = json.loads(Path(annotations).read_text())
     ids = sorted(im["id"] for im in data["images"])

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import annotations, vocab
+from pipeline import annotations
+from pipeline.core import vocab
 from tests import conftest
 from tests.conftest import write_json
 
@@ -29,7 +30,7 @@ def make_lvis(*args, **kwargs) -> dict:
     return _inside(conftest.make_lvis(*args, **kwargs))
 
 
-# The 15 COCO classes outside the 65 (method section 2.1), written out independently of pipeline.vocab.
+# The 15 COCO classes outside the 65 (method section 2.1), written out independently of pipeline.core.vocab.
 DROPPED = {
     "traffic light",
     "fire hydrant",

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import atomic, proposal_file
+from pipeline.core import atomic
 from pipeline.formats import feature_cache as cache
+from pipeline.formats import proposal_file
 
 
 def _mode(path: Path) -> int:

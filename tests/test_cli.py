@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli
+from pipeline.core import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,4 +56,4 @@ def test_every_stage_module_exits_through_run_main():
                 entry_points.append(path.relative_to(REPO))
                 body = ast.unparse(node)
                 assert "SystemExit(cli.run_main(" in body, f"{path.relative_to(REPO)}: {body}"
-    assert Path("pipeline/proposals.py") in entry_points and len(entry_points) >= 10
+    assert Path("pipeline/proposals/__main__.py") in entry_points and len(entry_points) >= 10

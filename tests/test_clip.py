@@ -1,4 +1,4 @@
-"""pipeline.clip: loaders, the three ViT variants, batched text encoding."""
+"""pipeline.models.clip: loaders, the three ViT variants, batched text encoding."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import safe_pickle
-from pipeline.clip import CLIPLoadError, convert, load_clip, text, vision
+from pipeline.core import safe_pickle
+from pipeline.models.clip import CLIPLoadError, convert, load_clip, text, vision
 from tests.test_safe_pickle import payloads, save_runs_on_load, save_with_global
 
 TINY = "OADP-Tiny-ViT-32"

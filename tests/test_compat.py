@@ -1,4 +1,4 @@
-"""pipeline.compat: torchvision works on the CPU torch, and the shim stands aside where its ops load."""
+"""pipeline.core.compat: torchvision works on the CPU torch, and the shim stands aside where its ops load."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import compat
+from pipeline.core import compat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_torchvision_and_its_users_import_here():
     out = python(
         """
         import pipeline, torch
-        from pipeline import compat
+        from pipeline.core import compat
         import torchvision
         from torchvision.ops import nms, roi_align
         b = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.]])
@@ -78,7 +78,7 @@ def test_stands_aside_when_native_ops_exist():
             calls.append(1)
             return torch.tensor([0])
         lib.impl("nms", native, "CPU")
-        from pipeline import compat
+        from pipeline.core import compat
         print(compat.FALLBACK_ACTIVE, compat._fallback_lib is None)
         torch.ops.torchvision.nms(torch.zeros(2, 4), torch.zeros(2), 0.5)
         print(len(calls))
@@ -92,7 +92,7 @@ def test_stands_aside_when_native_ops_exist():
 def test_cuda_torchvision_uses_its_own_ops():
     out = python(
         """
-        from pipeline import compat
+        from pipeline.core import compat
         import torch, torchvision
         b = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11.]], device="cuda")
         print(compat.FALLBACK_ACTIVE, torchvision.ops.nms(b, torch.tensor([0.9, 0.8], device="cuda"), 0.5).tolist())

@@ -86,7 +86,11 @@ def test_switching_the_dataset_drops_the_demo_layer_but_not_a_workdir_config(tmp
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"\xff\xfe\x00binary", "not a UTF-8 text file"), (b"- a\n- b\n", "needs config keys"), (b"a: [1\n", "not valid YAML")],
+    [
+        (b"\xff\xfe\x00binary", "not a UTF-8 text file"),
+        (b"- a\n- b\n", "needs config keys"),
+        (b"a: [1\n", "not valid YAML"),
+    ],
 )
 def test_an_unreadable_config_file_is_named(tmp_path, content, message):
     bad = tmp_path / "config.yaml"
@@ -105,3 +109,59 @@ def test_the_configuration_reference_is_current():
         [sys.executable, str(REPO / "tools/config_reference.py"), "--check"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# schema key -> (stage module, subcommand or None, argparse dest): options that a rule passes from the config
+CLI_OPTIONS = {
+    "proposals.arch": ("pipeline.proposals", "train", "arch"),
+    "proposals.depth": ("pipeline.proposals", "train", "depth"),
+    "proposals.backbone_init": ("pipeline.proposals", "train", "backbone_init"),
+    "proposals.iters": ("pipeline.proposals", "train", "iters"),
+    "proposals.batch_size": ("pipeline.proposals", "train", "batch_size"),
+    "proposals.lr": ("pipeline.proposals", "train", "lr"),
+    "proposals.scale": ("pipeline.proposals", "train", "scale"),
+    "proposals.gpus": ("pipeline.proposals", "train", "gpus"),
+    "proposals.max_per_img": ("pipeline.proposals", "predict", "max_per_img"),
+    "oake.shards": ("pipeline.oake.globals", None, "shards"),
+    "oake.precision": ("pipeline.oake.globals", None, "precision"),
+    "oake.on_bad_image": ("pipeline.oake.globals", None, "on_bad_image"),
+    "oake.compression": ("pipeline.oake.globals", None, "compression"),
+    "oake.block0_box": ("pipeline.oake.blocks", None, "block0_box"),
+    "oake.object_storage": ("pipeline.oake.objects", None, "storage"),
+    "prompts.ml_epochs": ("pipeline.prompts", "ml", "epochs"),
+    "prompts.renormalize": ("pipeline.prompts", "vild", "renormalize"),
+    "prompts.exemplars.k": ("pipeline.prompts", "sample-exemplars", "k"),
+    "prompts.exemplars.context": ("pipeline.prompts", "vision-avg", "context"),
+    "prompts.exemplars.num_augs": ("pipeline.prompts", "vision-avg", "num_augs"),
+    "teacher.seed": ("pipeline.teacher", None, "seed"),
+    "teacher.batch_size": ("pipeline.teacher", None, "batch_size"),
+    "teacher.lr": ("pipeline.teacher", None, "lr"),
+    "train.gpus": ("pipeline.train", "fit", "gpus"),
+    "train.iters": ("pipeline.train", "fit", "iters"),
+    "train.batch_size": ("pipeline.train", "fit", "batch_size"),
+    "demo.seed": ("pipeline.demo_data", None, "seed"),
+    "demo.num_train": ("pipeline.demo_data", None, "num_train"),
+    "demo.num_val": ("pipeline.demo_data", None, "num_val"),
+    "demo.crowd_prob": ("pipeline.demo_data", None, "crowd_prob"),
+    "demo.novel_in_train": ("pipeline.demo_data", None, "novel_in_train"),
+}
+
+
+def _parser_default(module: str, command: str | None, dest: str):
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    if command is not None:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[command]
+    return parser.get_default(dest)
+
+
+@pytest.mark.parametrize("key", sorted(CLI_OPTIONS))
+def test_stage_cli_defaults_agree_with_the_schema(key):
+    value = schema_defaults()
+    for part in key.split("."):
+        value = value[part]
+    default = _parser_default(*CLI_OPTIONS[key])
+    assert default == value, f"{key}: schema {value!r}, {CLI_OPTIONS[key][0]} --{CLI_OPTIONS[key][2]} {default!r}"

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.detector import config as C
 from pipeline.formats import prompt_file as prompt_files
+from pipeline.models.detector import config as C
 
 NAMES = ["c", "x", "a", "b"]
 
@@ -176,7 +176,7 @@ def test_bbox_head_lr_mult_reaches_the_optimizer(prompt_paths):
     from mmdet.registry import MODELS
     from mmengine.optim import build_optim_wrapper
 
-    from pipeline.detector import register_modules
+    from pipeline.models.detector import register_modules
 
     register_modules()
     cfg = C.detector_config("oadp_demo", names=NAMES, num_base=2, prompts=prompt_paths)
@@ -201,7 +201,7 @@ def test_lvis_config_trains_a_class_agnostic_mask_head(prompt_paths):
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
 
-    from pipeline.detector import register_modules
+    from pipeline.models.detector import register_modules
 
     register_modules()
     cfg = C.detector_config(

@@ -24,8 +24,8 @@ def build(cfg: dict):
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
 
-    import pipeline.detector.modules  # noqa: F401  (registers the predictors)
-    import pipeline.detector.roi_head  # noqa: F401  (registers OADPRoIHead)
+    import pipeline.models.detector.modules  # noqa: F401  (registers the predictors)
+    import pipeline.models.detector.roi_head  # noqa: F401  (registers OADPRoIHead)
 
     register_all_modules()
     return MODELS.build(ConfigDict(cfg))

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.detector import classifiers as C
-from pipeline.detector import losses as L
+from pipeline.models.detector import classifiers as C
+from pipeline.models.detector import losses as L
 
 
 def prompts(names, dim=4, seed=0, **extra):
@@ -124,7 +124,7 @@ def test_scaled_classifier_uses_the_file_scaler_and_bias():
 
 
 def test_asymmetric_loss_is_shared_with_the_prompt_stage():
-    from pipeline.losses import asymmetric_loss
+    from pipeline.models.detector.losses import asymmetric_loss
 
     assert L.asymmetric_loss is asymmetric_loss
     assert asymmetric_loss(torch.tensor([0.9]), torch.tensor([1.0])).item() == pytest.approx(-math.log(0.9))

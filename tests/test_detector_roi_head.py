@@ -104,7 +104,7 @@ def test_losses_of_every_branch(prompt_path):
 
 
 def test_inference_uses_the_ensemble(prompt_path):
-    from pipeline.detector import losses as L
+    from pipeline.models.detector import losses as L
 
     head = build(roi_head_cfg(prompt_path))
     head.init_weights()

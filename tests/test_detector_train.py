@@ -46,7 +46,7 @@ SLIM = {
 
 
 def _oadp_config(tmp_path, demo, prompt_files, iters, options=None):
-    from pipeline.detector.config import detector_config
+    from pipeline.models.detector.config import detector_config
 
     return detector_config(
         "oadp_demo",
@@ -72,8 +72,8 @@ def _oadp_config(tmp_path, demo, prompt_files, iters, options=None):
 def test_oadp_trains_on_cpu_with_every_branch(tmp_path):
     from mmengine.runner import Runner
 
-    from pipeline import compat
-    from pipeline.detector import register_modules
+    from pipeline.core import compat
+    from pipeline.models.detector import register_modules
 
     demo, prompt_files = _oadp_demo_setup(tmp_path)
     cfg = _oadp_config(tmp_path, demo, prompt_files, iters=16)
@@ -120,8 +120,8 @@ def test_kill_and_resume_continues_with_the_saved_state(tmp_path):
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from pipeline import compat
-    from pipeline.detector import register_modules
+    from pipeline.core import compat
+    from pipeline.models.detector import register_modules
 
     demo, prompt_files = _oadp_demo_setup(tmp_path, num_train=6)
     work = tmp_path / "work"
@@ -362,7 +362,7 @@ def test_fit_resumes_only_the_same_run(tmp_path, monkeypatch):
 
 
 def test_checkpoints_of_another_run_are_set_aside_not_resumed(tmp_path):
-    from pipeline import workdir
+    from pipeline.core import workdir
 
     work = tmp_path / "work"
     work.mkdir()
@@ -398,7 +398,7 @@ def test_fingerprint_follows_input_contents_not_locations(tmp_path):
     checksums), the image folder by its listing; the project folder's location and the work dir do not count."""
     import shutil
 
-    from pipeline import workdir
+    from pipeline.core import workdir
 
     a = tmp_path / "a"
     (a / "images").mkdir(parents=True)
@@ -451,8 +451,8 @@ def test_no_novel_box_reaches_detector_training_data(tmp_path):
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
 
-    from pipeline.detector import register_modules
-    from pipeline.detector.config import train_dataset
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import train_dataset
 
     demo, prompt_files = _oadp_demo_setup(tmp_path, num_train=6)
     raw = json.loads((demo / "annotations/instances_train.json").read_text())
@@ -492,8 +492,8 @@ def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
     from mmdet.registry import MODELS
 
     from pipeline import train
-    from pipeline.detector import register_modules
-    from pipeline.detector.config import detector_config
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import detector_config
 
     demo = make_demo_split(tmp_path, num_train=1, num_val=2)
     prompt_files = _vild_and_ml_prompts(tmp_path)
@@ -521,9 +521,10 @@ def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
     gives the image no detections and no regions, and the other images theirs."""
     from mmdet.registry import MODELS
 
-    from pipeline import cli, train
-    from pipeline.detector import register_modules
-    from pipeline.detector.config import detector_config
+    from pipeline import train
+    from pipeline.core import cli
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import detector_config
 
     demo = make_demo_split(tmp_path, num_train=1, num_val=3)
     prompt_files = _vild_and_ml_prompts(tmp_path)

@@ -10,7 +10,7 @@ import torch
 
 from pipeline import demo_data
 from pipeline.formats import feature_cache as cache
-from pipeline.oake import geometry
+from pipeline.models.clip import geometry
 from tests.conftest import extract_caches, gt_proposals
 
 SOLID = ("red circle", "blue square", "green star", "yellow hexagon")
@@ -37,7 +37,7 @@ def run_pipeline(root, data, gt, image_id, flip: bool):
     from mmcv.transforms import Compose
     from mmdet.utils import register_all_modules
 
-    import pipeline.detector.transforms  # noqa: F401  (registers LoadCLIPFeatures)
+    import pipeline.models.detector.transforms  # noqa: F401  (registers LoadCLIPFeatures)
 
     register_all_modules()
     im = next(i for i in data["images"] if i["id"] == image_id)
@@ -113,7 +113,7 @@ def test_features_are_not_flipped_and_labels_are_any_overlap(world):
 
 
 def test_max_objects_keeps_the_highest_objectness_in_stored_order():
-    from pipeline.detector.transforms import LoadCLIPFeatures
+    from pipeline.models.detector.transforms import LoadCLIPFeatures
 
     rec = {
         "boxes": np.array([[0, 0, 10, 10], [5, 5, 30, 30], [1, 1, 3, 3], [2, 2, 40, 20], [0, 0, 8, 9]], np.float32),

@@ -1,5 +1,5 @@
 """Same code, config and seed on one machine: bit-identical weights; the environment that decides the floating-point
-results is recorded with them (pipeline.environment)."""
+results is recorded with them (pipeline.core.environment)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from pipeline import environment, prompts
+from pipeline import prompts
+from pipeline.core import environment
 from tests.conftest import TINY, make_demo_split
 
 

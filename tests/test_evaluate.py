@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import cli, evaluate
+from pipeline import evaluate
+from pipeline.core import cli
 from tests.conftest import write_json
 from tests.eval_helpers import (
     CATEGORIES,
@@ -171,7 +172,7 @@ def test_lvis_apr_from_rare_classes_only():
 def test_lvis_slices_equal_lvis_api(tmp_path):
     from lvis import LVIS, LVISEval, LVISResults
 
-    from pipeline.compat import patch_lvis_numpy
+    from pipeline.core.compat import patch_lvis_numpy
 
     gt = lvis_gt(num_images=16, seed=5)
     gt_path = write_json(tmp_path / "lvis.json", gt)

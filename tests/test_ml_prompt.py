@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import prompts
-from pipeline.clip import load_clip, text
-from pipeline.losses import asymmetric_loss
+from pipeline.models.clip import load_clip, text
+from pipeline.models.detector.losses import asymmetric_loss
 from pipeline.oake import globals as oake_globals
 from pipeline.prompts import ml as ml_prompt
 from tests.conftest import make_demo_split, tiny_clip_args

@@ -14,10 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import demo_data, proposal_file
-from pipeline.clip import load_clip, preprocess, vision
+from pipeline import demo_data
 from pipeline.formats import feature_cache as cache
-from pipeline.oake import blocks, extract, geometry, objects
+from pipeline.formats import proposal_file
+from pipeline.models.clip import geometry, load_clip, preprocess, vision
+from pipeline.oake import blocks, extract, objects
 from pipeline.oake import globals as oake_globals
 from pipeline.oake import verify as oake_verify
 
@@ -133,7 +134,7 @@ def test_objects_rows_boxes_objectness(tmp_path, demo, clip):
     np.testing.assert_allclose(rec["boxes"], kept)
     np.testing.assert_allclose(rec["objectness"], np.linspace(1, 0.5, len(kept) + 1)[:-1], atol=1e-3)
     enc = vision.ObjectAwareEncoder(clip.model.visual)
-    crops, masks = objects.object_inputs(image(demo, image_id), kept[:1], enc.grid)
+    crops, masks = preprocess.object_inputs(image(demo, image_id), kept[:1], enc.grid)
     with torch.inference_mode():
         direct = enc(preprocess.normalize_uint8(crops), masks)[0].numpy()
     np.testing.assert_allclose(rec["embeddings"][0], direct, atol=FP16)
@@ -303,7 +304,7 @@ def test_a_skipped_image_is_named_by_file_and_id(tmp_path, demo):
         oake_globals.main(argv(broken, tmp_path / "e.h5"))
     log = tmp_path / "s.log"
     oake_globals.main(argv(broken, tmp_path / "s.h5", "--on-bad-image", "skip", "--log", str(log)))
-    warnings = [x for x in log.read_text().splitlines() if "WARNING pipeline.images: skipping" in x]
+    warnings = [x for x in log.read_text().splitlines() if "WARNING pipeline.core.images: skipping" in x]
     assert len(warnings) == 1 and f"{bad_id:012d}.jpg: unreadable image, id {bad_id}" in warnings[0]
     reader = cache.ShardReader(tmp_path / "s.h5")
     assert list(reader.skipped) == [bad_id] and f"id {bad_id}" in reader.skipped[bad_id]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.oake import geometry as g
+from pipeline.models.clip import geometry as g
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.bench import dag
+from benchmarks import dag
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PROFILE = REPO / "workflow/profiles/slurm"
@@ -20,7 +20,8 @@ LOCAL_GPU = REPO / "workflow/rules/local_gpu.smk"
 def workflow_rules() -> set[str]:
     names = set()
     for smk in [REPO / "Snakefile", *(REPO / "workflow/rules").glob("*.smk")]:
-        names.update(re.findall(r"^\s*rule (\w+):", smk.read_text(), flags=re.M))
+        names.update(re.findall(r"^\s*(?:use )?rule (\w+)(?::| with:)", smk.read_text(), flags=re.M))
+        names.update(re.findall(r"^\s*use rule \w+ as (\w+)", smk.read_text(), flags=re.M))
     return names
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import prompts
-from pipeline.clip import load_clip, text
+from pipeline.models.clip import load_clip, text
 from pipeline.prompts import mmovod
 from tests.conftest import write_json
 
@@ -102,7 +102,7 @@ def test_vocabulary_is_the_sorted_union(tmp_path):
 
 
 def test_union_of_coco65_and_lvis1203_has_1217_names(tmp_path, coco_categories, lvis_categories):
-    from pipeline import vocab
+    from pipeline.core import vocab
 
     coco = write_json(
         tmp_path / "c.json",

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import proposal_file, proposals, recall
-from pipeline.proposal_import import UnsafePickleError, load_proposal_pickle
+from pipeline import proposals
+from pipeline.formats import proposal_file
+from pipeline.proposals import recall
+from pipeline.proposals.reference import UnsafePickleError, load_proposal_pickle
 from tests.conftest import make_demo_split, write_json
 from tests.test_detector_train import _killed_in_second_iteration, _newest_run_log, _resumed, _stale
 
@@ -273,7 +275,7 @@ def test_backbone_initialisation_options(tmp_path):
 def test_centerness_by_hand():
     import torch
 
-    from pipeline.proposal_heads import centerness
+    from pipeline.proposals.heads import centerness
 
     boxes = torch.tensor([[0.0, 0, 10, 20]] * 4)
     points = torch.tensor([[5.0, 10], [2.5, 10], [2.5, 5], [12, 10]])
@@ -337,7 +339,7 @@ def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
 
     import torch
 
-    from pipeline import cli
+    from pipeline.core import cli
 
     cmd = cli.torchrun_command("pipeline.proposals", 4, ["--log", "x.log", "train", "--gpus", "4", "--iters", "10"])
     assert cmd[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
@@ -381,7 +383,7 @@ def _untrained_rpn(path: Path) -> Path:
 def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
     """``--on-bad-image error`` stops with one line naming the file and id (traceback in the log); ``skip`` gives
     the image no proposals, lists it in the ``skipped`` attr, and OAKE objects then skip it too."""
-    from pipeline import cli
+    from pipeline.core import cli
     from pipeline.formats import feature_cache as cache
     from pipeline.oake import objects
     from tests.conftest import tiny_clip_args
@@ -416,7 +418,8 @@ def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
 
 def test_recall_without_boxes_of_a_group_is_null_not_nan(tmp_path):
     """A split without novel boxes: recall is undefined (None), the JSON is valid and the report shows '–'."""
-    from pipeline import atomic, report
+    from pipeline import report
+    from pipeline.core import atomic
 
     ann = {"annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 0}]}
 

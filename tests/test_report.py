@@ -205,7 +205,7 @@ def test_seed_runs_are_grouped_into_mean_and_range(tmp_path):
 
 
 def test_run_names_and_mean_metrics():
-    from pipeline import report_seeds
+    from pipeline.report import seeds as report_seeds
 
     assert report_seeds.split_run("vild_demo+seed12") == ("vild_demo", 12)
     assert report_seeds.split_run("oadp_ov_coco") == ("oadp_ov_coco", None)
@@ -233,7 +233,7 @@ def test_report_shows_each_trainings_environment(tmp_path):
     differing ones get a warning; a final.pth without one says so."""
     import torch
 
-    from pipeline import environment
+    from pipeline.core import environment
 
     env = environment.environment()
     other = {**env, "torch_cpu_capability": "AVX512", "torch_num_threads": 16}

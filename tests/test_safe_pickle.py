@@ -1,4 +1,4 @@
-"""pipeline.safe_pickle: the restricted unpickler and the TorchScript weights reader run nothing they read."""
+"""pipeline.core.safe_pickle: the restricted unpickler and the TorchScript weights reader run nothing they read."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.safe_pickle import (
+from pipeline.core.safe_pickle import (
     Placeholder,
     UnsafePickleError,
     restricted_loads,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline import demo_data, teacher
-from pipeline.clip import load_clip, text, vision
+from pipeline.models.clip import load_clip, text, vision
 from tests.conftest import DEMO4, gt_proposals, make_demo_split
 
 NOVEL = (DEMO4[3],)  # "red star": an unseen combination of a base colour and a base shape

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import vocab
+from pipeline.core import vocab
 from tests.conftest import make_coco, make_lvis, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,7 +259,7 @@ def test_on_bad_image_reaches_every_stage_that_reads_images(snakemake_bin, tmp_p
 
 
 SHIPPED_EXPERIMENTS = sorted(
-    p.stem for p in (REPO / "pipeline/detector/configs").glob("*.py") if not p.stem.startswith("_")
+    p.stem for p in (REPO / "pipeline/models/detector/configs").glob("*.py") if not p.stem.startswith("_")
 )
 
 
@@ -358,7 +358,7 @@ def test_a_finished_training_is_not_planned_again_from_another_spelling_or_place
     (project / "pipeline/detector").mkdir(parents=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(REPO / name, project / name)
-    for name in ("workflow", "envs", "pipeline/detector/configs"):
+    for name in ("workflow", "envs", "pipeline/models/detector/configs"):
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     target = "results/train/baseline_demo/final.pth"
 

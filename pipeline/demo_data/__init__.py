@@ -33,7 +33,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import atomic, cli
+from pipeline.core import atomic, cli
 from pipeline.demo_data.dataset import (
     coco_url,
     frequencies,
@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True, help="output root (outputs listed above)")
     p.add_argument("--classes", nargs="+", required=True, help="category names, '<colour> [<texture>] <shape>'")
     p.add_argument("--novel", nargs="*", default=[], help="names marked rare in the LVIS-format files")
-    p.add_argument("--num-train", type=int, default=64)
-    p.add_argument("--num-val", type=int, default=24)
+    p.add_argument("--num-train", type=int, default=DemoOptions.num_train, help="training images (default %(default)s)")
+    p.add_argument("--num-val", type=int, default=DemoOptions.num_val, help="validation images (default %(default)s)")
     p.add_argument("--sizes", type=_size, nargs="+", default=list(DemoOptions.sizes), help="e.g. 320x240 256x256")
     p.add_argument("--objects", type=int, nargs=2, default=DemoOptions.objects, metavar=("MIN", "MAX"))
     p.add_argument("--object-scale", type=float, nargs=2, default=DemoOptions.object_scale, metavar=("MIN", "MAX"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline import cli
+from pipeline.core import cli
 from pipeline.demo_data import main
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import atomic
+from pipeline.core import atomic
 from pipeline.world.captions import CaptionOptions, draw_caption_crop
 from pipeline.world.draw import SPLIT_INDEX, DemoOptions, DrawnObject, draw_image
 from pipeline.world.grammar import SHAPE_SYNONYMS, split_kind

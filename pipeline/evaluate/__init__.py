@@ -97,7 +97,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic, cli
+from pipeline.core import atomic, cli
+from pipeline.core.hashing import sha256_file
 from pipeline.evaluate.coco import COCO_MAX_DETS, coco_dt, coco_gt, coco_report, coco_stats, run_coco_eval
 from pipeline.evaluate.detections import (
     LVIS_FREQUENCIES,
@@ -109,7 +110,7 @@ from pipeline.evaluate.detections import (
     load_gt,
 )
 from pipeline.evaluate.lvis import LVIS_MAX_DETS, lvis_dt, lvis_gt, lvis_report, lvis_stats, run_lvis_eval
-from pipeline.evaluate.metrics import PER_CLASS_COLUMNS, PR_IOU, _sha256, _write_csv, build_metrics
+from pipeline.evaluate.metrics import PER_CLASS_COLUMNS, PR_IOU, _write_csv, build_metrics
 from pipeline.evaluate.open_ended import open_ended_report
 
 __all__ = [
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if getattr(args, extra) is not None:
                 inputs[extra] = getattr(args, extra)
         log.info("open-ended accuracy %s, not in vocabulary %s", oe["all"]["accuracy"], oe["all"]["not_in_vocab_rate"])
-    inputs = {k: {"path": str(v), "sha256": _sha256(v)} for k, v in inputs.items()}
+    inputs = {k: {"path": str(v), "sha256": sha256_file(v)} for k, v in inputs.items()}
     out = args.out_dir
     rows = (coco["per_class"] if coco else []) + (lvis["per_class"] if lvis else [])
     _write_csv(out / "per_class_ap.csv", rows)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
+from pipeline.core import atomic
 from pipeline.formats import annotation_file
 
 Json = dict[str, Any]

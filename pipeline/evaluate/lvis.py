@@ -71,7 +71,7 @@ def run_lvis_eval(gt_data: Json, dets: Sequence[Json], iou_type: str = "bbox", m
     """``LVISEval`` run (evaluate, accumulate, summarize) over every image and category."""
     from lvis import LVISEval
 
-    from pipeline.compat import patch_lvis_numpy
+    from pipeline.core.compat import patch_lvis_numpy
 
     patch_lvis_numpy()
     gt = lvis_gt(gt_data)

@@ -17,14 +17,14 @@ Outputs
     ``per_class_ap.csv`` (:func:`_write_csv`): one row per category and evaluation, columns
     :data:`PER_CLASS_COLUMNS`, ``None`` written as an empty cell. ``metrics.json`` (:func:`build_metrics`) from
     the COCO / LVIS / open-ended reports and the ``inputs`` block ``{name: {"path", "sha256"}}``
-    (:func:`_sha256`); its keys are listed in the stage's docstring (``python -m pipeline.evaluate --help``).
+    (:func:`pipeline.core.hashing.sha256_file`); its keys are listed in the stage's docstring
+    (``python -m pipeline.evaluate --help``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import atomic
+from pipeline.core import atomic
 from pipeline.evaluate.detections import Json
 
 PR_IOU = 0.5
@@ -90,14 +90,6 @@ def _write_csv(path: Path, rows: Sequence[Json]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in PER_CLASS_COLUMNS})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_metrics(coco: Json | None, lvis: Json | None, oe: Json | None, inputs: Json) -> Json:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
+from pipeline.core import atomic
 
 Json = dict[str, Any]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic
+from pipeline.core import atomic
 
 
 class PromptError(ValueError):

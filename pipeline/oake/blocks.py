@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from pipeline import cli
-from pipeline.clip import preprocess, vision
-from pipeline.oake import extract, geometry
+from pipeline.core import cli
+from pipeline.core.device import autocast
+from pipeline.models.clip import geometry, preprocess, vision
+from pipeline.oake import extract
 
 log = logging.getLogger(__name__)
 FORWARD_BATCH = 256
@@ -45,7 +46,7 @@ def make_forward(visual, device: torch.device, precision: str):
     def forward(records: list[dict]) -> list[dict]:
         crops = torch.cat([r["crops"] for r in records])
         rows = []
-        with torch.inference_mode(), extract.autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             for i in range(0, len(crops), FORWARD_BATCH):
                 batch = preprocess.normalize_uint8(crops[i : i + FORWARD_BATCH].to(device))
                 rows.append(vision.encode_standard(visual, batch).float().cpu())

@@ -9,36 +9,27 @@ commits regularly, resumes after a kill and renames into place only after verifi
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline import cli, images
+from pipeline.core import cli, images
+from pipeline.core.device import resolve_device
+from pipeline.core.hashing import sha256_file
+from pipeline.core.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
 from pipeline.formats import feature_cache as cache
-from pipeline.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
 
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = 1
 DRY_RUN_IMAGES = 4
 DRY_RUN_PROPOSALS = 5
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Images(Dataset):
@@ -60,18 +51,11 @@ class _Images(Dataset):
         return {"image_id": item.image_id, **self.prepare(item, image)}
 
 
-def autocast(device: torch.device, precision: str):
-    """fp16/bf16 autocast on CUDA; plain float32 elsewhere."""
-    if device.type == "cuda" and precision in ("fp16", "bf16"):
-        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, required=True, help="original annotation JSON (input: image list)")
     p.add_argument("--images", type=Path, required=True, help="image folder of the split (input)")
     p.add_argument("--output", type=Path, required=True, help="shard file .../shard-{i:03d}.h5 (output)")
-    p.add_argument("--shards", type=int, default=1, help="number of shards of this split")
+    p.add_argument("--shards", type=int, default=1, help="number of shards of this split (default %(default)s)")
     p.add_argument("--shard", type=int, default=0, help="this shard's index")
     p.add_argument("--model", required=True, help="CLIP architecture (clip.model)")
     p.add_argument("--weights", required=True, help="CLIP weights or 'random' (clip.weights)")
@@ -97,16 +81,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """(device, loaded CLIP) for an extractor's arguments."""
-    from pipeline.clip import load_clip
+    from pipeline.models.clip import load_clip
 
     device = resolve_device(args.device)
     return device, load_clip(args.model, args.weights, device=device)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def shard_items(args: argparse.Namespace) -> list[ImageItem]:
@@ -127,7 +105,7 @@ def run(
 ) -> dict:
     """Extract one shard. ``forward`` maps prepared records to ``{"embeddings", ["boxes", "objectness"]}`` each.
 
-    An unreadable image follows ``args.on_bad_image`` (:class:`pipeline.images.ImagePolicy`): ``error`` stops with
+    An unreadable image follows ``args.on_bad_image`` (:class:`pipeline.core.images.ImagePolicy`): ``error`` stops with
     a ``ValueError`` naming it (images done so far stay committed); ``skip`` gives it no rows and lists it in the
     shard's ``skipped`` attr. Returns throughput figures (also logged).
     """

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from pipeline import cli
-from pipeline.clip import preprocess, vision
+from pipeline.core import cli
+from pipeline.core.device import autocast
+from pipeline.models.clip import preprocess, vision
 from pipeline.oake import extract
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def make_forward(visual, device: torch.device, precision: str):
         by_size: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(records):
             by_size[tuple(r["image"].shape)].append(i)
-        with torch.inference_mode(), extract.autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             for idx in by_size.values():
                 batch = preprocess.normalize_uint8(torch.stack([records[i]["image"] for i in idx]).to(device))
                 emb = vision.encode_any_resolution(visual, batch).float().cpu()

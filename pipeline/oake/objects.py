@@ -13,28 +13,17 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import cli
-from pipeline.clip import preprocess, vision
-from pipeline.oake import extract, geometry
-from pipeline.proposal_file import ProposalFile
+from pipeline.core import cli
+from pipeline.core.device import autocast
+from pipeline.core.hashing import sha256_file
+from pipeline.formats.proposal_file import ProposalFile
+from pipeline.models.clip import geometry, preprocess, vision
+from pipeline.oake import extract
 
 log = logging.getLogger(__name__)
-
-
-def object_inputs(image: Image.Image, boxes: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N, 3, 224, 224]`` uint8 crops and ``[N, grid, grid]`` bool foreground masks for ``boxes [N, 4]``."""
-    crops, masks = [], []
-    for box in boxes:
-        cb = geometry.crop_box(geometry.adaptive_square(box, *image.size))
-        crops.append(preprocess.standard_uint8(image.crop(cb)))  # PIL pads outside the image with black
-        masks.append(torch.from_numpy(geometry.foreground_mask(box, cb, grid)))
-    if not crops:
-        return torch.zeros(0, 3, 224, 224, dtype=torch.uint8), torch.zeros(0, grid, grid, dtype=torch.bool)
-    return torch.stack(crops), torch.stack(masks)
 
 
 def make_prepare(proposals: ProposalFile, grid: int, limit: int | None):
@@ -44,7 +33,7 @@ def make_prepare(proposals: ProposalFile, grid: int, limit: int | None):
         boxes, scores = boxes[keep], scores[keep]
         if limit is not None:
             boxes, scores = boxes[:limit], scores[:limit]
-        crops, masks = object_inputs(image, boxes, grid)
+        crops, masks = preprocess.object_inputs(image, boxes, grid)
         return {"crops": crops, "masks": masks, "boxes": boxes, "objectness": scores}
 
     return prepare
@@ -55,7 +44,7 @@ def make_forward(encoder: vision.ObjectAwareEncoder, device: torch.device, preci
         crops = torch.cat([r["crops"] for r in records])
         masks = torch.cat([r["masks"] for r in records])
         rows = []
-        with torch.inference_mode(), extract.autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             for i in range(0, len(crops), encoder.mini_batch):
                 batch = preprocess.normalize_uint8(crops[i : i + encoder.mini_batch].to(device))
                 rows.append(encoder(batch, masks[i : i + encoder.mini_batch].to(device)).float().cpu())
@@ -96,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         **clip.provenance(),
         "preprocessing": "adaptive square sqrt(8wh), standard 224, object-aware forward",
         "proposals": str(args.proposals),
-        "proposals_sha256": extract.sha256_file(args.proposals),
+        "proposals_sha256": sha256_file(args.proposals),
         "min_side": geometry.MIN_OBJECT_SIDE,
         "background_bias": vision.BACKGROUND_BIAS,
         "mini_batch": encoder.mini_batch,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import atomic, cli, images
+from pipeline.core import atomic, cli, images
 from pipeline.formats import feature_cache as cache
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline import atomic, cli
+from pipeline.core import atomic, cli
+from pipeline.core.device import resolve_device
+from pipeline.core.templates import vild_templates
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, load, save, select
 from pipeline.prompts.detpro import import_detpro, lvis_mmdet_names
-from pipeline.templates import vild_templates
 
 __all__ = [
     "PromptError",
@@ -54,17 +55,13 @@ log = logging.getLogger(__name__)
 
 
 def _clip(args: argparse.Namespace):
-    from pipeline.clip import load_clip
+    from pipeline.models.clip import load_clip
 
     return load_clip(args.model, args.weights, device=args.device)
 
 
-def _device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def _cmd_vild(args: argparse.Namespace) -> None:
-    from pipeline.clip import text
+    from pipeline.models.clip import text
 
     names = vocabulary(args.names_from)
     clip = _clip(args)
@@ -204,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         if model:
             p.add_argument("--model", required=True, help="CLIP architecture (clip.model)")
             p.add_argument("--weights", required=True, help="CLIP weights or 'random' (clip.weights)")
-            p.add_argument("--device", type=_device, default="auto", help="cpu, cuda, or auto")
+            p.add_argument(
+                "--device", type=lambda name: str(resolve_device(name)), default="auto", help="cpu, cuda, or auto"
+            )
 
     p = sub.add_parser("vild", help="ViLD 74-template ensemble")
     common(p)

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.clip import text
-from pipeline.losses import asymmetric_loss
+from pipeline.models.clip import text
+from pipeline.models.detector.losses import asymmetric_loss
 
 log = logging.getLogger(__name__)
 

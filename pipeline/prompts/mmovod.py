@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import atomic
-from pipeline.clip import preprocess, text
+from pipeline.core import atomic
 from pipeline.formats.prompt_file import PromptError
+from pipeline.models.clip import preprocess, text
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,9 @@ measurably works in the demo world.
 
 CLIP saw everything: the captions cover every class, base and novel (``"a photo of a red star"``, shape synonyms
 too); the detector later sees only base boxes, as in the real setting. The model is a real open_clip ``CLIP`` of
-the named config ``OADP-Teacher-ViT-4H`` (:mod:`pipeline.clip.configs`): a class-token ViT with the ViT-B/32 layout
-(patch 32 at 224 px), so every OAKE variant (any resolution, half-stride object-aware) runs on it unchanged.
+the named config ``OADP-Teacher-ViT-4H`` (:mod:`pipeline.models.clip.configs`): a class-token ViT with the
+ViT-B/32 layout (patch 32 at 224 px), so every OAKE variant (any resolution, half-stride object-aware) runs on it
+unchanged.
 
 Training: image-text InfoNCE with a learnable logit scale (clamped at 100), symmetric over images and captions;
 captions of the same class are all positives of an image (a batch holds each class about ``B / K`` times), which
@@ -31,7 +32,7 @@ Outputs::
                 context, the mean of both embeddings, and OAKE's object-aware embedding of the adaptive square),
                 for base and novel classes, chance level, per-class accuracy.
 
-The evaluation reloads the written checkpoint through :func:`pipeline.clip.load_clip`, as every later stage does.
+The evaluation reloads the written checkpoint through :func:`pipeline.models.clip.load_clip`, as every later stage does.
 
 ``python -m pipeline.teacher --classes "red circle" ... --novel "red star" ... --seconds 240 \\
     --output results/teacher/clip.pt --zeroshot results/teacher/zeroshot.json``
@@ -45,7 +46,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import atomic, cli
+from pipeline.core import atomic, cli
 from pipeline.teacher.data import AUG_STREAM, CaptionBatches, caption_test_set, crop_uint8, normalize, read_caption_set
 from pipeline.teacher.model import (
     TokenRows,
@@ -112,8 +113,9 @@ log = logging.getLogger(__name__)
 
 
 def run(opts: TeacherOptions, output: Path, zeroshot: Path, captions: Path | None = None) -> dict:
-    """Train, write the checkpoint, reload it through :func:`pipeline.clip.load_clip`, evaluate, write the report."""
-    from pipeline.clip import load_clip
+    """Train, write the checkpoint, reload it through :func:`pipeline.models.clip.load_clip`, evaluate, write the
+    report."""
+    from pipeline.models.clip import load_clip
 
     model = create_model(opts)
     counts = parameter_counts(model)

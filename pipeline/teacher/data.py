@@ -26,13 +26,13 @@ AUG_STREAM = 17  # seed stream of the rotation / mirror augmentation
 
 def crop_uint8(image: np.ndarray, size: int = 224) -> torch.Tensor:
     """An ``[S, S, 3]`` crop through CLIP's standard preprocessing (bicubic to ``size``), ``[3, size, size]`` uint8."""
-    from pipeline.clip import preprocess
+    from pipeline.models.clip import preprocess
 
     return preprocess.standard_uint8(Image.fromarray(image), size)
 
 
 def normalize(batch: torch.Tensor) -> torch.Tensor:
-    from pipeline.clip import preprocess
+    from pipeline.models.clip import preprocess
 
     return preprocess.normalize_uint8(batch)
 
@@ -49,7 +49,7 @@ class CaptionBatches(IterableDataset):
         self.specs = opts.specs
 
     def batch(self, b: int, cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from pipeline.clip import text
+        from pipeline.models.clip import text
 
         o = self.opts
         source = b // o.repeat

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline import atomic
+from pipeline.core import atomic
 from pipeline.teacher.options import TeacherError, TeacherOptions
 from pipeline.world.grammar import CAPTION_TEMPLATES, class_synonyms
 
@@ -25,7 +25,7 @@ def create_model(opts: TeacherOptions):
     """The untrained teacher: open_clip ``CLIP`` of ``opts.model``, initialised from ``opts.seed``."""
     import open_clip
 
-    from pipeline.clip import configs
+    from pipeline.models.clip import configs
 
     configs.register()
     if opts.model not in configs.known_models():
@@ -75,7 +75,7 @@ def encode_image_downsampled(visual, images: torch.Tensor, factor: int) -> torch
 
 def caption_token_ids(opts: TeacherOptions) -> torch.Tensor:
     """The sorted token ids of every caption the stream can draw (every template over every name and synonym)."""
-    from pipeline.clip import text
+    from pipeline.models.clip import text
 
     names = [n for spec in opts.specs for n in (spec.name, *class_synonyms(spec))]
     captions = [t.format(n) for t in CAPTION_TEMPLATES for n in names]

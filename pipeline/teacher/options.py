@@ -26,7 +26,7 @@ class TeacherOptions:
     Attributes:
         classes: every class name (``"<colour> [<texture>] <shape>"``), base and novel.
         novel: the novel names (the rest are base).
-        model: the CLIP config (:mod:`pipeline.clip.configs`).
+        model: the CLIP config (:mod:`pipeline.models.clip.configs`).
         seed: model initialisation, captioned crops, augmentation and evaluation scenes.
         steps, seconds: the budget; training stops at whichever comes first (at least one is set).
         batch_size: captioned crops per step.

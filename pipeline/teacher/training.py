@@ -59,7 +59,7 @@ def _lr(opts: TeacherOptions, progress: float) -> float:
 
 def train(model, opts: TeacherOptions) -> dict:
     """Train ``model`` in place within the budget; returns training figures (losses, steps, seconds)."""
-    from pipeline.clip import text
+    from pipeline.models.clip import text
 
     torch.set_num_threads(max(1, opts.threads - opts.workers))
     model.train()

@@ -64,7 +64,7 @@ def scene_objects(opts: TeacherOptions) -> list[tuple[Image.Image, np.ndarray, l
 def class_text_embeddings(model, classes: Sequence[str]) -> dict[str, torch.Tensor]:
     """Unit-norm class embeddings ``[K, D]``: ``vild`` (mean over the 74 ViLD templates, renormalised, as the
     prompts stage builds them) and ``photo`` (``"a photo of a {name}"``)."""
-    from pipeline.clip import text
+    from pipeline.models.clip import text
 
     return {
         "vild": text.vild_embeddings(model, list(classes), renormalize=True),
@@ -75,7 +75,7 @@ def class_text_embeddings(model, classes: Sequence[str]) -> dict[str, torch.Tens
 @torch.inference_mode()
 def image_embeddings(model, crops: torch.Tensor) -> torch.Tensor:
     """``[N, 3, 224, 224]`` uint8 -> ``[N, D]`` unit-norm, the standard forward (as OAKE blocks)."""
-    from pipeline.clip import vision
+    from pipeline.models.clip import vision
 
     if len(crops) == 0:
         return torch.zeros(0, model.visual.output_dim)
@@ -139,8 +139,7 @@ def _context_key(factor: float) -> str:
 
 def zero_shot(model, opts: TeacherOptions, captions: Path | None = None) -> dict:
     """The teacher's zero-shot report (see the module docstring)."""
-    from pipeline.clip import vision
-    from pipeline.oake import objects as oake_objects
+    from pipeline.models.clip import preprocess, vision
 
     classes = list(opts.classes)
     novel_ids = {i for i, c in enumerate(classes) if c in opts.novel}
@@ -176,7 +175,7 @@ def zero_shot(model, opts: TeacherOptions, captions: Path | None = None) -> dict
     rows = []
     with torch.inference_mode():
         for img, boxes, _ in scenes:
-            obj_crops, masks = oake_objects.object_inputs(img, boxes, encoder.grid)
+            obj_crops, masks = preprocess.object_inputs(img, boxes, encoder.grid)
             rows.append(encoder(normalize(obj_crops), masks))
     variants["oake_object"] = torch.cat(rows)
     report["scenes"] = {

@@ -51,8 +51,8 @@ class DemoOptions:
     out_dir: Path
     classes: tuple[str, ...]
     novel: tuple[str, ...] = ()
-    num_train: int = 64
-    num_val: int = 24
+    num_train: int = 128
+    num_val: int = 96
     sizes: tuple[tuple[int, int], ...] = ((320, 240), (256, 256), (240, 320), (384, 288))
     objects: tuple[int, int] = (3, 7)
     object_scale: tuple[float, float] = (0.12, 0.45)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.templates import vild_templates
+from pipeline.core.templates import vild_templates
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "arrow")
 COLOURS: dict[str, tuple[int, int, int]] = {

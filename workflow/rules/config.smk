@@ -69,6 +69,35 @@ def _check_demo_split(cfg):
         )
 
 
+_PROMPT_NEEDS = {
+    "detpro": "detpro",
+    "mmovod_text": "descriptions",
+    "mmovod_multimodal": "descriptions",
+}
+
+
+def _check_dataset_keys(cfg):
+    """Keys that one dataset or prompt kind needs: data_root for coco / lvis, the teacher for the demo only, the
+    source file of a prompt kind."""
+    dataset = cfg["dataset"]
+    if dataset in ("coco", "lvis") and not cfg["data_root"]:
+        raise ValueError(
+            f"config key 'data_root' is required for dataset '{dataset}' "
+            "(--config data_root=PATH, a tree with coco/ and lvis_v1/ as in the README)"
+        )
+    if cfg["clip"]["weights"] == "teacher" and dataset != "demo":
+        raise ValueError(
+            "config key 'clip.weights': 'teacher' (the demo's CLIP teacher) needs dataset 'demo'; "
+            f"for '{dataset}' give real weights, e.g. pretrained/clip/ViT-B-32.pt"
+        )
+    for kind in cfg["prompts"]["kinds"]:
+        key = _PROMPT_NEEDS.get(kind)
+        if key and not cfg["prompts"][key]:
+            raise ValueError(
+                f"config key 'prompts.{key}' is required for prompts kind '{kind}'"
+            )
+
+
 def _configure(cli_config):
     """The validated configuration of this run, defaults filled in."""
     with open(_SCHEMA_PATH) as fh:
@@ -84,8 +113,9 @@ def _configure(cli_config):
         raise ValueError(str(err)) from None
     _check_config(cfg, schema)
     validate(cfg, _SCHEMA_PATH)  # fills in the schema's defaults
-    _check_experiments(cfg, Path(workflow.basedir) / "pipeline/detector/configs")
+    _check_experiments(cfg, Path(workflow.basedir) / "pipeline/models/detector/configs")
     _check_demo_split(cfg)
+    _check_dataset_keys(cfg)
     return cfg
 
 

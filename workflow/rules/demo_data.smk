@@ -1,3 +1,6 @@
+
+
+
 rule demo_data:
     output:
         coco=expand(

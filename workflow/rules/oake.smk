@@ -2,93 +2,56 @@
 # Each job writes <shard>.partial, resumes after a kill, verifies, then renames into place.
 
 
+# One extraction rule, inherited by the three kinds (rule names oake_{globals,blocks,objects} kept for logs,
+# benchmarks and SLURM resources); only the objects kind reads proposals.
 rule oake_globals:
     input:
         annotations=oake_source,
         images=oake_images,
         weights=clip_weights_input(),
     output:
-        "results/oake/{dataset}/globals/{folder}/shard-{shard}.h5",
+        "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
     log:
-        "results/logs/oake_globals/{dataset}/{folder}/shard-{shard}.log",
+        "results/logs/oake_{kind}/{dataset}/{folder}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/oake_globals/{dataset}/{folder}/shard-{shard}.tsv"
+        "results/benchmarks/oake_{kind}/{dataset}/{folder}/shard-{shard}.tsv"
+    wildcard_constraints:
+        kind="globals",
     conda:
         "../../envs/clip.yaml"
     resources:
         gpu=1,
     params:
-        clip=config["clip"],
-        oake=config["oake"],
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
+        shards=config["oake"]["shards"],
         index=shard_index,
+        precision=config["oake"]["precision"],
+        on_bad_image=config["oake"]["on_bad_image"],
+        compression=config["oake"]["compression"],
+        kind_args=oake_kind_args,
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.oake.globals --annotations {input.annotations} --images {input.images}"
-        " --output {output} --shards {params.oake[shards]} --shard {params.index}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q}"
-        " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
-        " --compression {params.oake[compression]}"
-        " {params.dry} --log {log}"
+        "python -m pipeline.oake.{wildcards.kind} --annotations {input.annotations} --images {input.images}"
+        " --output {output} --shards {params.shards} --shard {params.index}"
+        " --model {params.model} --weights {params.weights:q}"
+        " --precision {params.precision} --on-bad-image {params.on_bad_image}"
+        " --compression {params.compression} {params.kind_args} {params.dry} --log {log}"
 
 
-rule oake_blocks:
-    input:
-        annotations=oake_source,
-        images=oake_images,
-        weights=clip_weights_input(),
-    output:
-        "results/oake/{dataset}/blocks/{folder}/shard-{shard}.h5",
-    log:
-        "results/logs/oake_blocks/{dataset}/{folder}/shard-{shard}.log",
-    benchmark:
-        "results/benchmarks/oake_blocks/{dataset}/{folder}/shard-{shard}.tsv"
-    conda:
-        "../../envs/clip.yaml"
-    resources:
-        gpu=1,
-    params:
-        clip=config["clip"],
-        oake=config["oake"],
-        index=shard_index,
-        dry="--dry-run" if config["dry_run"] else "",
-    shell:
-        "python -m pipeline.oake.blocks --annotations {input.annotations} --images {input.images}"
-        " --output {output} --shards {params.oake[shards]} --shard {params.index}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q}"
-        " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
-        " --compression {params.oake[compression]}"
-        " --block0-box {params.oake[block0_box]} {params.dry} --log {log}"
+use rule oake_globals as oake_blocks with:
+    wildcard_constraints:
+        kind="blocks",
 
 
-rule oake_objects:
+use rule oake_globals as oake_objects with:
     input:
         annotations=oake_source,
         images=oake_images,
         proposals="results/proposals/{dataset}/{folder}.h5",
         weights=clip_weights_input(),
-    output:
-        "results/oake/{dataset}/objects/{folder}/shard-{shard}.h5",
-    log:
-        "results/logs/oake_objects/{dataset}/{folder}/shard-{shard}.log",
-    benchmark:
-        "results/benchmarks/oake_objects/{dataset}/{folder}/shard-{shard}.tsv"
-    conda:
-        "../../envs/clip.yaml"
-    resources:
-        gpu=1,
-    params:
-        clip=config["clip"],
-        oake=config["oake"],
-        index=shard_index,
-        dry="--dry-run" if config["dry_run"] else "",
-    shell:
-        "python -m pipeline.oake.objects --annotations {input.annotations} --images {input.images}"
-        " --proposals {input.proposals} --output {output}"
-        " --shards {params.oake[shards]} --shard {params.index}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q}"
-        " --precision {params.oake[precision]} --on-bad-image {params.oake[on_bad_image]}"
-        " --compression {params.oake[compression]}"
-        " --storage {params.oake[object_storage]} {params.dry} --log {log}"
+    wildcard_constraints:
+        kind="objects",
 
 
 rule oake_verify:

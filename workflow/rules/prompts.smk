@@ -17,11 +17,12 @@ rule prompts_vild:
     resources:
         gpu=1,
     params:
-        clip=config["clip"],
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
         renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
     shell:
         "python -m pipeline.prompts --log {log} vild --names-from {input.vocab}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q}"
+        " --model {params.model} --weights {params.weights:q}"
         " {params.renormalize} --output {output}"
 
 
@@ -68,11 +69,12 @@ rule prompts_mmovod_text:
     resources:
         gpu=1,
     params:
-        clip=config["clip"],
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
     shell:
         "python -m pipeline.prompts --log {log} text --names-from {input.vocab}"
         " --descriptions {input.descriptions}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q} --output {output}"
+        " --model {params.model} --weights {params.weights:q} --output {output}"
 
 
 rule prompts_mmovod_vision_avg:
@@ -93,13 +95,15 @@ rule prompts_mmovod_vision_avg:
     resources:
         gpu=1,
     params:
-        clip=config["clip"],
-        ex=config["prompts"]["exemplars"],
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
+        context=config["prompts"]["exemplars"]["context"],
+        num_augs=config["prompts"]["exemplars"]["num_augs"],
     shell:
         "python -m pipeline.prompts --log {log} vision-avg --names-from {input.vocab}"
         " --exemplars {input.exemplars} --categories {input.categories} --images {input.images}"
-        " --context {params.ex[context]} --num-augs {params.ex[num_augs]}"
-        " --model {params.clip[model]} --weights {params.clip[weights]:q} --output {output}"
+        " --context {params.context} --num-augs {params.num_augs}"
+        " --model {params.model} --weights {params.weights:q} --output {output}"
 
 
 rule prompts_mmovod_multimodal:
@@ -135,12 +139,13 @@ rule prompts_ml:
     resources:
         gpu=1,
     params:
-        clip=config["clip"],
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
         num_base=num_base(),
         epochs=config["prompts"]["ml_epochs"],
     shell:
         "python -m pipeline.prompts --log {log} ml --train-annotations {input.train}"
         " --num-base {params.num_base} --globals {input.globals_train}"
         " --val-annotations {input.val} --val-globals {input.globals_val}"
-        " --epochs {params.epochs} --model {params.clip[model]} --weights {params.clip[weights]:q}"
+        " --epochs {params.epochs} --model {params.model} --weights {params.weights:q}"
         " --output {output}"

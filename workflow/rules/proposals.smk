@@ -37,15 +37,22 @@ else:
             gpu=config["proposals"]["gpus"],
         params:
             work_dir=rpn_work_dir,
-            p=config["proposals"],
+            arch=config["proposals"]["arch"],
+            depth=config["proposals"]["depth"],
+            backbone_init=config["proposals"]["backbone_init"],
+            iters=config["proposals"]["iters"],
+            batch_size=config["proposals"]["batch_size"],
+            lr=config["proposals"]["lr"],
+            scale=config["proposals"]["scale"],
+            gpus=config["proposals"]["gpus"],
             dry="--dry-run" if config["dry_run"] else "",
         shell:
             "python -m pipeline.proposals --log {log.main} train --annotations {input.annotations}"
-            " --images {input.images} --work-dir {params.work_dir} --arch {params.p[arch]}"
-            " --depth {params.p[depth]}"
-            " --backbone-init {params.p[backbone_init]:q} --iters {params.p[iters]}"
-            " --batch-size {params.p[batch_size]} --lr {params.p[lr]} --scale {params.p[scale]}"
-            " --gpus {params.p[gpus]}"
+            " --images {input.images} --work-dir {params.work_dir} --arch {params.arch}"
+            " --depth {params.depth}"
+            " --backbone-init {params.backbone_init:q} --iters {params.iters}"
+            " --batch-size {params.batch_size} --lr {params.lr} --scale {params.scale}"
+            " --gpus {params.gpus}"
             " {params.dry} > {log.runner} 2>&1"
 
     rule proposals_predict:

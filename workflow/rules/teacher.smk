@@ -26,10 +26,12 @@ rule teacher:
         novel=config["demo"]["novel"],
         model=config["clip"]["model"],
         budget=teacher_budget,
-        t=config["teacher"],
+        seed=config["teacher"]["seed"],
+        batch_size=config["teacher"]["batch_size"],
+        lr=config["teacher"]["lr"],
     shell:
         "python -m pipeline.teacher --classes {params.classes:q} --novel {params.novel:q}"
-        " --model {params.model} --seed {params.t[seed]} {params.budget}"
-        " --batch-size {params.t[batch_size]} --lr {params.t[lr]} --threads {threads}"
+        " --model {params.model} --seed {params.seed} {params.budget}"
+        " --batch-size {params.batch_size} --lr {params.lr} --threads {threads}"
         " --captions-test {input.captions}"
         " --output {output.checkpoint} --zeroshot {output.zeroshot} --log {log}"

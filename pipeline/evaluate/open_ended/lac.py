@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import atomic
+from pipeline.core import atomic
 from pipeline.evaluate.open_ended.osm import OpenEndedError, _percent, expand, normalize
 
 LAC_LEVELS = ("exact", "synonyms", "hyponyms", "meronyms")

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
+from pipeline.core import atomic
 
 
 class OpenEndedError(ValueError):

@@ -1,0 +1,21 @@
+"""The device a stage runs on (``--device auto``) and the autocast context of its CLIP / detector forward."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """fp16 / bf16 autocast on CUDA; plain float32 elsewhere (and for ``fp32``)."""
+    if device.type == "cuda" and precision in ("fp16", "bf16"):
+        return torch.autocast("cuda", dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,84 @@
+"""Batched CLIP text encoding, normalised at encode time, and the ViLD template ensemble built on it.
+
+Sequences are padded only to the longest in the batch (the reference fork's "adaptive" tokenizer): with CLIP's
+causal attention the [EOT] feature does not depend on the padding, so this is exact and several times faster
+than padding to 77.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+from pipeline.core.templates import vild_templates
+
+_TOKENIZER = None
+
+
+def tokenizer():
+    """The CLIP BPE tokenizer (bundled with open_clip; nothing is downloaded)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        _TOKENIZER = open_clip.tokenizer.SimpleTokenizer()
+    return _TOKENIZER
+
+
+def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
+    """``[N, L]`` int64 token ids, L = the longest sequence (SOT ... EOT), at most ``context_length``."""
+    tokens = tokenizer()(list(texts), context_length=context_length)
+    length = int((tokens != 0).sum(1).max().item()) if len(texts) else 1
+    return tokens[:, :length]
+
+
+def encode_tokens(
+    model: CLIP, tokens: torch.Tensor, token_embeddings: torch.Tensor | None = None, normalize: bool = True
+) -> torch.Tensor:
+    """Run the text tower on ``tokens [N, L]`` (L <= context length) -> ``[N, D]`` (L2-normalised by default).
+
+    ``token_embeddings [N, L, W]`` replaces the embedding lookup (learned prompts); the [EOT] position still
+    comes from ``tokens`` (the argmax, as in CLIP).
+    """
+    length = tokens.shape[1]
+    x = model.token_embedding(tokens) if token_embeddings is None else token_embeddings
+    x = x + model.positional_embedding[:length].to(x.dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+    x = (
+        x @ model.text_projection
+        if not isinstance(model.text_projection, torch.nn.Linear)
+        else model.text_projection(x)
+    )
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+@torch.inference_mode()
+def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+    """``texts`` -> ``[N, D]`` float32 on CPU, batched; L2-normalised unless ``normalize=False``."""
+    device = model.token_embedding.weight.device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenize(texts[i : i + batch_size], model.context_length).to(device)
+        out.append(encode_tokens(model, tokens, normalize=normalize).float())
+    if not out:
+        return torch.zeros(0, model.text_projection.shape[1])
+    return torch.cat(out).cpu()
+
+
+def vild_embeddings(model, names: Sequence[str], renormalize: bool = False, batch_size: int = 1024) -> torch.Tensor:
+    """``[K, D]``: per template, encode all names (L2-normalised rows); mean over the 74 templates.
+
+    Faithful default: the mean is not renormalised (norm < 1); ``renormalize=True`` makes rows unit-norm.
+    """
+    total = None
+    templates = vild_templates()
+    for template in templates:
+        emb = encode_text(model, [template.format(n) for n in names], batch_size=batch_size)
+        total = emb if total is None else total + emb
+    mean = total / len(templates)
+    return F.normalize(mean, dim=-1) if renormalize else mean

@@ -1,0 +1,227 @@
+"""Experiment configs of the detector (method 6.8-6.9): mmdet-3-style files with ``_base_`` inheritance, loaded and
+completed with the run's paths.
+
+The files live in ``pipeline/models/detector/configs/`` (one per experiment: ``vild_ov_coco``, ``oadp_ov_coco``,
+``oadp_ov_lvis`` [+ ``_released``], ``baseline_ov_coco`` and the CPU-sized ``*_demo`` variants); the experiment name
+of the DAG is the config name. What a file cannot know is filled by :func:`fill_runtime`:
+
+* class names and counts (from the remapped annotation file, bases first), ``num_base``;
+* prompt files: a classifier's ``prompts`` names a prompt *kind* (``vild``, ``ml``, ``detpro``) mapped to a file;
+* the training annotation file, image folder, OAKE cache shards, work dir;
+* one process without a GPU: ``SyncBN`` becomes ``BN``, and fp16 (``AmpOptimWrapper``) becomes fp32.
+
+``--cfg-options``-style overrides (dotted keys) apply before filling; :func:`set_iters` shortens a schedule to a given
+number of iterations with its lr steps at the same fractions (``dry_run`` and the demo use it).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CLASSIFIERS = ("ViLDTextClassifier", "ScaledTextClassifier")
+BRANCH_CACHES = {"object": "objects", "block": "blocks", "global": "globals"}
+
+
+def available() -> list[str]:
+    """Experiment configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def config_path(experiment: str | Path) -> Path:
+    """The config file of an experiment name (or a path to a user's own config file)."""
+    path = Path(experiment)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise FileNotFoundError(f"detector config {path} does not exist")
+        return path
+    path = CONFIG_DIR / f"{experiment}.py"
+    if not path.is_file():
+        raise ValueError(f"experiment {experiment!r}: no config {path.name} in {CONFIG_DIR}; known: {available()}")
+    return path
+
+
+def read_config(experiment: str | Path, options: Mapping[str, Any] | None = None):
+    """The experiment's mmengine ``Config`` with dotted-key ``options`` merged (nothing filled yet)."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_path(experiment)), import_custom_modules=False)
+    if options:
+        cfg.merge_from_dict(dict(options))
+    return cfg
+
+
+def branches(cfg) -> tuple[str, ...]:
+    """The pyramid branches a config has: ``object`` / ``block`` (RoI head) and ``global`` (detector)."""
+    roi = cfg.model.roi_head
+    found = [name for name in ("object", "block") if roi.get(f"{name}_head")]
+    if cfg.model.get("global_head"):
+        found.append("global")
+    return tuple(found)
+
+
+def _walk(node: Any):
+    node = getattr(node, "_cfg_dict", node)  # a Config: walk its ConfigDict
+    if isinstance(node, Mapping):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _walk(value)
+
+
+def classifier_nodes(cfg) -> list[Mapping]:
+    """The text-classifier dicts of the config's model (each has ``prompts``: a kind before filling, a path after)."""
+    return [d for d in _walk(cfg.model) if d.get("type") in CLASSIFIERS]
+
+
+def prompt_kinds(cfg) -> set[str]:
+    """Prompt kinds the config's classifiers read."""
+    return {d["prompts"] for d in classifier_nodes(cfg)}
+
+
+def set_iters(cfg, iters: int) -> None:
+    """Run ``iters`` iterations: the schedule's lr steps keep their fractions of the run (an epoch schedule becomes
+    an iteration schedule: LVIS 2x steps at 16/24 and 19/24), warm-ups are capped, checkpoints at most every run."""
+    loop = cfg.train_cfg
+    if loop.type == "EpochBasedTrainLoop":
+        total = loop.max_epochs
+        cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+        cfg.log_processor.by_epoch = False
+        cfg.default_hooks.checkpoint.by_epoch = False
+        cfg.default_hooks.checkpoint.interval = 2000  # as the 40k schedule (capped at the run below)
+    else:
+        total = loop.max_iters
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1)
+    for sched in cfg.param_scheduler:
+        if sched.type == "MultiStepLR":
+            sched.update(
+                by_epoch=False, end=iters, milestones=[max(1, round(m * iters / total)) for m in sched.milestones]
+            )
+        else:
+            sched.end = min(sched.end, iters)
+    cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, iters)
+    cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, max(1, iters // 10))
+
+
+def train_dataset(cfg):
+    """The training dataset config (inside a ClassBalancedDataset wrapper when there is one)."""
+    dataset = cfg.train_dataloader.dataset
+    return dataset.dataset if dataset.type == "ClassBalancedDataset" else dataset
+
+
+def fill_runtime(
+    cfg,
+    *,
+    names: Sequence[str],
+    num_base: int,
+    prompts: Mapping[str, str],
+    annotations: str | None = None,
+    images: str | None = None,
+    shards: Mapping[str, Sequence[str]] | None = None,
+    work_dir: str | None = None,
+    world_size: int = 1,
+    cuda: bool = False,
+    experiment: str = "experiment",
+) -> None:
+    """Complete ``cfg`` in place (see the module docstring). Errors name the experiment and what is missing."""
+    k = len(names)
+    if not 0 < num_base <= k:
+        raise ValueError(f"{experiment}: num_base {num_base} must be in 1..{k} (the number of classes)")
+    missing = sorted(prompt_kinds(cfg) - set(prompts))
+    if missing:
+        raise ValueError(
+            f"{experiment}: the config's classifiers read the prompt kind(s) {missing}, but only {sorted(prompts)} "
+            "were given (add them to prompts.kinds, or pass --prompt KIND=FILE)"
+        )
+    shards = shards or {}
+    for branch in branches(cfg):
+        kind = BRANCH_CACHES[branch]
+        if annotations is not None and not shards.get(kind):
+            raise ValueError(f"{experiment}: the {branch} branch needs the OAKE {kind} cache shards (--{kind})")
+    for node in _walk(cfg.model):  # helper variables of the files (e.g. ml_classifier) stay as they are
+        kind = node.get("type")
+        if kind in CLASSIFIERS:
+            node.update(prompts=str(prompts[node["prompts"]]), names=list(names), num_base=num_base)
+        elif kind == "SyncBN" and world_size == 1:
+            node["type"] = "BN"
+        if "num_classes" in node and node["num_classes"] is None:
+            node["num_classes"] = k
+        if "num_base" in node and node["num_base"] is None:
+            node["num_base"] = num_base
+    for node in _walk(cfg.train_dataloader):
+        if node.get("type") == "LoadCLIPFeatures":
+            node.update(
+                num_classes=k,
+                globals_shards=list(shards.get("globals", [])),
+                blocks_shards=list(shards.get("blocks", [])),
+                objects_shards=list(shards.get("objects", [])),
+            )
+    if world_size == 1:
+        log.info("%s: one process: SyncBN layers are plain BN", experiment)
+    if cfg.optim_wrapper.type == "AmpOptimWrapper" and not cuda:
+        log.info("%s: fp16 training (AmpOptimWrapper) needs a GPU: training in fp32", experiment)
+        cfg.optim_wrapper.type = "OptimWrapper"
+        cfg.optim_wrapper.pop("loss_scale", None)
+    dataset = train_dataset(cfg)
+    dataset.metainfo = dict(classes=tuple(names))
+    if annotations is not None:
+        dataset.ann_file = str(Path(annotations).resolve())
+    if images is not None:
+        dataset.data_prefix = dict(img=str(Path(images).resolve()) + "/")
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
+    cfg.launcher = "pytorch" if world_size > 1 else "none"
+
+
+def detector_config(
+    experiment: str | Path,
+    *,
+    names: Sequence[str],
+    num_base: int,
+    prompts: Mapping[str, str],
+    annotations: str | None = None,
+    images: str | None = None,
+    shards: Mapping[str, Sequence[str]] | None = None,
+    work_dir: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    iters: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    world_size: int = 1,
+    cuda: bool = False,
+):
+    """The complete ``Config`` of an experiment for ``mmengine.Runner.from_cfg`` (or for building the model)."""
+    cfg = read_config(experiment, options)
+    if iters is not None:
+        set_iters(cfg, iters)
+    if batch_size is not None:
+        cfg.train_dataloader.batch_size = batch_size
+    if workers is not None:
+        cfg.train_dataloader.num_workers = workers
+    fill_runtime(
+        cfg,
+        names=names,
+        num_base=num_base,
+        prompts=prompts,
+        annotations=annotations,
+        images=images,
+        shards=shards,
+        work_dir=work_dir,
+        world_size=world_size,
+        cuda=cuda,
+        experiment=str(experiment),
+    )
+    return cfg
+
+
+def model_config(cfg) -> dict:
+    """A deep copy of the model part (for building a detector outside the Runner)."""
+    return copy.deepcopy(cfg.model)

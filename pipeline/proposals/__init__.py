@@ -1,0 +1,365 @@
+"""Stage ``proposals``: class-agnostic proposals for OAKE objects (method section 4).
+
+Subcommands::
+
+    train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``);
+             resumable: restarts from the last checkpoint of its work dir when the same run made it (options,
+             input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``)
+    predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``;
+             an unreadable image stops it or, with ``--on-bad-image skip``, gets no proposals and is listed in the
+             file's ``skipped`` attr (JSON list of ``{"image_id", "reason"}``; see :mod:`pipeline.core.images`)
+    import   the reference's proposal pickles (list of [N, 5] arrays, ascending image id) through a restricted
+             unpickler -> the same HDF5 format
+    recall   AR@100/300/1000 of base and novel ground truth -> ``recall.json``
+
+The written file holds per image boxes xyxy in original pixels and a score (CSR, ascending ids); attrs record
+the model and the annotation hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pipeline.core import atomic, cli, images, workdir
+from pipeline.core.device import resolve_device
+from pipeline.core.hashing import sha256_file
+from pipeline.core.images import list_images
+from pipeline.formats import proposal_file
+from pipeline.proposals import recall
+from pipeline.proposals.reference import load_proposal_pickle
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_ITERS = 4
+DRY_RUN_IMAGES = 4
+BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
+
+
+ARCHS = {"rpn": "RPNHead", "oln": "OLNStyleRPNHead"}
+
+
+def rpn_model(depth: int, backbone_init: str, arch: str = "rpn") -> dict:
+    """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random``,
+    ``torchvision:PATH`` (an ImageNet ResNet state dict) or ``detector:PATH`` (a whole-detector checkpoint such as
+    the reference's SoCo Mask R-CNN, loaded non-strictly by the runner: see :func:`train_config`)."""
+    init_cfg = None
+    if backbone_init.startswith("torchvision:"):
+        init_cfg = dict(type="Pretrained", checkpoint=backbone_init.split(":", 1)[1])
+    elif backbone_init != "random" and not backbone_init.startswith("detector:"):
+        raise ValueError(f"backbone init {backbone_init!r}: use 'random', 'torchvision:PATH' or 'detector:PATH'")
+    return dict(
+        type="RPN",
+        data_preprocessor=dict(
+            type="DetDataPreprocessor",
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+            pad_size_divisor=32,
+        ),
+        backbone=dict(
+            type="ResNet",
+            depth=depth,
+            num_stages=4,
+            out_indices=(0, 1, 2, 3),
+            frozen_stages=1,
+            norm_cfg=dict(type="BN", requires_grad=True),
+            norm_eval=True,
+            style="pytorch",
+            init_cfg=init_cfg,
+        ),
+        neck=dict(type="FPN", in_channels=BACKBONE_CHANNELS[depth], out_channels=256, num_outs=5),
+        rpn_head=dict(
+            type=ARCHS[arch],
+            in_channels=256,
+            feat_channels=256,
+            anchor_generator=dict(
+                type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]
+            ),
+            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
+            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+            loss_bbox=dict(type="L1Loss", loss_weight=1.0),
+        ),
+        train_cfg=dict(
+            rpn=dict(
+                assigner=dict(
+                    type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, ignore_iof_thr=-1
+                ),
+                sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False),
+                allowed_border=-1,
+                pos_weight=-1,
+                debug=False,
+            )
+        ),
+        test_cfg=dict(
+            rpn=dict(nms_pre=2000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0)
+        ),
+    )
+
+
+def _pipelines(scale: int) -> tuple[list, list]:
+    size = (int(scale * 1333 / 800), scale)
+    train = [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PackDetInputs"),
+    ]
+    test = [
+        dict(type="LoadImageFromFile"),
+        dict(type="Resize", scale=size, keep_ratio=True),
+        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
+    ]
+    return train, test
+
+
+def train_config(args: argparse.Namespace) -> dict:
+    data = atomic.read_json(args.annotations)
+    classes = tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
+    train_pipeline, _ = _pipelines(args.scale)
+    iters = DRY_RUN_ITERS if args.dry_run else args.iters
+    dataset = dict(
+        type="CocoDataset",
+        data_root="",
+        ann_file=str(Path(args.annotations).resolve()),
+        data_prefix=dict(img=str(Path(args.images).resolve()) + "/"),
+        metainfo=dict(classes=classes),
+        filter_cfg=dict(filter_empty_gt=True, min_size=32),
+        pipeline=train_pipeline,
+        indices=DRY_RUN_IMAGES if args.dry_run else None,
+    )
+    return dict(
+        model=rpn_model(args.depth, args.backbone_init, args.arch),
+        work_dir=str(args.work_dir),
+        train_dataloader=dict(
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            persistent_workers=False,
+            sampler=dict(type="InfiniteSampler", shuffle=True),
+            batch_sampler=dict(type="AspectRatioBatchSampler"),
+            dataset=dataset,
+        ),
+        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1),
+        optim_wrapper=dict(
+            type="OptimWrapper", optimizer=dict(type="SGD", lr=args.lr, momentum=0.9, weight_decay=1e-4)
+        ),
+        param_scheduler=[dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=min(500, iters))],
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=1 if iters < 50 else 20),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(
+                type="CheckpointHook", interval=args.checkpoint_every, by_epoch=False, max_keep_ckpts=2, save_last=True
+            ),
+        ),
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
+        launcher="pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none",
+        randomness=dict(seed=args.seed),
+        default_scope="mmdet",
+        log_level="INFO",
+        resume=True,
+        # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head), loaded
+        # non-strictly by a fresh run; a resumed run ignores it (pipeline.core.workdir.initial_weights)
+        load_from=args.backbone_init.split(":", 1)[1] if args.backbone_init.startswith("detector:") else None,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    cli.check_gpus(args.gpus)
+    if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
+        workdir.guard_work_dir(args.work_dir, train_config(args), dirs=[args.images], run={"gpus": args.gpus})
+    if cli.relaunch_under_torchrun("pipeline.proposals", args.gpus, args.argv):
+        return
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from pipeline.core import compat
+    from pipeline.proposals import heads as proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
+
+    compat.allow_mmengine_checkpoints()
+    register_all_modules()
+    cfg = Config(train_config(args))
+    workdir.initial_weights(cfg, args.work_dir)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    if runner.rank != 0:
+        return
+    final = Path(args.work_dir) / "final.pth"
+    model = getattr(runner.model, "module", runner.model)  # unwrap DistributedDataParallel
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic.atomic_path(final, suffix=".pth") as tmp:
+        torch.save(
+            {
+                "state_dict": state,
+                "meta": {
+                    "depth": args.depth,
+                    "scale": args.scale,
+                    "arch": args.arch,
+                    "annotations_sha256": sha256_file(args.annotations),
+                },
+            },
+            tmp,
+        )
+    log.info("wrote %s", final)
+
+
+def load_rpn(checkpoint: str | Path, device: str):
+    """The trained RPN from ``final.pth`` (tensors and plain metadata only: ``weights_only=True``)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
+    from pipeline.proposals import heads as proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
+
+    register_all_modules()
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = ckpt["meta"]
+    model = MODELS.build(ConfigDict(rpn_model(int(meta["depth"]), "random", meta.get("arch", "rpn"))))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), meta
+
+
+@torch.inference_mode()
+def predict(
+    model, meta: dict, items, device: str, max_per_img: int, on_bad_image: str = "error"
+) -> tuple[list, list, list, list]:
+    """Run the RPN over ``items`` (``ImageItem``s) -> ids, boxes ``[n, 4]`` (original pixels), scores ``[n]`` and
+    the skipped images ``{"image_id", "reason"}``.
+
+    An unreadable image follows ``on_bad_image`` (:mod:`pipeline.core.images`): ``error`` raises ``ValueError`` naming
+    it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    _, test_pipeline = _pipelines(int(meta["scale"]))
+    policy = images.ImagePolicy(on_bad_image)
+    pipeline = images.mmcv_test_pipeline(test_pipeline, policy)
+    ids, boxes, scores = [], [], []
+    for item in tqdm(items, desc="proposals", unit="img"):
+        data = pipeline(item)
+        if data is None:
+            ids.append(item.image_id)
+            boxes.append(np.zeros((0, 4), np.float32))
+            scores.append(np.zeros(0, np.float32))
+            continue
+        batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
+        out = model.test_step(batch)[0].pred_instances
+        order = torch.argsort(out.scores, descending=True)[:max_per_img]
+        ids.append(item.image_id)
+        boxes.append(out.bboxes[order].float().cpu().numpy())
+        scores.append(out.scores[order].float().cpu().numpy())
+    return ids, boxes, scores, policy.skipped
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    device = str(resolve_device(args.device))
+    model, meta = load_rpn(args.checkpoint, device)
+    items = list_images(args.annotations, args.images)
+    if args.dry_run:
+        items = items[:DRY_RUN_IMAGES]
+    start = time.perf_counter()
+    ids, boxes, scores, skipped = predict(model, meta, items, device, args.max_per_img, args.on_bad_image)
+    log.info("%d images in %.1f s, %d skipped as unreadable", len(ids), time.perf_counter() - start, len(skipped))
+    attrs = {
+        "model": f"{meta.get('arch', 'rpn')}_r{meta['depth']}_fpn",
+        "checkpoint_sha256": sha256_file(args.checkpoint),
+        "annotations_sha256": sha256_file(args.annotations),
+        "train_annotations_sha256": meta["annotations_sha256"],
+        "dry_run": bool(args.dry_run),
+        "skipped": json.dumps(skipped),
+    }
+    proposal_file.write(args.output, ids, boxes, scores, attrs)
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    arrays = load_proposal_pickle(args.pickle)
+    items = list_images(args.annotations, args.images or ".")
+    if len(arrays) != len(items):
+        raise ValueError(f"{args.pickle}: {len(arrays)} entries for {len(items)} images in {args.annotations}")
+    ids = [it.image_id for it in items]  # ascending image id: the reference's proposal_sorted=True
+    attrs = {
+        "model": "imported",
+        "source": str(args.pickle),
+        "source_sha256": sha256_file(args.pickle),
+        "annotations_sha256": sha256_file(args.annotations),
+    }
+    proposal_file.write(args.output, ids, [a[:, :4] for a in arrays], [a[:, 4] for a in arrays], attrs)
+
+
+def _cmd_recall(args: argparse.Namespace) -> None:
+    report = recall.recall_report(
+        atomic.read_json(args.annotations), proposal_file.ProposalFile(args.proposals), args.num_base
+    )
+    log.info("proposal recall: base %s | novel %s", report["base"], report["novel"])
+    atomic.write_json(args.output, report, compact=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.proposals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_log_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a class-agnostic RPN on base annotations")
+    p.add_argument("--annotations", type=Path, required=True, help="BASE annotation file (input)")
+    p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
+    p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
+    p.add_argument("--depth", type=int, choices=sorted(BACKBONE_CHANNELS), default=50)
+    p.add_argument(
+        "--arch",
+        choices=sorted(ARCHS),
+        default="rpn",
+        help="rpn: objectness classification; oln: localisation quality (centerness), OLN-style",
+    )
+    p.add_argument("--backbone-init", default="random", help="random, torchvision:PATH or detector:PATH (SoCo)")
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--scale", type=int, default=800, help="short side of the training images")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--seed", type=int, default=3407)
+    p.add_argument("--gpus", type=int, default=1, help="> 1: relaunch under torchrun, one process per GPU")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("predict", help="proposals for every image of a split")
+    p.add_argument("--checkpoint", type=Path, required=True, help="final.pth of train (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
+    p.add_argument("--images", type=Path, required=True, help="image folder (input)")
+    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
+    p.add_argument("--max-per-img", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--on-bad-image",
+        choices=images.ON_BAD_IMAGE,
+        default="error",
+        help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
+    )
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+    p = sub.add_parser("import", help="safe import of reference proposal pickles")
+    p.add_argument("--pickle", type=Path, required=True, help="list of [N, 5] arrays, ascending image id (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
+    p.add_argument("--images", type=Path, default=None, help="image folder (only recorded)")
+    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
+    p.set_defaults(func=_cmd_import)
+    p = sub.add_parser("recall", help="average recall of base and novel boxes")
+    p.add_argument("--proposals", type=Path, required=True, help="proposals .h5 (input)")
+    p.add_argument("--annotations", type=Path, required=True, help="remapped val file with every class (input)")
+    p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
+    p.add_argument("--output", type=Path, required=True, help="recall.json (output)")
+    p.set_defaults(func=_cmd_recall)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.dispatch(build_parser(), argv)

@@ -1,0 +1,113 @@
+# Input functions and parameters of the train rules (workflow/rules/train.smk). No rules here.
+
+
+def train_inputs(wildcards):
+    """What an experiment's training reads: prompts, base annotations, and the OAKE caches its branches use."""
+    prefix = wildcards.experiment.split("_", 1)[0]
+    kinds = {"vild": ["objects"], "oadp": ["globals", "blocks", "objects"]}.get(
+        prefix, []
+    )
+    inputs = {
+        "names": all_classes_file(DATASET, "val"),
+        "annotations": base_file(DATASET, "train"),
+        "images": image_dir(DATASET, "train"),
+        # the detector config files: editing one retrains the experiments built from it
+        "configs": DETECTOR_CONFIGS,
+    }
+    if config["train"]["init"] == "proposals":
+        inputs["init"] = f"results/proposals/{DATASET}/rpn/final.pth"
+    # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
+    # missing one at run time)
+    files = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
+    for kind in config["prompts"]["kinds"]:
+        if kind in files:
+            inputs[f"prompt_{kind}"] = f"results/prompts/{files[kind]}.pth"
+    for kind in kinds:
+        inputs[kind] = expand(
+            "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+            dataset=DATASET,
+            kind=kind,
+            folder=OAKE_FOLDERS[0],
+            shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
+        )
+    return inputs
+
+
+def train_shard_args(wildcards, input):
+    """CLI arguments naming the prompt and cache inputs the experiment uses."""
+    args = []
+    for key in input.keys():
+        if key.startswith("prompt_"):
+            args += ["--prompt", f"{key[len('prompt_'):]}={input[key]}"]
+    for kind in ("globals", "blocks", "objects"):
+        if kind in input.keys():
+            args += [f"--{kind}", *input[kind]]
+    return " ".join(args)
+
+
+def train_options(wildcards):
+    """train.iters / batch_size / options as pipeline.train arguments (shell-quoted)."""
+    t = config["train"]
+    args = []
+    if t["iters"] is not None:
+        args += ["--iters", str(t["iters"])]
+    if t["batch_size"] is not None:
+        args += ["--batch-size", str(t["batch_size"])]
+    options = dict(t["options"])
+    if t["init"] == "proposals":
+        options["load_from"] = f"results/proposals/{DATASET}/rpn/final.pth"
+    if options:
+        args += ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
+    if config["dry_run"]:
+        args.append("--dry-run")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _detector_configs():
+    """The detector config files as paths that do not depend on how the Snakefile was named (``-s ../Snakefile``)
+    or where the project lies: resolved, and relative to the working directory when they are inside it (the
+    usual project folder, which can then be moved), else absolute."""
+    here = Path.cwd().resolve()
+    root = (Path(workflow.basedir) / "pipeline/models/detector/configs").resolve()
+    return sorted(
+        str(p.relative_to(here)) if p.is_relative_to(here) else str(p)
+        for p in root.rglob("*.py")
+    )
+
+
+DETECTOR_CONFIGS = _detector_configs()
+
+
+def train_work_dir(wildcards, output):
+    """The experiment's work dir (checkpoints for resume): a param, not an output."""
+    return str(Path(output[0]).parent)
+
+
+# Seed runs: every experiment E also trains as run E+seedN for each N of train.seeds (its config, randomness.seed=N,
+# own work dir results/train/E+seedN/ and evaluation results/evaluate/E+seedN/); the report groups them with E.
+# pipeline/report/seeds.py spells the mark the same (here in two parts: `snakemake --lint` reads a string literal
+# that starts with '+' as path composition).
+SEED_MARK = "+" + "seed"
+
+
+def experiment_runs():
+    """Every training run: each experiment (its config's seed) followed by its seed runs; with train.seeds []
+    exactly config["experiments"]."""
+    runs = []
+    for e in config["experiments"]:
+        runs.append(e)
+        runs.extend(f"{e}{SEED_MARK}{n}" for n in config["train"]["seeds"])
+    return runs
+
+
+def seed_run_args(wildcards):
+    """pipeline.train fit arguments of a seed run E+seedN: E's config and randomness.seed=N (after train.options,
+    so it wins); none for E itself."""
+    experiment, mark, seed = wildcards.experiment.rpartition(SEED_MARK)
+    if not mark:
+        return ""
+    if not seed.isdigit():
+        raise ValueError(
+            f"run {wildcards.experiment!r}: expected EXPERIMENT{SEED_MARK}N with an integer N"
+        )
+    return f"--config {experiment} --cfg-options randomness.seed={int(seed)}"
