@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core import atomic, cli, vocab
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported
@@ -162,6 +163,57 @@ def summary(name: str, data: Mapping[str, Sequence]) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 
+_INPUT_HELP = "source annotation JSON (input)"
+
+
+@dataclass(frozen=True)
+class CocoOptions:
+    """coco: OV-COCO files, all 65 classes and the 48 base classes' annotations."""
+
+    input: Path = option(help=_INPUT_HELP)
+    out_all: Path = option(help="output JSON: all 65 split classes")
+    out_base: Path = option(help="output JSON: base (48) annotations only")
+
+
+@dataclass(frozen=True)
+class LvisOptions:
+    """lvis: OV-LVIS files, all 1203 classes and the 866 base classes' annotations."""
+
+    input: Path = option(help=_INPUT_HELP)
+    out_all: Path = option(help="output JSON: all 1203 split classes")
+    out_base: Path = option(help="output JSON: base (866) annotations only")
+
+
+@dataclass(frozen=True)
+class DemoSplitOptions:
+    """demo: demo files with the base / novel split given by category name."""
+
+    input: Path = option(help=_INPUT_HELP)
+    out_all: Path = option(help="output JSON: all split classes")
+    out_base: Path = option(help="output JSON: base annotations only")
+    base: tuple[str, ...] = option(help="base category names", nargs="+")
+    novel: tuple[str, ...] = option(help="novel category names", nargs="+")
+
+
+@dataclass(frozen=True)
+class MinOptions:
+    """min: a remapped file restricted to images with >= 1 annotation."""
+
+    input: Path = option(help=_INPUT_HELP)
+    output: Path = option(help="output JSON")
+
+
+@dataclass(frozen=True)
+class LvisExtrasOptions:
+    """lvis-extras: Detic/MM-OVOD lvis_v1_train.norare.json and lvis_v1_train_cat_info.json."""
+
+    input: Path = option(help=_INPUT_HELP)
+    out_norare: Path = option(help="output JSON: annotations without rare classes")
+    out_cat_info: Path = option(help="output JSON: categories with image and instance counts")
+
+
+Options = CocoOptions | LvisOptions | DemoSplitOptions | MinOptions | LvisExtrasOptions
+
 
 def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
     """Write all outputs only after every one of them was computed (nothing half-done on bad input)."""
@@ -170,40 +222,58 @@ def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
         log.info("wrote %s", path)
 
 
-def _cmd_coco(args: argparse.Namespace) -> None:
-    data = load_source(args.input)
+def run_coco(opts: CocoOptions) -> None:
+    data = load_source(opts.input)
     split = vocab.coco_split()
-    vocab.check_split(split, data["categories"], str(args.input))
+    vocab.check_split(split, data["categories"], str(opts.input))
     out = remap(data, split)
-    log.info("%s", summary(str(args.out_all), out.all))
-    _write([(args.out_all, out.all), (args.out_base, out.base)])
+    log.info("%s", summary(str(opts.out_all), out.all))
+    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
-def _cmd_lvis(args: argparse.Namespace) -> None:
-    data = load_source(args.input, lvis=True)
-    split = vocab.lvis_split(data["categories"], str(args.input))
+def run_lvis(opts: LvisOptions) -> None:
+    data = load_source(opts.input, lvis=True)
+    split = vocab.lvis_split(data["categories"], str(opts.input))
     out = remap(data, split, lvis=True)
-    log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
-    _write([(args.out_all, out.all), (args.out_base, out.base)])
+    log.info("%s: %d base / %d novel categories", opts.input, split.num_bases, len(split.novels))
+    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    data = load_source(args.input)
-    split = vocab.named_split(args.base, args.novel, data["categories"], str(args.input))
+def run_demo(opts: DemoSplitOptions) -> None:
+    data = load_source(opts.input)
+    split = vocab.named_split(list(opts.base), list(opts.novel), data["categories"], str(opts.input))
     out = remap(data, split)
-    log.info("%s: %d base / %d novel categories", args.input, split.num_bases, len(split.novels))
-    _write([(args.out_all, out.all), (args.out_base, out.base)])
+    log.info("%s: %d base / %d novel categories", opts.input, split.num_bases, len(split.novels))
+    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
-def _cmd_min(args: argparse.Namespace) -> None:
-    data = load_source(args.input)
-    _write([(args.output, restrict_to_annotated(data))])
+def run_min(opts: MinOptions) -> None:
+    data = load_source(opts.input)
+    _write([(opts.output, restrict_to_annotated(data))])
 
 
-def _cmd_lvis_extras(args: argparse.Namespace) -> None:
-    data = load_source(args.input, lvis=True)
-    vocab.lvis_split(data["categories"], str(args.input))  # frequencies present and valid
-    _write([(args.out_norare, without_rare(data)), (args.out_cat_info, category_info(data))])
+def run_lvis_extras(opts: LvisExtrasOptions) -> None:
+    data = load_source(opts.input, lvis=True)
+    vocab.lvis_split(data["categories"], str(opts.input))  # frequencies present and valid
+    _write([(opts.out_norare, without_rare(data)), (opts.out_cat_info, category_info(data))])
+
+
+# subcommand -> (options class, its runner, subcommand help)
+COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+    "coco": (CocoOptions, run_coco, "OV-COCO 48/17 files"),
+    "lvis": (LvisOptions, run_lvis, "OV-LVIS 866/337 files"),
+    "demo": (DemoSplitOptions, run_demo, "demo files with a split given by name"),
+    "min": (MinOptions, run_min, "restrict to images with >= 1 annotation"),
+    "lvis-extras": (LvisExtrasOptions, run_lvis_extras, "Detic/MM-OVOD norare + cat_info files"),
+}
+
+
+def run(opts: Options) -> None:
+    """Run the subcommand whose options ``opts`` are."""
+    for cls, runner, _ in COMMANDS.values():
+        if type(opts) is cls:
+            return runner(opts)
+    raise TypeError(f"not an annotations options object: {type(opts).__name__}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,29 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def io(p: argparse.ArgumentParser, outputs: Sequence[str]) -> None:
-        p.add_argument("--input", type=Path, required=True, help="source annotation JSON (input)")
-        for name in outputs:
-            p.add_argument(f"--{name}", type=Path, required=True, help="output JSON")
-
-    p = sub.add_parser("coco", help="OV-COCO 48/17 files")
-    io(p, ["out-all", "out-base"])
-    p.set_defaults(func=_cmd_coco)
-    p = sub.add_parser("lvis", help="OV-LVIS 866/337 files")
-    io(p, ["out-all", "out-base"])
-    p.set_defaults(func=_cmd_lvis)
-    p = sub.add_parser("demo", help="demo files with a split given by name")
-    io(p, ["out-all", "out-base"])
-    p.add_argument("--base", nargs="+", required=True, help="base category names")
-    p.add_argument("--novel", nargs="+", required=True, help="novel category names")
-    p.set_defaults(func=_cmd_demo)
-    p = sub.add_parser("min", help="restrict to images with >= 1 annotation")
-    io(p, ["output"])
-    p.set_defaults(func=_cmd_min)
-    p = sub.add_parser("lvis-extras", help="Detic/MM-OVOD norare + cat_info files")
-    io(p, ["out-norare", "out-cat-info"])
-    p.set_defaults(func=_cmd_lvis_extras)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
+        add_arguments(p, cls)
+        p.set_defaults(func=lambda args, cls=cls: run(from_args(cls, args)))
     return parser
 
 

@@ -35,17 +35,6 @@ from pipeline.core.images import list_images
 log = logging.getLogger(__name__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
 
-BRANCHES = {"vild": ("object",), "oadp": ("object", "block", "global"), "baseline": ()}
-
-
-def branches_of(experiment: str) -> tuple[str, ...]:
-    """The pyramid branches an experiment name's prefix stands for (what the DAG provides caches for); the config
-    file decides what is built (``pipeline.models.detector.config.branches``)."""
-    prefix = experiment.split("_", 1)[0]
-    if prefix not in BRANCHES:
-        raise ValueError(f"experiment {experiment!r}: the name must start with one of {sorted(BRANCHES)}")
-    return BRANCHES[prefix]
-
 
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")

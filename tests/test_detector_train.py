@@ -262,8 +262,6 @@ def test_train_cli_fit_and_predict(tmp_path):
     assert [cat_of[i] for i in regions["ann_ids"].tolist()] == regions["category_ids"].tolist()
     assert regions["embeddings"].shape == (len(val["annotations"]), 64)  # the tiny CLIP's embedding width
     np.testing.assert_allclose(np.linalg.norm(regions["embeddings"], axis=1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="must start with one of"):
-        train.branches_of("detr_demo")
     # final.pth carries the classifier's text embeddings: rebuilding the prompt file (or loading elsewhere) does not
     # change the detector
     trained = prompts.load(prompt_files["vild"])
@@ -486,16 +484,15 @@ def test_detection_scores_keep_their_ranking_below_1e5():
     assert detection_record(1, [0, 0, 1, 1], 0.123456789, 0)["score"] == 0.1234568
 
 
-def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
-    """A detector with an object head (untrained vild_demo, saved as pipeline.train saves final.pth): the regions
-    file has the object head's unit embeddings of the same boxes next to the bbox head's."""
+def _untrained_vild_checkpoint(tmp_path, num_val: int):
+    """A demo split and ``tmp_path/final.pth`` of an untrained ``vild_demo`` (seeded), as ``train fit`` writes it."""
     from mmdet.registry import MODELS
 
     from pipeline import train
     from pipeline.models.detector import register_modules
     from pipeline.models.detector.config import detector_config
 
-    demo = make_demo_split(tmp_path, num_train=1, num_val=2)
+    demo = make_demo_split(tmp_path, num_train=1, num_val=num_val)
     prompt_files = _vild_and_ml_prompts(tmp_path)
     register_modules()
     cfg = detector_config("vild_demo", names=list(DEMO4), num_base=3, prompts=prompt_files)
@@ -504,6 +501,16 @@ def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
     model.init_weights()
     meta = {"experiment": "vild_demo", "argv": "", "config": cfg.to_dict(), "prompts": train.stored_prompts(cfg)}
     torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "final.pth")
+    return demo
+
+
+def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
+    """A detector with an object head (untrained vild_demo, saved as pipeline.train saves final.pth): the regions
+    file has the object head's unit embeddings of the same boxes next to the bbox head's."""
+
+    from pipeline import train
+
+    demo = _untrained_vild_checkpoint(tmp_path, num_val=2)
     train.main(
         ["predict", "--checkpoint", str(tmp_path / "final.pth"), "--annotations", str(tmp_path / "val.all.json"),
          "--images", str(demo / "images/val"), "--output", str(tmp_path / "d.json"), "--device", "cpu",
@@ -519,22 +526,11 @@ def test_predict_regions_carry_the_object_heads_embeddings(tmp_path):
 def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
     """``--on-bad-image error`` stops with one line naming the file and id (traceback in the stage log); ``skip``
     gives the image no detections and no regions, and the other images theirs."""
-    from mmdet.registry import MODELS
 
     from pipeline import train
     from pipeline.core import cli
-    from pipeline.models.detector import register_modules
-    from pipeline.models.detector.config import detector_config
 
-    demo = make_demo_split(tmp_path, num_train=1, num_val=3)
-    prompt_files = _vild_and_ml_prompts(tmp_path)
-    register_modules()
-    cfg = detector_config("vild_demo", names=list(DEMO4), num_base=3, prompts=prompt_files)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    meta = {"experiment": "vild_demo", "argv": "", "config": cfg.to_dict(), "prompts": train.stored_prompts(cfg)}
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "final.pth")
+    demo = _untrained_vild_checkpoint(tmp_path, num_val=3)
     val = json.loads((tmp_path / "val.all.json").read_text())
     ids = sorted(im["id"] for im in val["images"])
     bad = demo / "images/val" / f"{ids[0]:012d}.jpg"

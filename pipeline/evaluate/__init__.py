@@ -93,12 +93,15 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from pipeline.core import atomic, cli
 from pipeline.core.hashing import sha256_file
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.evaluate.coco import COCO_MAX_DETS, coco_dt, coco_gt, coco_report, coco_stats, run_coco_eval
 from pipeline.evaluate.detections import (
     LVIS_FREQUENCIES,
@@ -119,6 +122,7 @@ __all__ = [
     "LVIS_MAX_DETS",
     "PER_CLASS_COLUMNS",
     "PR_IOU",
+    "EvaluateOptions",
     "EvaluationError",
     "Json",
     "build_metrics",
@@ -137,6 +141,7 @@ __all__ = [
     "lvis_stats",
     "main",
     "open_ended_report",
+    "run",
     "run_coco_eval",
     "run_lvis_eval",
 ]
@@ -144,103 +149,117 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EvaluateOptions:
+    """The options of ``python -m pipeline.evaluate``; an inconsistent combination raises ``EvaluationError``."""
+
+    detections: Path = option(help="COCO-result detections JSON (input)")
+    out_dir: Path = option(help="output folder (metrics.json etc.)")
+    coco: Path | None = option(None, help="remapped COCO-format annotations (OV-COCO generalized)")
+    num_base: int | None = option(None, help="base categories = ids below this (needed with --coco)")
+    max_dets: tuple[int, ...] = option(
+        COCO_MAX_DETS,
+        help="COCOeval maxDets (AP@[.5:.95] is read at 100, AP50 at M3)",
+        nargs=3,
+        metavar=("M1", "M2", "M3"),
+    )
+    lvis: Path | None = option(None, help="remapped LVIS-format annotations (OV-LVIS)")
+    lvis_max_dets: int = option(LVIS_MAX_DETS, help="detections per image")
+    regions: Path | None = option(None, help="REGIONS.npz of the train stage (open-ended evaluation)")
+    vocab: Path | None = option(None, help="prompt file whose names are the open-ended vocabulary")
+    vocab_annotations: tuple[Path, ...] | None = option(
+        None, help="restrict the vocabulary to these files' category names", nargs="+"
+    )
+    regions_gt: Literal["coco", "lvis"] | None = option(
+        None, help="which annotation file the regions come from (none: lvis when --lvis is given, else coco)"
+    )
+    synonyms: Path | None = option(None, help="extra synonyms JSON {name: [synonym, ...]}")
+    relationships: Path | None = option(None, help="LAC relationships JSON (adds LAC levels)")
+
+    def __post_init__(self) -> None:
+        if self.coco is None and self.lvis is None:
+            raise EvaluationError("give --coco and/or --lvis")
+        if self.coco is not None and self.num_base is None:
+            raise EvaluationError("--coco needs --num-base (base categories = ids below it)")
+        if any(m <= 0 for m in self.max_dets) or self.lvis_max_dets <= 0:
+            raise EvaluationError(
+                f"--max-dets {list(self.max_dets)} / --lvis-max-dets {self.lvis_max_dets} must be positive"
+            )
+        oe_opts = {"vocab": self.vocab, "vocab-annotations": self.vocab_annotations, "regions-gt": self.regions_gt}
+        oe_opts.update(synonyms=self.synonyms, relationships=self.relationships)
+        if self.regions is None:
+            given = [f"--{k}" for k, v in oe_opts.items() if v]
+            if given:
+                raise EvaluationError(f"{', '.join(given)} only make sense with --regions")
+        elif self.vocab is None:
+            raise EvaluationError("--regions needs --vocab (the prompt file naming the vocabulary)")
+        if self.regions_gt is not None and getattr(self, self.regions_gt) is None:
+            raise EvaluationError(f"--regions-gt {self.regions_gt} needs --{self.regions_gt}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_log_argument(parser)
-    parser.add_argument("--detections", type=Path, required=True, help="COCO-result detections JSON (input)")
-    parser.add_argument("--out-dir", type=Path, required=True, help="output folder (metrics.json etc.)")
-    parser.add_argument("--coco", type=Path, help="remapped COCO-format annotations (OV-COCO generalized)")
-    parser.add_argument("--num-base", type=int, help="base categories = ids below this (needed with --coco)")
-    parser.add_argument(
-        "--max-dets",
-        type=int,
-        nargs=3,
-        default=list(COCO_MAX_DETS),
-        metavar=("M1", "M2", "M3"),
-        help="COCOeval maxDets (AP@[.5:.95] is read at 100, AP50 at M3; default 100 300 1000)",
-    )
-    parser.add_argument("--lvis", type=Path, help="remapped LVIS-format annotations (OV-LVIS)")
-    parser.add_argument("--lvis-max-dets", type=int, default=LVIS_MAX_DETS, help="detections per image (300)")
-    parser.add_argument("--regions", type=Path, help="REGIONS.npz of the train stage (open-ended evaluation)")
-    parser.add_argument("--vocab", type=Path, help="prompt file whose names are the open-ended vocabulary")
-    parser.add_argument(
-        "--vocab-annotations", type=Path, nargs="+", help="restrict the vocabulary to these files' category names"
-    )
-    parser.add_argument(
-        "--regions-gt", choices=("coco", "lvis"), help="which annotation file the regions come from (default lvis)"
-    )
-    parser.add_argument("--synonyms", type=Path, help="extra synonyms JSON {name: [synonym, ...]}")
-    parser.add_argument("--relationships", type=Path, help="LAC relationships JSON (adds LAC levels)")
+    add_arguments(parser, EvaluateOptions)
     return parser
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    if args.coco is None and args.lvis is None:
-        raise EvaluationError("give --coco and/or --lvis")
-    if args.coco is not None and args.num_base is None:
-        raise EvaluationError("--coco needs --num-base (base categories = ids below it)")
-    if any(m <= 0 for m in args.max_dets) or args.lvis_max_dets <= 0:
-        raise EvaluationError(f"--max-dets {args.max_dets} / --lvis-max-dets {args.lvis_max_dets} must be positive")
-    if 100 not in args.max_dets:
-        log.warning("--max-dets %s has no 100: AP@[.5:.95] is undefined (pycocotools reads it at 100)", args.max_dets)
-    oe_opts = {"vocab": args.vocab, "vocab-annotations": args.vocab_annotations, "regions-gt": args.regions_gt}
-    oe_opts.update(synonyms=args.synonyms, relationships=args.relationships)
-    if args.regions is None:
-        given = [f"--{k}" for k, v in oe_opts.items() if v]
-        if given:
-            raise EvaluationError(f"{', '.join(given)} only make sense with --regions")
-    elif args.vocab is None:
-        raise EvaluationError("--regions needs --vocab (the prompt file naming the vocabulary)")
-    if args.regions_gt is not None and getattr(args, args.regions_gt) is None:
-        raise EvaluationError(f"--regions-gt {args.regions_gt} needs --{args.regions_gt}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    _check_args(args)
-    dets = load_detections(args.detections)
-    inputs = {"detections": args.detections}
+    cli.setup_logging(args.log, args.verbose)  # before the options' checks, so the log file gets their errors
+    run(from_args(EvaluateOptions, args))
+
+
+def run(options: EvaluateOptions) -> None:
+    """Evaluate ``options.detections`` and write ``metrics.json`` etc. into ``options.out_dir`` (module docstring)."""
+    if 100 not in options.max_dets:
+        log.warning(
+            "--max-dets %s has no 100: AP@[.5:.95] is undefined (pycocotools reads it at 100)", list(options.max_dets)
+        )
+    dets = load_detections(options.detections)
+    inputs = {"detections": options.detections}
     gts: dict[str, Json] = {}
     for kind in ("coco", "lvis"):
-        path = getattr(args, kind)
+        path = getattr(options, kind)
         if path is None:
             continue
         gts[kind] = load_gt(path, lvis=kind == "lvis")
-        check_detections(dets, gts[kind], str(args.detections), str(path))
-        if args.num_base is not None:
-            check_remapped(gts[kind], str(path), args.num_base)
+        check_detections(dets, gts[kind], str(options.detections), str(path))
+        if options.num_base is not None:
+            check_remapped(gts[kind], str(path), options.num_base)
         inputs[kind] = path
     coco = lvis = oe = None
     if "coco" in gts:
-        coco = coco_report(gts["coco"], dets, args.num_base, args.max_dets)
+        coco = coco_report(gts["coco"], dets, options.num_base, options.max_dets)
         s = coco["summary"]
         log.info("OV-COCO AP50 novel %s base %s all %s", s["novel"]["AP50"], s["base"]["AP50"], s["all"]["AP50"])
     if "lvis" in gts:
-        lvis = lvis_report(gts["lvis"], dets, args.num_base, args.lvis_max_dets, str(args.detections), str(args.lvis))
+        lvis = lvis_report(
+            gts["lvis"], dets, options.num_base, options.lvis_max_dets, str(options.detections), str(options.lvis)
+        )
         r = lvis["summary"]["bbox"]["results"]
         log.info("OV-LVIS box AP %s APr %s APc %s APf %s", r["AP"], r["APr"], r["APc"], r["APf"])
-    if args.regions is not None:
-        kind = args.regions_gt or ("lvis" if "lvis" in gts else "coco")
+    if options.regions is not None:
+        kind = options.regions_gt or ("lvis" if "lvis" in gts else "coco")
         oe = open_ended_report(
-            args.regions,
-            args.vocab,
+            options.regions,
+            options.vocab,
             gts[kind],
-            getattr(args, kind),
+            getattr(options, kind),
             kind,
-            args.num_base,
-            args.vocab_annotations,
-            args.synonyms,
-            args.relationships,
+            options.num_base,
+            options.vocab_annotations,
+            options.synonyms,
+            options.relationships,
         )
         for extra in ("vocab", "synonyms", "relationships", "regions"):
-            if getattr(args, extra) is not None:
-                inputs[extra] = getattr(args, extra)
+            if getattr(options, extra) is not None:
+                inputs[extra] = getattr(options, extra)
         log.info("open-ended accuracy %s, not in vocabulary %s", oe["all"]["accuracy"], oe["all"]["not_in_vocab_rate"])
     inputs = {k: {"path": str(v), "sha256": sha256_file(v)} for k, v in inputs.items()}
-    out = args.out_dir
+    out = options.out_dir
     rows = (coco["per_class"] if coco else []) + (lvis["per_class"] if lvis else [])
     _write_csv(out / "per_class_ap.csv", rows)
     atomic.write_json(out / "per_class_ap.json", rows)

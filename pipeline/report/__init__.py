@@ -34,7 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core import atomic, cli
+from pipeline.core.options import add_arguments, from_args
 from pipeline.report import seeds as report_seeds
+from pipeline.report.options import ReportOptions
 
 log = logging.getLogger(__name__)
 
@@ -344,33 +346,34 @@ def plot_losses(experiments, scalars: dict[str, list], path: Path) -> None:
     plt.close(fig)
 
 
-def build_report(args: argparse.Namespace) -> None:
+def run(options: ReportOptions) -> None:
+    """Write the report (``summary.md`` and the plots) into ``options.out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    runs = list(args.experiments)
-    metrics = {e: load_metrics(args.evaluate_dir, e) for e in runs}
+    runs = list(options.experiments)
+    metrics = {e: load_metrics(options.evaluate_dir, e) for e in runs}
     groups, means = report_seeds.by_experiment(runs, metrics)
     experiments = [members[0] for members in groups.values()]  # one run per experiment in the curve plots
-    curves = {e: _optional_json(args.evaluate_dir / e / "pr_curves.json") for e in experiments}
-    per_class = {e: _optional_json(args.evaluate_dir / e / "per_class_ap.json") for e in experiments}
-    scalars = {e: training_scalars(args.train_dir, e) for e in experiments} if args.train_dir else {}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    curves = {e: _optional_json(options.evaluate_dir / e / "pr_curves.json") for e in experiments}
+    per_class = {e: _optional_json(options.evaluate_dir / e / "per_class_ap.json") for e in experiments}
+    scalars = {e: training_scalars(options.train_dir, e) for e in experiments} if options.train_dir else {}
+    options.out_dir.mkdir(parents=True, exist_ok=True)
     # every plot is written (Snakemake declares them); a panel without data stays empty and the summary says so
     plots = ["pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"]
-    teacher = _optional_json(args.teacher)
-    plot_pr_curves(experiments, curves, args.out_dir / plots[0])
-    plot_per_class(experiments, per_class, args.out_dir / plots[1])
-    plot_losses(experiments, scalars, args.out_dir / plots[2])
-    plot_transfer(list(groups), means, teacher, args.out_dir / plots[3])
+    teacher = _optional_json(options.teacher)
+    plot_pr_curves(experiments, curves, options.out_dir / plots[0])
+    plot_per_class(experiments, per_class, options.out_dir / plots[1])
+    plot_losses(experiments, scalars, options.out_dir / plots[2])
+    plot_transfer(list(groups), means, teacher, options.out_dir / plots[3])
     missing = [e for e in experiments if not curves[e]] + [e for e in experiments if not scalars.get(e)]
     if missing:
         log.warning("no curves or training scalars for %s: their panels are empty", sorted(set(missing)))
-    env = report_seeds.environment_lines(args.train_dir, runs)
-    text = summary_markdown(runs, metrics, _optional_json(args.recall), args.bench_dir, teacher, plots, env)
-    with atomic.atomic_path(args.out_dir / "summary.md", suffix=".md") as tmp:
+    env = report_seeds.environment_lines(options.train_dir, runs)
+    text = summary_markdown(runs, metrics, _optional_json(options.recall), options.bench_dir, teacher, plots, env)
+    with atomic.atomic_path(options.out_dir / "summary.md", suffix=".md") as tmp:
         Path(tmp).write_text(text)
-    log.info("report: %d runs of %d experiments, %d plots -> %s", len(runs), len(groups), len(plots), args.out_dir)
+    log.info("report: %d runs of %d experiments, %d plots -> %s", len(runs), len(groups), len(plots), options.out_dir)
     print(metrics_table(runs, metrics))
 
 
@@ -379,18 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_log_argument(p)
-    p.add_argument("--experiments", nargs="+", required=True, help="runs: experiments E and seed runs E+seedN")
-    p.add_argument("--evaluate-dir", type=Path, default=Path("results/evaluate"), help="metrics per experiment (input)")
-    p.add_argument("--train-dir", type=Path, default=None, help="training work dirs, for the loss curves (input)")
-    p.add_argument("--recall", type=Path, default=None, help="proposal recall.json (input)")
-    p.add_argument("--bench-dir", type=Path, default=None, help="benchmark JSON files, used when present")
-    p.add_argument("--teacher", type=Path, default=None, help="teacher zero-shot JSON (input, optional)")
-    p.add_argument("--out-dir", type=Path, required=True, help="summary.md and plots (outputs)")
-    p.set_defaults(func=build_report)
+    add_arguments(p, ReportOptions)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log, args.verbose)
-    args.func(args)
+    run(from_args(ReportOptions, args))
