@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
 from pipeline.core import cli
 from pipeline.core.device import autocast
+from pipeline.core.options import option
 from pipeline.models.clip import geometry, preprocess, vision
 from pipeline.oake import extract
 
@@ -56,32 +58,39 @@ def make_forward(visual, device: torch.device, precision: str):
     return forward
 
 
+@dataclass(frozen=True, kw_only=True)
+class BlocksOptions(extract.ExtractOptions):
+    """OAKE blocks: one row per block of the pyramid."""
+
+    block0_box: str = option(
+        "centre",
+        help="block 0's box: the true centre square, or the reference's quirk",
+        choices=geometry.BLOCK0_BOX_MODES,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.oake.blocks", description=__doc__)
-    extract.add_common_arguments(p)
-    p.add_argument(
-        "--block0-box",
-        choices=geometry.BLOCK0_BOX_MODES,
-        default="centre",
-        help="block 0's box: the true centre square, or the reference's quirk",
-    )
+    extract.add_common_arguments(p, BlocksOptions)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    device, clip = extract.load_model(args)
+def run(opts: BlocksOptions) -> dict:
+    device, clip = extract.load_model(opts)
     attrs = {
         **clip.provenance(),
         "preprocessing": "standard 224 (block 0) + windows",
-        "block0_box": args.block0_box,
+        "block0_box": opts.block0_box,
         "block": geometry.BLOCK,
         "max_stride": geometry.MAX_STRIDE,
         "rescale": geometry.RESCALE,
     }
-    forward = make_forward(clip.model.visual, device, args.precision)
-    return extract.run(args, "blocks", clip.embed_dim, make_prepare(args.block0_box), forward, attrs)
+    forward = make_forward(clip.model.visual, device, opts.precision)
+    return extract.run(opts, "blocks", clip.embed_dim, make_prepare(opts.block0_box), forward, attrs)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return extract.extractor_main(build_parser(), BlocksOptions, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import argparse
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -23,6 +24,7 @@ from pipeline.core import cli, images
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.formats import feature_cache as cache
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 STAGE_VERSION = 1
 DRY_RUN_IMAGES = 4
 DRY_RUN_PROPOSALS = 5
+_ON_BAD_IMAGE = images.ON_BAD_IMAGE  # (the field ``images`` hides the module inside ExtractOptions)
 
 
 class _Images(Dataset):
@@ -51,51 +54,62 @@ class _Images(Dataset):
         return {"image_id": item.image_id, **self.prepare(item, image)}
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--annotations", type=Path, required=True, help="original annotation JSON (input: image list)")
-    p.add_argument("--images", type=Path, required=True, help="image folder of the split (input)")
-    p.add_argument("--output", type=Path, required=True, help="shard file .../shard-{i:03d}.h5 (output)")
-    p.add_argument("--shards", type=int, default=1, help="number of shards of this split (default %(default)s)")
-    p.add_argument("--shard", type=int, default=0, help="this shard's index")
-    p.add_argument("--model", required=True, help="CLIP architecture (clip.model)")
-    p.add_argument("--weights", required=True, help="CLIP weights or 'random' (clip.weights)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="autocast on GPU")
-    p.add_argument("--batch-images", type=int, default=8, help="images per DataLoader batch")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
-    p.add_argument(
-        "--on-bad-image",
-        choices=images.ON_BAD_IMAGE,
-        default="error",
+@dataclass(frozen=True, kw_only=True)
+class ExtractOptions:
+    """Options every OAKE extractor has: the split's images, the shard, CLIP and the extraction loop."""
+
+    annotations: Path = option(help="original annotation JSON (input: image list)")
+    images: Path = option(help="image folder of the split (input)")
+    output: Path = option(help="shard file .../shard-{i:03d}.h5 (output)")
+    shards: int = option(1, help="number of shards of this split")
+    shard: int = option(0, help="this shard's index")
+    model: str = option(help="CLIP architecture (clip.model)")
+    weights: str = option(help="CLIP weights or 'random' (clip.weights)")
+    device: str = option("auto", help="cpu, cuda, cuda:N or auto")
+    precision: Literal["fp32", "fp16", "bf16"] = option("fp16", help="autocast on GPU")
+    batch_images: int = option(8, help="images per DataLoader batch")
+    workers: int = option(2, help="DataLoader workers decoding images")
+    on_bad_image: str = option(
+        "error",
         help="an unreadable image stops the job (error) or is skipped and listed in the shard's skipped attr",
+        choices=_ON_BAD_IMAGE,
     )
-    p.add_argument("--dry-run", action="store_true", help=f"first {DRY_RUN_IMAGES} images of the shard only")
-    p.add_argument(
-        "--compression",
-        choices=("none", "gzip"),
-        default="none",
-        help="final shard: contiguous and memory-mapped (none) or gzip-compressed rows",
+    dry_run: bool = option(False, help=f"first {DRY_RUN_IMAGES} images of the shard only", action="store_true")
+    compression: Literal["none", "gzip"] = option(
+        "none", help="final shard: contiguous and memory-mapped (none) or gzip-compressed rows"
     )
+
+
+def add_common_arguments(p: argparse.ArgumentParser, cls: type = ExtractOptions) -> None:
+    """The options of ``cls`` (an :class:`ExtractOptions`) and ``--log`` / ``-v``."""
+    add_arguments(p, cls)
     cli.add_log_argument(p)
 
 
-def load_model(args: argparse.Namespace):
-    """(device, loaded CLIP) for an extractor's arguments."""
+def extractor_main(parser: argparse.ArgumentParser, cls: type, run: Callable[[Any], dict], argv=None) -> dict:
+    """Parse ``argv`` into ``cls``, set up logging, ``run`` the extractor."""
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    return run(from_args(cls, args))
+
+
+def load_model(opts: ExtractOptions):
+    """(device, loaded CLIP) for an extractor's options."""
     from pipeline.models.clip import load_clip
 
-    device = resolve_device(args.device)
-    return device, load_clip(args.model, args.weights, device=device)
+    device = resolve_device(opts.device)
+    return device, load_clip(opts.model, opts.weights, device=device)
 
 
-def shard_items(args: argparse.Namespace) -> list[ImageItem]:
-    items = list_images(args.annotations, args.images)
-    ids = set(cache.shard_image_ids([it.image_id for it in items], args.shards, args.shard))
+def shard_items(opts: ExtractOptions) -> list[ImageItem]:
+    items = list_images(opts.annotations, opts.images)
+    ids = set(cache.shard_image_ids([it.image_id for it in items], opts.shards, opts.shard))
     items = [it for it in items if it.image_id in ids]
-    return items[:DRY_RUN_IMAGES] if args.dry_run else items
+    return items[:DRY_RUN_IMAGES] if opts.dry_run else items
 
 
 def run(
-    args: argparse.Namespace,
+    opts: ExtractOptions,
     kind: str,
     dim: int,
     prepare: Callable[[ImageItem, Image.Image], dict],
@@ -105,36 +119,36 @@ def run(
 ) -> dict:
     """Extract one shard. ``forward`` maps prepared records to ``{"embeddings", ["boxes", "objectness"]}`` each.
 
-    An unreadable image follows ``args.on_bad_image`` (:class:`pipeline.core.images.ImagePolicy`): ``error`` stops with
+    An unreadable image follows ``opts.on_bad_image`` (:class:`pipeline.core.images.ImagePolicy`): ``error`` stops with
     a ``ValueError`` naming it (images done so far stay committed); ``skip`` gives it no rows and lists it in the
     shard's ``skipped`` attr. Returns throughput figures (also logged).
     """
-    items = shard_items(args)
+    items = shard_items(opts)
     expected = [it.image_id for it in items]
     attrs = {
         **attrs,
         "stage_version": STAGE_VERSION,
-        "annotations_sha256": sha256_file(args.annotations),
-        "shards": args.shards,
-        "shard": args.shard,
-        "dry_run": bool(args.dry_run),
+        "annotations_sha256": sha256_file(opts.annotations),
+        "shards": opts.shards,
+        "shard": opts.shard,
+        "dry_run": bool(opts.dry_run),
     }
     start, done = time.perf_counter(), 0
-    policy = images.ImagePolicy(args.on_bad_image)
-    compression = None if getattr(args, "compression", "none") == "none" else args.compression
-    with cache.ShardWriter(args.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
+    policy = images.ImagePolicy(opts.on_bad_image)
+    compression = None if opts.compression == "none" else opts.compression
+    with cache.ShardWriter(opts.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
         pending = set(writer.pending)
         todo = [it for it in items if it.image_id in pending]
         if len(todo) < len(items):
-            log.info("%s: resuming, %d of %d images already extracted", args.output, len(items) - len(todo), len(items))
+            log.info("%s: resuming, %d of %d images already extracted", opts.output, len(items) - len(todo), len(items))
         loader = DataLoader(
             _Images(todo, prepare),
-            batch_size=args.batch_images,
-            num_workers=args.workers,
+            batch_size=opts.batch_images,
+            num_workers=opts.workers,
             collate_fn=list,
             persistent_workers=False,
         )
-        bar = tqdm(total=len(todo), desc=f"oake {kind} {args.output.parent.name}/{args.output.name}", unit="img")
+        bar = tqdm(total=len(todo), desc=f"oake {kind} {opts.output.parent.name}/{opts.output.name}", unit="img")
         for batch in loader:
             good = [r for r in batch if "error" not in r]
             outputs = iter(forward(good)) if good else iter(())
@@ -150,5 +164,5 @@ def run(
         writer.finalize(expected)
     seconds = time.perf_counter() - start
     rate = done / seconds if seconds > 0 else 0.0
-    log.info("%s: %d images in %.1f s (%.2f images/s)", args.output, done, seconds, rate)
+    log.info("%s: %d images in %.1f s (%.2f images/s)", opts.output, done, seconds, rate)
     return {"images": done, "seconds": seconds, "images_per_s": rate}

@@ -10,6 +10,7 @@ import argparse
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -43,19 +44,26 @@ def make_forward(visual, device: torch.device, precision: str):
     return forward
 
 
+@dataclass(frozen=True, kw_only=True)
+class GlobalsOptions(extract.ExtractOptions):
+    """OAKE globals: one row per image."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.oake.globals", description=__doc__)
-    extract.add_common_arguments(p)
+    extract.add_common_arguments(p, GlobalsOptions)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    device, clip = extract.load_model(args)
+def run(opts: GlobalsOptions) -> dict:
+    device, clip = extract.load_model(opts)
     attrs = {**clip.provenance(), "preprocessing": "adaptive: full resolution, CLIP mean/std, interpolated pos"}
-    forward = make_forward(clip.model.visual, device, args.precision)
-    return extract.run(args, "globals", clip.embed_dim, prepare, forward, attrs)
+    forward = make_forward(clip.model.visual, device, opts.precision)
+    return extract.run(opts, "globals", clip.embed_dim, prepare, forward, attrs)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return extract.extractor_main(build_parser(), GlobalsOptions, run, argv)
 
 
 if __name__ == "__main__":

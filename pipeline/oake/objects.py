@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -19,6 +21,7 @@ from PIL import Image
 from pipeline.core import cli
 from pipeline.core.device import autocast
 from pipeline.core.hashing import sha256_file
+from pipeline.core.options import option
 from pipeline.formats.proposal_file import ProposalFile
 from pipeline.models.clip import geometry, preprocess, vision
 from pipeline.oake import extract
@@ -58,49 +61,54 @@ def make_forward(encoder: vision.ObjectAwareEncoder, device: torch.device, preci
     return forward
 
 
+@dataclass(frozen=True, kw_only=True)
+class ObjectsOptions(extract.ExtractOptions):
+    """OAKE objects: one row per proposal."""
+
+    batch_images: int = option(2, help="images per DataLoader batch")
+    proposals: Path = option(help="proposals file of the split (input)")
+    storage: Literal["float16", "int8"] = option(
+        "float16", help="embedding storage; int8 = per-row scale, about half the disk"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.oake.objects", description=__doc__)
-    extract.add_common_arguments(p)
-    p.add_argument("--proposals", type=Path, required=True, help="proposals file of the split (input)")
-    p.add_argument(
-        "--storage",
-        choices=("float16", "int8"),
-        default="float16",
-        help="embedding storage; int8 = per-row scale, about half the disk",
-    )
-    p.set_defaults(batch_images=2)
+    extract.add_common_arguments(p, ObjectsOptions)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    proposals = ProposalFile(args.proposals)
-    missing = [it.image_id for it in extract.shard_items(args) if it.image_id not in proposals]
+def run(opts: ObjectsOptions) -> dict:
+    proposals = ProposalFile(opts.proposals)
+    missing = [it.image_id for it in extract.shard_items(opts) if it.image_id not in proposals]
     if missing:
-        raise ValueError(f"{args.proposals}: no proposals for image(s) {missing[:10]} of {args.annotations}")
-    device, clip = extract.load_model(args)
+        raise ValueError(f"{opts.proposals}: no proposals for image(s) {missing[:10]} of {opts.annotations}")
+    device, clip = extract.load_model(opts)
     encoder = vision.ObjectAwareEncoder(clip.model.visual)
     attrs = {
         **clip.provenance(),
         "preprocessing": "adaptive square sqrt(8wh), standard 224, object-aware forward",
-        "proposals": str(args.proposals),
-        "proposals_sha256": sha256_file(args.proposals),
+        "proposals": str(opts.proposals),
+        "proposals_sha256": sha256_file(opts.proposals),
         "min_side": geometry.MIN_OBJECT_SIDE,
         "background_bias": vision.BACKGROUND_BIAS,
         "mini_batch": encoder.mini_batch,
     }
-    limit = extract.DRY_RUN_PROPOSALS if args.dry_run else None
-    forward = make_forward(encoder, device, args.precision)
+    limit = extract.DRY_RUN_PROPOSALS if opts.dry_run else None
+    forward = make_forward(encoder, device, opts.precision)
     return extract.run(
-        args,
+        opts,
         "objects",
         clip.embed_dim,
         make_prepare(proposals, encoder.grid, limit),
         forward,
         attrs,
-        storage=args.storage,
+        storage=opts.storage,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return extract.extractor_main(build_parser(), ObjectsOptions, run, argv)
 
 
 if __name__ == "__main__":

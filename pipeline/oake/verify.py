@@ -13,9 +13,11 @@ import argparse
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core import atomic, cli, images
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.formats import feature_cache as cache
 
 log = logging.getLogger(__name__)
@@ -45,32 +47,48 @@ def check(
     return bad
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    """The shards to check (the positional arguments) and how."""
+
+    shards: tuple[Path, ...] = field(metadata={})  # positional: added by build_parser, not an option
+    annotations: Path | None = option(None, help="the annotation file the shards were made from")
+    num_shards: int | None = option(None, help="number of shards of the split", flag="--shards")
+    dry_run_cache: bool = option(False, help="shards were made with dry_run (ids not compared)", action="store_true")
+    fix: bool = option(False, help="remove bad shards so that they are rebuilt", action="store_true")
+    report: Path | None = option(None, help="write the result as JSON (output)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.oake.verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("shards", type=Path, nargs="+", help="final shard files (inputs)")
-    p.add_argument("--annotations", type=Path, help="the annotation file the shards were made from")
-    p.add_argument("--shards", dest="num_shards", type=int, help="number of shards of the split")
-    p.add_argument("--dry-run-cache", action="store_true", help="shards were made with dry_run (ids not compared)")
-    p.add_argument("--fix", action="store_true", help="remove bad shards so that they are rebuilt")
-    p.add_argument("--report", type=Path, help="write the result as JSON (output)")
+    add_arguments(p, VerifyOptions)
     cli.add_log_argument(p)
-    args = p.parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    bad = check(args.shards, args.annotations, args.num_shards, args.dry_run_cache)
+    return p
+
+
+def run(opts: VerifyOptions) -> dict:
+    bad = check(opts.shards, opts.annotations, opts.num_shards, opts.dry_run_cache)
     for path, problems in bad.items():
         log.error("BAD %s: %s", path, "; ".join(problems[:5]))
-        if args.fix:
+        if opts.fix:
             path.unlink(missing_ok=True)
             log.warning("removed %s: the next run rebuilds it", path)
-    log.info("%d shard(s) checked, %d bad", len(args.shards), len(bad))
-    result = {"checked": [str(s) for s in args.shards], "bad": {str(k): v for k, v in bad.items()}}
-    if args.report:
-        atomic.write_json(args.report, result, compact=False)
-    if bad and not args.fix:
+    log.info("%d shard(s) checked, %d bad", len(opts.shards), len(bad))
+    result = {"checked": [str(s) for s in opts.shards], "bad": {str(k): v for k, v in bad.items()}}
+    if opts.report:
+        atomic.write_json(opts.report, result, compact=False)
+    if bad and not opts.fix:
         raise ValueError(f"{len(bad)} bad shard(s): {', '.join(str(b) for b in bad)} (rerun with --fix to rebuild)")
     return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.log, args.verbose)
+    return run(from_args(VerifyOptions, args, shards=tuple(args.shards)))
 
 
 if __name__ == "__main__":

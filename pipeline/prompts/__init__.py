@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.core import atomic, cli
 from pipeline.core.device import resolve_device
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.core.templates import vild_templates
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, load, save, select
@@ -48,25 +51,128 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# ------------------------------------------------------------------------------------------- inputs
-
-
 # ------------------------------------------------------------------------------------------- CLI
 
 
-def _clip(args: argparse.Namespace):
+def _device(name: str) -> str:
+    """``--device``: cpu, cuda, cuda:N or auto, resolved when parsed."""
+    return str(resolve_device(name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """Options every subcommand has: the prompt file it writes."""
+
+    output: Path = option(help="output prompt file (.pth)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipOptions(OutputOptions):
+    """Options of the subcommands that run CLIP."""
+
+    model: str = option(help="CLIP architecture (clip.model)")
+    weights: str = option(help="CLIP weights or 'random' (clip.weights)")
+    device: str = option("auto", help="cpu, cuda, or auto", type=_device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VocabularyOptions(ClipOptions):
+    """Options of the CLIP subcommands whose vocabulary comes from annotation files."""
+
+    names_from: tuple[Path, ...] = option(
+        help="annotation JSONs whose category names form the vocabulary (inputs)", nargs="+"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VildOptions(VocabularyOptions):
+    """vild: the 74 ViLD templates, per-template L2 norm, mean."""
+
+    renormalize: bool = option(False, help="L2-normalise the template mean (reference: off)", action="store_true")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetproOptions(OutputOptions):
+    """detpro: import DetPro's iou_neg5_ens.pth (1203 rows in mmdet LVIS order)."""
+
+    input: Path = option(help="iou_neg5_ens.pth (input)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextOptions(VocabularyOptions):
+    """text: MM-OVOD text classifier from a descriptions JSON {name: [sentences]}."""
+
+    descriptions: Path = option(help="JSON {name: [sentences]} (input)")
+    normalize_first: bool = option(
+        False, help="average L2-normalised sentence features (MM-OVOD averages raw ones)", action="store_true"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionAvgOptions(VocabularyOptions):
+    """vision-avg: MM-OVOD vision classifier, mean CLIP image feature of exemplar context crops."""
+
+    exemplars: Path = option(help="sampled exemplars JSON (input)")
+    categories: Path = option(help="annotation JSON mapping category_id -> name")
+    images: Path = option(help="image root of the exemplars' file_name")
+    context: float = option(0.4, help="square crop enlargement (MM-OVOD avg: 0.4)")
+    num_augs: int = option(5, help="TTA views per exemplar (MM-OVOD: 5)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultimodalOptions(OutputOptions):
+    """multimodal: MM-OVOD fusion of a text and a vision file (normalise, sum, normalise)."""
+
+    text: Path = option(help="text prompt file (input)")
+    vision: Path = option(help="vision prompt file (input)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLOptions(ClipOptions):
+    """ml: the learned multi-label prompt fitted on OAKE globals and base labels."""
+
+    train_annotations: Path = option(help="remapped training file with base annotations (.48 / .866 / .base) (input)")
+    num_base: int = option(help="number of base classes (ids 0..K-1)")
+    globals: tuple[Path, ...] = option(help="OAKE globals shards of train (inputs)", nargs="+")
+    val_annotations: Path | None = option(None, help="remapped val file with every class (for novel mAP)")
+    val_globals: tuple[Path, ...] = option((), help="OAKE globals shards of val")
+    epochs: int = option(4, help="training epochs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleExemplarsOptions(OutputOptions):
+    """sample-exemplars: MM-OVOD exemplar sampling (K per class, p ~ area)."""
+
+    output: Path = option(help="output exemplars JSON")
+    input: Path = option(help="annotation JSON with boxes of every class (input)")
+    k: int = option(5, help="exemplars per class", flag="-k")
+    seed: int = option(42, help="sampling seed")
+
+
+Options = (
+    VildOptions
+    | DetproOptions
+    | TextOptions
+    | VisionAvgOptions
+    | MultimodalOptions
+    | MLOptions
+    | SampleExemplarsOptions
+)
+
+
+def _clip(opts: ClipOptions):
     from pipeline.models.clip import load_clip
 
-    return load_clip(args.model, args.weights, device=args.device)
+    return load_clip(opts.model, opts.weights, device=_device(opts.device))
 
 
-def _cmd_vild(args: argparse.Namespace) -> None:
+def run_vild(opts: VildOptions) -> None:
     from pipeline.models.clip import text
 
-    names = vocabulary(args.names_from)
-    clip = _clip(args)
+    names = vocabulary(opts.names_from)
+    clip = _clip(opts)
     start = time.perf_counter()
-    emb = text.vild_embeddings(clip.model, names, renormalize=args.renormalize)
+    emb = text.vild_embeddings(clip.model, names, renormalize=opts.renormalize)
     seconds = time.perf_counter() - start
     log.info(
         "vild: %d names x %d templates in %.1f s (%.1f names/s)",
@@ -78,107 +184,127 @@ def _cmd_vild(args: argparse.Namespace) -> None:
     meta = {
         "kind": "vild",
         "templates": str(len(vild_templates())),
-        "renormalized": str(args.renormalize),
+        "renormalized": str(opts.renormalize),
         **clip.provenance(),
     }
-    save(args.output, names, emb, meta)
+    save(opts.output, names, emb, meta)
 
 
-def _cmd_detpro(args: argparse.Namespace) -> None:
-    names, emb = import_detpro(args.input)
-    save(args.output, names, emb, {"kind": "detpro", "source": str(args.input)})
+def run_detpro(opts: DetproOptions) -> None:
+    names, emb = import_detpro(opts.input)
+    save(opts.output, names, emb, {"kind": "detpro", "source": str(opts.input)})
 
 
-def _cmd_text(args: argparse.Namespace) -> None:
+def run_text(opts: TextOptions) -> None:
     from pipeline.prompts import mmovod
 
-    names = vocabulary(args.names_from)
-    clip = _clip(args)
+    names = vocabulary(opts.names_from)
+    clip = _clip(opts)
     emb = mmovod.text_classifier(
         clip.model,
         names,
-        atomic.read_json(args.descriptions),
-        str(args.descriptions),
-        normalize_first=args.normalize_first,
+        atomic.read_json(opts.descriptions),
+        str(opts.descriptions),
+        normalize_first=opts.normalize_first,
     )
     meta = {
         "kind": "mmovod_text",
-        "descriptions": str(args.descriptions),
-        "normalize_first": str(args.normalize_first),
+        "descriptions": str(opts.descriptions),
+        "normalize_first": str(opts.normalize_first),
         **clip.provenance(),
     }
-    save(args.output, names, emb, meta)
+    save(opts.output, names, emb, meta)
 
 
-def _cmd_vision_avg(args: argparse.Namespace) -> None:
+def run_vision_avg(opts: VisionAvgOptions) -> None:
     from pipeline.prompts import mmovod
 
-    names = vocabulary(args.names_from)
-    clip = _clip(args)
+    names = vocabulary(opts.names_from)
+    clip = _clip(opts)
     emb = mmovod.vision_avg_classifier(
         clip.model,
         names,
-        mmovod.load_exemplars(args.exemplars, args.categories),
-        args.images,
-        context=args.context,
-        num_augs=args.num_augs,
+        mmovod.load_exemplars(opts.exemplars, opts.categories),
+        opts.images,
+        context=opts.context,
+        num_augs=opts.num_augs,
     )
     meta = {
         "kind": "mmovod_vision_avg",
-        "exemplars": str(args.exemplars),
-        "context": str(args.context),
-        "num_augs": str(args.num_augs),
+        "exemplars": str(opts.exemplars),
+        "context": str(opts.context),
+        "num_augs": str(opts.num_augs),
         **clip.provenance(),
     }
-    save(args.output, names, emb, meta)
+    save(opts.output, names, emb, meta)
 
 
-def _cmd_multimodal(args: argparse.Namespace) -> None:
+def run_multimodal(opts: MultimodalOptions) -> None:
     from pipeline.prompts import mmovod
 
-    a, b = load(args.text), load(args.vision)
+    a, b = load(opts.text), load(opts.vision)
     names = list(a["names"])
-    emb = mmovod.fuse(select(a, names, str(args.text)), select(b, names, str(args.vision)))
-    save(args.output, names, emb, {"kind": "mmovod_multimodal", "text": str(args.text), "vision": str(args.vision)})
+    emb = mmovod.fuse(select(a, names, str(opts.text)), select(b, names, str(opts.vision)))
+    save(opts.output, names, emb, {"kind": "mmovod_multimodal", "text": str(opts.text), "vision": str(opts.vision)})
 
 
-def _cmd_ml(args: argparse.Namespace) -> None:
+def run_ml(opts: MLOptions) -> None:
     from pipeline.formats.feature_cache import ShardReader
     from pipeline.prompts import ml
 
-    train = atomic.read_json(args.train_annotations)
+    train = atomic.read_json(opts.train_annotations)
     cats = sorted(train["categories"], key=lambda c: c["id"])
     names = [c["name"] for c in cats]
-    if [c["id"] for c in cats] != list(range(len(cats))) or not 0 < args.num_base <= len(cats):
-        raise PromptError(f"{args.train_annotations}: expected remapped 0-based base-first ids and 0 < --num-base <= K")
-    base, novel = names[: args.num_base], names[args.num_base :]
-    clip = _clip(args)
-    images, labels, _ = ml.image_labels(train, [ShardReader(p) for p in args.globals], args.num_base)
-    opts = ml.MLOptions(epochs=args.epochs)
+    if [c["id"] for c in cats] != list(range(len(cats))) or not 0 < opts.num_base <= len(cats):
+        raise PromptError(f"{opts.train_annotations}: expected remapped 0-based base-first ids and 0 < --num-base <= K")
+    base, novel = names[: opts.num_base], names[opts.num_base :]
+    clip = _clip(opts)
+    images, labels, _ = ml.image_labels(train, [ShardReader(p) for p in opts.globals], opts.num_base)
+    ml_opts = ml.MLOptions(epochs=opts.epochs)
     log.info("ml prompt: %d images, %d base classes, %d novel", len(images), len(base), len(novel))
-    learner, history = ml.train(clip.model, names, base, images, labels, opts)
+    learner, history = ml.train(clip.model, names, base, images, labels, ml_opts)
     meta = {
         "kind": "ml",
-        "epochs": str(opts.epochs),
+        "epochs": str(ml_opts.epochs),
         "loss_history": ",".join(f"{v:.5f}" for v in history),
         "train_images": str(len(images)),
         **clip.provenance(),
     }
-    if args.val_annotations and args.val_globals and novel:
-        val = atomic.read_json(args.val_annotations)
-        readers = [ShardReader(p) for p in args.val_globals]
+    if opts.val_annotations and opts.val_globals and novel:
+        val = atomic.read_json(opts.val_annotations)
+        readers = [ShardReader(p) for p in opts.val_globals]
         vi, vl, _ = ml.image_labels(val, readers, len(names))
         meta["val_novel_map"] = f"{100 * ml.mean_ap(learner, names, novel, vi, vl[:, len(base) :]):.2f}"
         log.info("ml prompt: novel mAP on val %s", meta["val_novel_map"])
     with torch.no_grad():
         emb = learner.text_embeddings().cpu()
-    save(args.output, names, emb, meta, scaler=float(learner.scaler.detach()), bias=float(learner.bias.detach()))
+    save(opts.output, names, emb, meta, scaler=float(learner.scaler.detach()), bias=float(learner.bias.detach()))
 
 
-def _cmd_sample_exemplars(args: argparse.Namespace) -> None:
+def run_sample_exemplars(opts: SampleExemplarsOptions) -> None:
     from pipeline.prompts import mmovod
 
-    atomic.write_json(args.output, mmovod.sample_exemplars(atomic.read_json(args.input), k=args.k, seed=args.seed))
+    atomic.write_json(opts.output, mmovod.sample_exemplars(atomic.read_json(opts.input), k=opts.k, seed=opts.seed))
+
+
+# subcommand -> (options class, its runner, subcommand help)
+COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+    "vild": (VildOptions, run_vild, "ViLD 74-template ensemble"),
+    "detpro": (DetproOptions, run_detpro, "import DetPro's learned LVIS prompts"),
+    "text": (TextOptions, run_text, "MM-OVOD text classifier from descriptions"),
+    "vision-avg": (VisionAvgOptions, run_vision_avg, "MM-OVOD vision classifier (exemplar average)"),
+    "multimodal": (MultimodalOptions, run_multimodal, "MM-OVOD fusion of a text and a vision file"),
+    "ml": (MLOptions, run_ml, "learned multi-label prompt on OAKE globals"),
+    "sample-exemplars": (SampleExemplarsOptions, run_sample_exemplars, "MM-OVOD exemplar sampling"),
+}
+
+
+def run(opts: Options) -> None:
+    """Run the subcommand whose options ``opts`` are."""
+    for cls, runner, _ in COMMANDS.values():
+        if type(opts) is cls:
+            return runner(opts)
+    raise TypeError(f"not a prompts options object: {type(opts).__name__}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,74 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser, model: bool = True, names: bool = True) -> None:
-        p.add_argument("--output", type=Path, required=True, help="output prompt file (.pth)")
-        if names:
-            p.add_argument(
-                "--names-from",
-                type=Path,
-                nargs="+",
-                required=True,
-                help="annotation JSONs whose category names form the vocabulary (inputs)",
-            )
-        if model:
-            p.add_argument("--model", required=True, help="CLIP architecture (clip.model)")
-            p.add_argument("--weights", required=True, help="CLIP weights or 'random' (clip.weights)")
-            p.add_argument(
-                "--device", type=lambda name: str(resolve_device(name)), default="auto", help="cpu, cuda, or auto"
-            )
-
-    p = sub.add_parser("vild", help="ViLD 74-template ensemble")
-    common(p)
-    p.add_argument("--renormalize", action="store_true", help="L2-normalise the template mean (reference: off)")
-    p.set_defaults(func=_cmd_vild)
-    p = sub.add_parser("detpro", help="import DetPro's learned LVIS prompts")
-    common(p, model=False, names=False)
-    p.add_argument("--input", type=Path, required=True, help="iou_neg5_ens.pth (input)")
-    p.set_defaults(func=_cmd_detpro)
-    p = sub.add_parser("text", help="MM-OVOD text classifier from descriptions")
-    common(p)
-    p.add_argument("--descriptions", type=Path, required=True, help="JSON {name: [sentences]} (input)")
-    p.add_argument(
-        "--normalize-first",
-        action="store_true",
-        help="average L2-normalised sentence features (MM-OVOD averages raw ones)",
-    )
-    p.set_defaults(func=_cmd_text)
-    p = sub.add_parser("vision-avg", help="MM-OVOD vision classifier (exemplar average)")
-    common(p)
-    p.add_argument("--exemplars", type=Path, required=True, help="sampled exemplars JSON (input)")
-    p.add_argument("--categories", type=Path, required=True, help="annotation JSON mapping category_id -> name")
-    p.add_argument("--images", type=Path, required=True, help="image root of the exemplars' file_name")
-    p.add_argument("--context", type=float, default=0.4, help="square crop enlargement (MM-OVOD avg: 0.4)")
-    p.add_argument("--num-augs", type=int, default=5, help="TTA views per exemplar (MM-OVOD: 5)")
-    p.set_defaults(func=_cmd_vision_avg)
-    p = sub.add_parser("multimodal", help="MM-OVOD fusion of a text and a vision file")
-    common(p, model=False, names=False)
-    p.add_argument("--text", type=Path, required=True, help="text prompt file (input)")
-    p.add_argument("--vision", type=Path, required=True, help="vision prompt file (input)")
-    p.set_defaults(func=_cmd_multimodal)
-    p = sub.add_parser("ml", help="learned multi-label prompt on OAKE globals")
-    common(p, names=False)
-    p.add_argument(
-        "--train-annotations",
-        type=Path,
-        required=True,
-        help="remapped training file with base annotations (.48 / .866 / .base) (input)",
-    )
-    p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
-    p.add_argument("--globals", type=Path, nargs="+", required=True, help="OAKE globals shards of train (inputs)")
-    p.add_argument("--val-annotations", type=Path, help="remapped val file with every class (for novel mAP)")
-    p.add_argument("--val-globals", type=Path, nargs="*", default=[], help="OAKE globals shards of val")
-    p.add_argument("--epochs", type=int, default=4)
-    p.set_defaults(func=_cmd_ml)
-    p = sub.add_parser("sample-exemplars", help="MM-OVOD exemplar sampling")
-    common(p, model=False, names=False)
-    p.add_argument("--input", type=Path, required=True, help="annotation JSON with boxes of every class (input)")
-    p.add_argument("-k", type=int, default=5, help="exemplars per class")
-    p.add_argument("--seed", type=int, default=42)
-    p.set_defaults(func=_cmd_sample_exemplars)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
+        add_arguments(p, cls)
+        p.set_defaults(func=lambda args, cls=cls: run(from_args(cls, args)))
     return parser
 
 
