@@ -22,15 +22,18 @@ import argparse
 import logging
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
-from pipeline.core.images import list_images
+from pipeline.core.images import ON_BAD_IMAGE, list_images
+from pipeline.core.options import add_arguments, from_args, option
 
 log = logging.getLogger(__name__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
@@ -43,39 +46,110 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _config(args: argparse.Namespace, *, cuda: bool):
+def _dict_action(**kwargs) -> argparse.Action:
+    """mmengine's ``DictAction``, imported as the parser is built (mmengine is slow to import)."""
+    from mmengine.config import DictAction
+
+    return DictAction(**kwargs)
+
+
+_SHARDS_HELP = "OAKE {} shards of train (inputs)"
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """fit: train an experiment on base annotations with the OAKE caches."""
+
+    experiment: str = option(help="the experiment name (= its config name unless --config)")
+    names_from: Path = option(help="remapped file with every class (input)")
+    num_base: int = option(help="number of base classes (ids 0..K-1)")
+    annotations: Path = option(help="remapped BASE training file (input)")
+    images: Path = option(help="training image folder (input)")
+    work_dir: Path = option(help="checkpoints and logs; final.pth (output)")
+    config: str | None = option(None, help=f"config name or .py file (none: the experiment's); {_CONFIGS}")
+    cfg_options: dict | None = option(
+        None, help="dotted-key overrides, as mmdet's tools", nargs="+", action=_dict_action
+    )
+    prompt: tuple[tuple[str, str], ...] = option(
+        (), help="KIND=FILE prompt file (inputs; repeatable)", type=_key_value, action="append"
+    )
+    globals: tuple[str, ...] = option((), help=_SHARDS_HELP.format("globals"))
+    blocks: tuple[str, ...] = option((), help=_SHARDS_HELP.format("blocks"))
+    objects: tuple[str, ...] = option((), help=_SHARDS_HELP.format("objects"))
+    iters: int | None = option(None, help="iterations (none: the config's schedule)")
+    batch_size: int | None = option(None, help="images per GPU (none: the config's, 2)")
+    workers: int | None = option(None, help="data loader workers per process (none: the config's)")
+    gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
+    dry_run: bool = option(False, help="4 iterations on 8 images", action="store_true")
+    argv: tuple[str, ...] = field(default=())  # the raw arguments, for the torchrun relaunch (not an option)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """predict: COCO-format detections of a split."""
+
+    checkpoint: Path = option(help="final.pth (input)")
+    annotations: Path = option(help="file listing the images (input)")
+    images: Path = option(help="image folder (input)")
+    output: Path = option(help="detections JSON (output)")
+    regions: Path | None = option(
+        None, help="npz of the bbox head's embeddings of every ground-truth box (output; open-ended evaluation)"
+    )
+    device: str = option("auto", help="auto (the first GPU if any, else cpu) or a torch device name")
+    ensemble: tuple[float, float] | None = option(
+        None,
+        help="bbox-head exponents of the inference ensemble (none: the trained config's, 2/3 1/3); "
+        "1 1 scores by the bbox head alone, 0 0 by the object head alone",
+        nargs=2,
+        metavar=("LAMBDA_BASE", "LAMBDA_NOVEL"),
+    )
+    score_thr: float = option(
+        0.0, help="keep detections scoring above this (reference 0.0: scores that underflow to 0 are dropped)"
+    )
+    on_bad_image: str = option(
+        "error",
+        help="an unreadable image stops the job (error) or is skipped: no detections, no regions (skip)",
+        choices=ON_BAD_IMAGE,
+    )
+    dry_run: bool = option(False, help="only the first 4 images", action="store_true")
+
+
+Options = FitOptions | PredictOptions
+
+
+def _config(opts: FitOptions, *, cuda: bool):
     from pipeline.models.detector.config import detector_config, train_dataset
 
-    cats = sorted(atomic.read_json(args.names_from)["categories"], key=lambda c: c["id"])
-    world = int(os.environ.get("WORLD_SIZE", args.gpus))
+    cats = sorted(atomic.read_json(opts.names_from)["categories"], key=lambda c: c["id"])
+    world = int(os.environ.get("WORLD_SIZE", opts.gpus))
     cfg = detector_config(
-        args.config or args.experiment,
+        opts.config or opts.experiment,
         names=[c["name"] for c in cats],
-        num_base=args.num_base,
-        prompts=dict(args.prompt),
-        annotations=str(args.annotations),
-        images=str(args.images),
-        shards={"globals": args.globals, "blocks": args.blocks, "objects": args.objects},
-        work_dir=str(args.work_dir),
-        options=args.cfg_options,
-        iters=4 if args.dry_run else args.iters,
-        batch_size=args.batch_size,
-        workers=args.workers,
+        num_base=opts.num_base,
+        prompts=dict(opts.prompt),
+        annotations=str(opts.annotations),
+        images=str(opts.images),
+        shards={"globals": opts.globals, "blocks": opts.blocks, "objects": opts.objects},
+        work_dir=str(opts.work_dir),
+        options=opts.cfg_options,
+        iters=4 if opts.dry_run else opts.iters,
+        batch_size=opts.batch_size,
+        workers=opts.workers,
         world_size=world,
         cuda=cuda,
     )
-    if args.dry_run:
+    if opts.dry_run:
         train_dataset(cfg).indices = 8
     return cfg
 
 
-def _cmd_fit(args: argparse.Namespace) -> None:
-    cli.check_gpus(args.gpus)
-    cfg = _config(args, cuda=torch.cuda.is_available())
+def run_fit(opts: FitOptions) -> None:
+    cli.check_gpus(opts.gpus)
+    cfg = _config(opts, cuda=torch.cuda.is_available())
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
         # the fingerprint sees load_from (initial weights) before a resume clears it
-        workdir.guard_work_dir(args.work_dir, cfg, dirs=[args.images], run={"gpus": args.gpus})
-    if cli.relaunch_under_torchrun("pipeline.train", args.gpus, args.argv):
+        workdir.guard_work_dir(opts.work_dir, cfg, dirs=[opts.images], run={"gpus": opts.gpus})
+    if cli.relaunch_under_torchrun("pipeline.train", opts.gpus, opts.argv):
         return
     from mmengine.runner import Runner
 
@@ -85,7 +159,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
     compat.allow_mmengine_checkpoints()
     register_modules()
-    workdir.initial_weights(cfg, args.work_dir)
+    workdir.initial_weights(cfg, opts.work_dir)
     runner = Runner.from_cfg(cfg)
     prompts = stored_prompts(cfg)  # read as the model was built, not after training
     runner.train()
@@ -93,15 +167,15 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         return
     model = getattr(runner.model, "module", runner.model)
     meta = {
-        "experiment": args.experiment,
-        "argv": shlex.join(args.argv),
+        "experiment": opts.experiment,
+        "argv": shlex.join(opts.argv),
         "config": cfg.to_dict(),
         "prompts": prompts,
         "environment": environment(),
     }
-    with atomic.atomic_path(args.work_dir / "final.pth", suffix=".pth") as tmp:
+    with atomic.atomic_path(opts.work_dir / "final.pth", suffix=".pth") as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
-    log.info("wrote %s", args.work_dir / "final.pth")
+    log.info("wrote %s", opts.work_dir / "final.pth")
 
 
 def stored_prompts(cfg) -> dict[str, dict]:
@@ -172,33 +246,33 @@ def _encode_masks(masks) -> list[dict]:
 
 
 @torch.inference_mode()
-def _cmd_predict(args: argparse.Namespace) -> None:
+def run_predict(opts: PredictOptions) -> None:
     import numpy as np
     from tqdm import tqdm
 
-    device = str(resolve_device(args.device))
-    model, cfg, meta = load_detector(args.checkpoint, device)
-    model.roi_head.test_cfg["score_thr"] = args.score_thr
-    if args.ensemble is not None:
+    device = str(resolve_device(opts.device))
+    model, cfg, meta = load_detector(opts.checkpoint, device)
+    model.roi_head.test_cfg["score_thr"] = opts.score_thr
+    if opts.ensemble is not None:
         if getattr(model.roi_head, "object_head", None) is None:
-            raise SystemExit(f"predict --ensemble: {args.checkpoint} has no object head to ensemble with")
+            raise SystemExit(f"predict --ensemble: {opts.checkpoint} has no object head to ensemble with")
         from pipeline.models.detector.roi_head import ensemble_exponents
 
         try:
-            lambda_base, lambda_novel = args.ensemble
+            lambda_base, lambda_novel = opts.ensemble
             model.roi_head.ensemble = ensemble_exponents({"lambda_base": lambda_base, "lambda_novel": lambda_novel})
         except ValueError as err:
             raise SystemExit(f"predict --ensemble: {err}") from None
-    policy = images.ImagePolicy(args.on_bad_image)
+    policy = images.ImagePolicy(opts.on_bad_image)
     pipeline = images.mmcv_test_pipeline(cfg.test_pipeline, policy)
-    coco = atomic.read_json(args.annotations)
+    coco = atomic.read_json(opts.annotations)
     anns_by_image: dict[int, list[dict]] = {}
     for ann in coco.get("annotations", []):
         anns_by_image.setdefault(ann["image_id"], []).append(ann)
     keys = ("ann_ids", "image_ids", "category_ids", "iscrowd", "embeddings", "object_embeddings")
     detections, regions = [], {k: [] for k in keys}
     object_head = getattr(model.roi_head, "object_head", None)
-    items = list_images(args.annotations, args.images)[: 4 if args.dry_run else None]
+    items = list_images(opts.annotations, opts.images)[: 4 if opts.dry_run else None]
     for item in tqdm(items, desc=f"detect {meta['experiment']}", unit="img"):
         data = pipeline(item)
         if data is None:  # skipped (unreadable): no detections and no regions
@@ -217,7 +291,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
                 det["segmentation"] = rles[i]
             detections.append(det)
         anns = anns_by_image.get(item.image_id, [])
-        if args.regions is not None and anns:
+        if opts.regions is not None and anns:
             scale = samples[0].metainfo["scale_factor"]  # (w, h) factors of the resize
             boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32, device=feats[0].device)
             boxes = torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
@@ -231,16 +305,16 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             regions["image_ids"] += [item.image_id] * len(anns)
             regions["category_ids"] += [a["category_id"] for a in anns]
             regions["iscrowd"] += [int(a.get("iscrowd", 0)) for a in anns]
-    atomic.write_json(args.output, detections)
+    atomic.write_json(opts.output, detections)
     log.info(
         "%d detections on %d images (%d skipped as unreadable) -> %s (checkpoint %s)",
         len(detections),
         len(items) - len(policy.skipped),
         len(policy.skipped),
-        args.output,
-        sha256_file(args.checkpoint)[:12],
+        opts.output,
+        sha256_file(opts.checkpoint)[:12],
     )
-    if args.regions is not None:
+    if opts.regions is not None:
         width = model.roi_head.bbox_head.fc_cls.linear.out_features
         arrays = {
             "ann_ids": np.asarray(regions["ann_ids"], dtype=np.int64),
@@ -257,77 +331,43 @@ def _cmd_predict(args: argparse.Namespace) -> None:
                 if regions["object_embeddings"]
                 else np.zeros((0, object_head.fc_cls.linear.out_features), np.float32)
             )
-        with atomic.atomic_path(args.regions, suffix=".npz") as tmp:
+        with atomic.atomic_path(opts.regions, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        log.info("%d ground-truth region embeddings -> %s", len(arrays["ann_ids"]), args.regions)
+        log.info("%d ground-truth region embeddings -> %s", len(arrays["ann_ids"]), opts.regions)
+
+
+# subcommand -> (options class, its runner, subcommand help)
+COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+    "fit": (FitOptions, run_fit, "train an experiment"),
+    "predict": (PredictOptions, run_predict, "COCO-format detections of a split"),
+}
+
+
+def run(opts: Options) -> None:
+    """Run the subcommand whose options ``opts`` are."""
+    for cls, runner, _ in COMMANDS.values():
+        if type(opts) is cls:
+            return runner(opts)
+    raise TypeError(f"not a train options object: {type(opts).__name__}")
+
+
+def _options(cls: type, args: argparse.Namespace) -> Options:
+    """``cls`` from parsed arguments; fit also keeps the raw argv (set by ``cli.dispatch``) for torchrun."""
+    extra = {"argv": tuple(getattr(args, "argv", ()))} if cls is FitOptions else {}
+    return from_args(cls, args, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
-
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", help="train an experiment")
-    p.add_argument("--experiment", required=True, help="the experiment name (= its config name unless --config)")
-    p.add_argument("--config", default=None, help=f"config name or .py file (default: the experiment's); {_CONFIGS}")
-    p.add_argument(
-        "--cfg-options", nargs="+", action=DictAction, default=None, help="dotted-key overrides, as mmdet's tools"
-    )
-    p.add_argument("--names-from", type=Path, required=True, help="remapped file with every class (input)")
-    p.add_argument("--num-base", type=int, required=True)
-    p.add_argument("--annotations", type=Path, required=True, help="remapped BASE training file (input)")
-    p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
-    p.add_argument(
-        "--prompt", type=_key_value, action="append", default=[], help="KIND=FILE prompt file (inputs; repeatable)"
-    )
-    for kind in ("globals", "blocks", "objects"):
-        p.add_argument(f"--{kind}", type=str, nargs="*", default=[], help=f"OAKE {kind} shards of train (inputs)")
-    p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
-    p.add_argument("--iters", type=int, default=None, help="iterations (default: the config's schedule)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per GPU (default: the config's, 2)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers per process")
-    p.add_argument("--gpus", type=int, default=1)
-    p.add_argument("--dry-run", action="store_true", help="4 iterations on 8 images")
-    p.set_defaults(func=_cmd_fit)
-    p = sub.add_parser("predict", help="COCO-format detections of a split")
-    p.add_argument("--checkpoint", type=Path, required=True, help="final.pth (input)")
-    p.add_argument("--annotations", type=Path, required=True, help="file listing the images (input)")
-    p.add_argument("--images", type=Path, required=True, help="image folder (input)")
-    p.add_argument("--output", type=Path, required=True, help="detections JSON (output)")
-    p.add_argument(
-        "--regions",
-        type=Path,
-        default=None,
-        help="npz of the bbox head's embeddings of every ground-truth box (output; open-ended evaluation)",
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--ensemble",
-        type=float,
-        nargs=2,
-        metavar=("LAMBDA_BASE", "LAMBDA_NOVEL"),
-        default=None,
-        help="bbox-head exponents of the inference ensemble (default: the trained config's, 2/3 1/3); "
-        "1 1 scores by the bbox head alone, 0 0 by the object head alone",
-    )
-    p.add_argument(
-        "--score-thr",
-        type=float,
-        default=0.0,
-        help="keep detections scoring above this (reference 0.0: scores that underflow to 0 are dropped)",
-    )
-    p.add_argument(
-        "--on-bad-image",
-        choices=images.ON_BAD_IMAGE,
-        default="error",
-        help="an unreadable image stops the job (error) or is skipped: no detections, no regions (skip)",
-    )
-    p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=_cmd_predict)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
+        add_arguments(p, cls)
+        p.set_defaults(func=lambda args, cls=cls: run(_options(cls, args)))
     return parser
 
 

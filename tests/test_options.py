@@ -52,4 +52,27 @@ def test_required_choices_and_help_show_defaults(capsys):
     text = parser.format_help()
     assert "learning rate (default: 0.02)" in text
     assert "iterations (default: none)" in text
+    assert "shrink (default: False)" in text and "(default: False) (default" not in text
     assert "--internal" not in text
+
+
+def test_an_explicit_action_skips_type_inference():
+    def key_value(text):
+        key, _, value = text.partition("=")
+        return key, value
+
+    class StoreDict(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            setattr(namespace, self.dest, dict(v.split("=", 1) for v in values))
+
+    @dataclass(frozen=True)
+    class WithActions:
+        prompt: tuple[tuple[str, str], ...] = option((), help="KIND=FILE", type=key_value, action="append")
+        overrides: dict | None = option(None, help="key=value overrides", nargs="+", action=StoreDict)
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, WithActions)
+    assert from_args(WithActions, parser.parse_args([])) == WithActions()
+    opts = from_args(WithActions, parser.parse_args(["--prompt", "a=x", "--prompt", "b=y", "--overrides", "k=1"]))
+    assert opts.prompt == (("a", "x"), ("b", "y")) and opts.overrides == {"k": "1"}
+    assert "key=value overrides (default: none)" in parser.format_help()

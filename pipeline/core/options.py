@@ -2,9 +2,10 @@
 
 A field declared with :func:`option` is also a command-line option ``--field-name``: its type gives argparse's
 ``type`` / ``nargs`` / ``choices`` (``int``, ``float``, ``str``, ``Path``, ``bool`` flags, ``X | None``,
-``tuple[X, ...]`` and ``list[X]`` lists, ``Literal[...]`` choices), its default is the option's default (shown in
-``--help``), and a field without a default is a required option. So a stage's CLI defaults cannot drift from the
-defaults its ``run(options)`` uses::
+``tuple[X, ...]`` and ``list[X]`` lists, ``Literal[...]`` choices; nothing is inferred for a field given an
+``action=``: its ``type`` / ``nargs`` come from :func:`option` only), its default is the option's default (shown
+in ``--help``), and a field without a default is a required option. So a stage's CLI defaults cannot drift from
+the defaults its ``run(options)`` uses::
 
     @dataclass(frozen=True)
     class FitOptions:
@@ -86,19 +87,20 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls) -> None:
     """Add one option per :func:`option` field of the dataclass ``cls`` to ``parser`` (or an argument group)."""
     hints = typing.get_type_hints(cls)
     for f in options_fields(cls):
-        kwargs = _argparse_kwargs(f.name, hints[f.name])
-        kwargs.update(f.metadata["argparse"])
+        explicit = f.metadata["argparse"]
+        # an explicit action (append, DictAction, ...) brings its own type / nargs: nothing inferred from the type
+        kwargs = {} if "action" in explicit else _argparse_kwargs(f.name, hints[f.name])
+        kwargs.update(explicit)
         default = field_default(f)
         help_text = f.metadata["help"]
         if default is dataclasses.MISSING:
             kwargs["required"] = True
         else:
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
-            shown = "none" if default is None else "%(default)s"
-            if kwargs.get("action") is not argparse.BooleanOptionalAction:  # that action adds its own
-                help_text += f" (default: {shown})"
+            help_text += " (default: {})".format("none" if default is None else "%(default)s")
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, dest=f.name, help=help_text, **kwargs)
+        action = parser.add_argument(flag, dest=f.name, help=help_text, **kwargs)
+        action.help = help_text  # BooleanOptionalAction appends its own default text on some Python versions only
 
 
 def from_args(cls, args: argparse.Namespace, **overrides: Any):

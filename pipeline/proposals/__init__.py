@@ -23,15 +23,18 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
-from pipeline.core.images import list_images
+from pipeline.core.images import ON_BAD_IMAGE, list_images
+from pipeline.core.options import add_arguments, from_args, option
 from pipeline.formats import proposal_file
 from pipeline.proposals import recall
 from pipeline.proposals.reference import load_proposal_pickle
@@ -44,6 +47,7 @@ BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256,
 
 
 ARCHS = {"rpn": "RPNHead", "oln": "OLNStyleRPNHead"}
+ARCH_HELP = "rpn: objectness classification; oln: localisation quality (centerness), OLN-style"
 
 
 def rpn_model(depth: int, backbone_init: str, arch: str = "rpn") -> dict:
@@ -121,7 +125,71 @@ def _pipelines(scale: int) -> tuple[list, list]:
     return train, test
 
 
-def train_config(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class TrainOptions:
+    """train: a class-agnostic RPN on the base annotations."""
+
+    annotations: Path = option(help="BASE annotation file (input)")
+    images: Path = option(help="training image folder (input)")
+    work_dir: Path = option(help="checkpoints and logs; final.pth (output)")
+    depth: int = option(50, help="ResNet depth of the backbone", choices=sorted(BACKBONE_CHANNELS))
+    arch: str = option("rpn", help=ARCH_HELP, choices=sorted(ARCHS))
+    backbone_init: str = option("random", help="random, torchvision:PATH or detector:PATH (SoCo)")
+    iters: int = option(1000, help="training iterations")
+    batch_size: int = option(2, help="images per GPU")
+    lr: float = option(0.02, help="SGD learning rate")
+    scale: int = option(800, help="short side of the training images")
+    workers: int = option(2, help="data loader workers per process")
+    checkpoint_every: int = option(200, help="iterations between checkpoints")
+    seed: int = option(3407, help="random seed")
+    gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
+    dry_run: bool = option(False, help=f"{DRY_RUN_ITERS} iterations on {DRY_RUN_IMAGES} images", action="store_true")
+    argv: tuple[str, ...] = field(default=())  # the raw arguments, for the torchrun relaunch (not an option)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """predict: proposals for every image of a split."""
+
+    checkpoint: Path = option(help="final.pth of train (input)")
+    annotations: Path = option(help="annotation file listing the images (input)")
+    images: Path = option(help="image folder (input)")
+    output: Path = option(help="proposals .h5 (output)")
+    max_per_img: int = option(1000, help="proposals kept per image (highest scores)")
+    device: str = option("auto", help="auto (the first GPU if any, else cpu) or a torch device name")
+    on_bad_image: str = option(
+        "error",
+        help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
+        choices=ON_BAD_IMAGE,
+    )
+    dry_run: bool = option(False, help=f"only the first {DRY_RUN_IMAGES} images", action="store_true")
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """import: the reference's proposal pickles through a restricted unpickler."""
+
+    pickle: Path = option(help="list of [N, 5] arrays, ascending image id (input)")
+    annotations: Path = option(help="annotation file listing the images (input)")
+    output: Path = option(help="proposals .h5 (output)")
+    images: Path | None = option(None, help="image folder (only recorded)")
+
+
+@dataclass(frozen=True)
+class RecallOptions:
+    """recall: AR@100/300/1000 of base and novel ground truth."""
+
+    proposals: Path = option(help="proposals .h5 (input)")
+    annotations: Path = option(help="remapped val file with every class (input)")
+    num_base: int = option(help="number of base classes (ids 0..K-1)")
+    output: Path = option(help="recall.json (output)")
+
+
+Options = TrainOptions | PredictOptions | ImportOptions | RecallOptions
+
+
+def train_config(args: TrainOptions | argparse.Namespace) -> dict:
+    """The mmengine config of ``train`` (``args``: the options, or a namespace with the same attributes)."""
     data = atomic.read_json(args.annotations)
     classes = tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
     train_pipeline, _ = _pipelines(args.scale)
@@ -172,11 +240,11 @@ def train_config(args: argparse.Namespace) -> dict:
     )
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    cli.check_gpus(args.gpus)
+def run_train(opts: TrainOptions) -> None:
+    cli.check_gpus(opts.gpus)
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
-        workdir.guard_work_dir(args.work_dir, train_config(args), dirs=[args.images], run={"gpus": args.gpus})
-    if cli.relaunch_under_torchrun("pipeline.proposals", args.gpus, args.argv):
+        workdir.guard_work_dir(opts.work_dir, train_config(opts), dirs=[opts.images], run={"gpus": opts.gpus})
+    if cli.relaunch_under_torchrun("pipeline.proposals", opts.gpus, opts.argv):
         return
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
@@ -187,28 +255,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     compat.allow_mmengine_checkpoints()
     register_all_modules()
-    cfg = Config(train_config(args))
-    workdir.initial_weights(cfg, args.work_dir)
+    cfg = Config(train_config(opts))
+    workdir.initial_weights(cfg, opts.work_dir)
     runner = Runner.from_cfg(cfg)
     runner.train()
     if runner.rank != 0:
         return
-    final = Path(args.work_dir) / "final.pth"
+    final = Path(opts.work_dir) / "final.pth"
     model = getattr(runner.model, "module", runner.model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = dict(depth=opts.depth, scale=opts.scale, arch=opts.arch, annotations_sha256=sha256_file(opts.annotations))
     with atomic.atomic_path(final, suffix=".pth") as tmp:
-        torch.save(
-            {
-                "state_dict": state,
-                "meta": {
-                    "depth": args.depth,
-                    "scale": args.scale,
-                    "arch": args.arch,
-                    "annotations_sha256": sha256_file(args.annotations),
-                },
-            },
-            tmp,
-        )
+        torch.save({"state_dict": state, "meta": meta}, tmp)
     log.info("wrote %s", final)
 
 
@@ -260,47 +318,66 @@ def predict(
     return ids, boxes, scores, policy.skipped
 
 
-def _cmd_predict(args: argparse.Namespace) -> None:
-    device = str(resolve_device(args.device))
-    model, meta = load_rpn(args.checkpoint, device)
-    items = list_images(args.annotations, args.images)
-    if args.dry_run:
+def run_predict(opts: PredictOptions) -> None:
+    device = str(resolve_device(opts.device))
+    model, meta = load_rpn(opts.checkpoint, device)
+    items = list_images(opts.annotations, opts.images)
+    if opts.dry_run:
         items = items[:DRY_RUN_IMAGES]
     start = time.perf_counter()
-    ids, boxes, scores, skipped = predict(model, meta, items, device, args.max_per_img, args.on_bad_image)
+    ids, boxes, scores, skipped = predict(model, meta, items, device, opts.max_per_img, opts.on_bad_image)
     log.info("%d images in %.1f s, %d skipped as unreadable", len(ids), time.perf_counter() - start, len(skipped))
     attrs = {
         "model": f"{meta.get('arch', 'rpn')}_r{meta['depth']}_fpn",
-        "checkpoint_sha256": sha256_file(args.checkpoint),
-        "annotations_sha256": sha256_file(args.annotations),
+        "checkpoint_sha256": sha256_file(opts.checkpoint),
+        "annotations_sha256": sha256_file(opts.annotations),
         "train_annotations_sha256": meta["annotations_sha256"],
-        "dry_run": bool(args.dry_run),
+        "dry_run": bool(opts.dry_run),
         "skipped": json.dumps(skipped),
     }
-    proposal_file.write(args.output, ids, boxes, scores, attrs)
+    proposal_file.write(opts.output, ids, boxes, scores, attrs)
 
 
-def _cmd_import(args: argparse.Namespace) -> None:
-    arrays = load_proposal_pickle(args.pickle)
-    items = list_images(args.annotations, args.images or ".")
+def run_import(opts: ImportOptions) -> None:
+    arrays = load_proposal_pickle(opts.pickle)
+    items = list_images(opts.annotations, opts.images or ".")
     if len(arrays) != len(items):
-        raise ValueError(f"{args.pickle}: {len(arrays)} entries for {len(items)} images in {args.annotations}")
+        raise ValueError(f"{opts.pickle}: {len(arrays)} entries for {len(items)} images in {opts.annotations}")
     ids = [it.image_id for it in items]  # ascending image id: the reference's proposal_sorted=True
-    attrs = {
-        "model": "imported",
-        "source": str(args.pickle),
-        "source_sha256": sha256_file(args.pickle),
-        "annotations_sha256": sha256_file(args.annotations),
-    }
-    proposal_file.write(args.output, ids, [a[:, :4] for a in arrays], [a[:, 4] for a in arrays], attrs)
+    attrs = {"model": "imported", "source": str(opts.pickle), "source_sha256": sha256_file(opts.pickle)}
+    attrs["annotations_sha256"] = sha256_file(opts.annotations)
+    proposal_file.write(opts.output, ids, [a[:, :4] for a in arrays], [a[:, 4] for a in arrays], attrs)
 
 
-def _cmd_recall(args: argparse.Namespace) -> None:
+def run_recall(opts: RecallOptions) -> None:
     report = recall.recall_report(
-        atomic.read_json(args.annotations), proposal_file.ProposalFile(args.proposals), args.num_base
+        atomic.read_json(opts.annotations), proposal_file.ProposalFile(opts.proposals), opts.num_base
     )
     log.info("proposal recall: base %s | novel %s", report["base"], report["novel"])
-    atomic.write_json(args.output, report, compact=False)
+    atomic.write_json(opts.output, report, compact=False)
+
+
+# subcommand -> (options class, its runner, subcommand help)
+COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+    "train": (TrainOptions, run_train, "train a class-agnostic RPN on base annotations"),
+    "predict": (PredictOptions, run_predict, "proposals for every image of a split"),
+    "import": (ImportOptions, run_import, "safe import of reference proposal pickles"),
+    "recall": (RecallOptions, run_recall, "average recall of base and novel boxes"),
+}
+
+
+def run(opts: Options) -> None:
+    """Run the subcommand whose options ``opts`` are."""
+    for cls, runner, _ in COMMANDS.values():
+        if type(opts) is cls:
+            return runner(opts)
+    raise TypeError(f"not a proposals options object: {type(opts).__name__}")
+
+
+def _options(cls: type, args: argparse.Namespace) -> Options:
+    """``cls`` from parsed arguments; train also keeps the raw argv (set by ``cli.dispatch``) for torchrun."""
+    extra = {"argv": tuple(getattr(args, "argv", ()))} if cls is TrainOptions else {}
+    return from_args(cls, args, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,55 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_log_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a class-agnostic RPN on base annotations")
-    p.add_argument("--annotations", type=Path, required=True, help="BASE annotation file (input)")
-    p.add_argument("--images", type=Path, required=True, help="training image folder (input)")
-    p.add_argument("--work-dir", type=Path, required=True, help="checkpoints and logs; final.pth (output)")
-    p.add_argument("--depth", type=int, choices=sorted(BACKBONE_CHANNELS), default=50)
-    p.add_argument(
-        "--arch",
-        choices=sorted(ARCHS),
-        default="rpn",
-        help="rpn: objectness classification; oln: localisation quality (centerness), OLN-style",
-    )
-    p.add_argument("--backbone-init", default="random", help="random, torchvision:PATH or detector:PATH (SoCo)")
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--scale", type=int, default=800, help="short side of the training images")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--seed", type=int, default=3407)
-    p.add_argument("--gpus", type=int, default=1, help="> 1: relaunch under torchrun, one process per GPU")
-    p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("predict", help="proposals for every image of a split")
-    p.add_argument("--checkpoint", type=Path, required=True, help="final.pth of train (input)")
-    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
-    p.add_argument("--images", type=Path, required=True, help="image folder (input)")
-    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
-    p.add_argument("--max-per-img", type=int, default=1000)
-    p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--on-bad-image",
-        choices=images.ON_BAD_IMAGE,
-        default="error",
-        help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
-    )
-    p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=_cmd_predict)
-    p = sub.add_parser("import", help="safe import of reference proposal pickles")
-    p.add_argument("--pickle", type=Path, required=True, help="list of [N, 5] arrays, ascending image id (input)")
-    p.add_argument("--annotations", type=Path, required=True, help="annotation file listing the images (input)")
-    p.add_argument("--images", type=Path, default=None, help="image folder (only recorded)")
-    p.add_argument("--output", type=Path, required=True, help="proposals .h5 (output)")
-    p.set_defaults(func=_cmd_import)
-    p = sub.add_parser("recall", help="average recall of base and novel boxes")
-    p.add_argument("--proposals", type=Path, required=True, help="proposals .h5 (input)")
-    p.add_argument("--annotations", type=Path, required=True, help="remapped val file with every class (input)")
-    p.add_argument("--num-base", type=int, required=True, help="number of base classes (ids 0..K-1)")
-    p.add_argument("--output", type=Path, required=True, help="recall.json (output)")
-    p.set_defaults(func=_cmd_recall)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
+        add_arguments(p, cls)
+        p.set_defaults(func=lambda args, cls=cls: run(_options(cls, args)))
     return parser
 
 
