@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.core import atomic, cli, vocab
-from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.options import Commands, command_parser, option, run_command
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported
@@ -259,7 +259,7 @@ def run_lvis_extras(opts: LvisExtrasOptions) -> None:
 
 
 # subcommand -> (options class, its runner, subcommand help)
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: Commands = {
     "coco": (CocoOptions, run_coco, "OV-COCO 48/17 files"),
     "lvis": (LvisOptions, run_lvis, "OV-LVIS 866/337 files"),
     "demo": (DemoSplitOptions, run_demo, "demo files with a split given by name"),
@@ -270,25 +270,11 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
 
 def run(opts: Options) -> None:
     """Run the subcommand whose options ``opts`` are."""
-    for cls, runner, _ in COMMANDS.values():
-        if type(opts) is cls:
-            return runner(opts)
-    raise TypeError(f"not an annotations options object: {type(opts).__name__}")
+    run_command(COMMANDS, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.annotations",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli.add_log_argument(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
-        add_arguments(p, cls)
-        p.set_defaults(func=lambda args, cls=cls: run(from_args(cls, args)))
-    return parser
+    return command_parser("python -m pipeline.annotations", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -22,10 +22,9 @@ import argparse
 import logging
 import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -33,7 +32,7 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.options import Commands, command_parser, option, run_command
 
 log = logging.getLogger(__name__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
@@ -338,7 +337,7 @@ def run_predict(opts: PredictOptions) -> None:
 
 
 # subcommand -> (options class, its runner, subcommand help)
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: Commands = {
     "fit": (FitOptions, run_fit, "train an experiment"),
     "predict": (PredictOptions, run_predict, "COCO-format detections of a split"),
 }
@@ -346,29 +345,11 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
 
 def run(opts: Options) -> None:
     """Run the subcommand whose options ``opts`` are."""
-    for cls, runner, _ in COMMANDS.values():
-        if type(opts) is cls:
-            return runner(opts)
-    raise TypeError(f"not a train options object: {type(opts).__name__}")
-
-
-def _options(cls: type, args: argparse.Namespace) -> Options:
-    """``cls`` from parsed arguments; fit also keeps the raw argv (set by ``cli.dispatch``) for torchrun."""
-    extra = {"argv": tuple(getattr(args, "argv", ()))} if cls is FitOptions else {}
-    return from_args(cls, args, **extra)
+    run_command(COMMANDS, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_log_argument(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
-        add_arguments(p, cls)
-        p.set_defaults(func=lambda args, cls=cls: run(_options(cls, args)))
-    return parser
+    return command_parser("python -m pipeline.train", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,3 +118,39 @@ def from_args(cls, args: argparse.Namespace, **overrides: Any):
         values[f.name] = value
     values.update(overrides)
     return cls(**values)
+
+
+#: subcommand name -> (options class, its runner, one-line help)
+Commands = dict[str, tuple[type, Callable[[Any], Any], str]]
+
+
+def run_command(commands: Commands, opts: Any) -> Any:
+    """Run the subcommand of ``commands`` whose options class ``opts`` is an instance of."""
+    for cls, runner, _ in commands.values():
+        if type(opts) is cls:
+            return runner(opts)
+    raise TypeError(f"no subcommand takes {type(opts).__name__} options")
+
+
+def command_parser(prog: str, description: str | None, commands: Commands) -> argparse.ArgumentParser:
+    """A parser with one subcommand per entry of ``commands``, each built from its options class; ``--log`` and
+    ``-v`` on the top level. A parsed subcommand's ``func(args)`` runs it; an options class with a plain ``argv``
+    field receives the raw arguments (``args.argv``, set by :func:`pipeline.core.cli.dispatch`; for relaunches)."""
+    from pipeline.core import cli
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_log_argument(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, runner, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
+        add_arguments(p, cls)
+        wants_argv = any(f.name == "argv" for f in dataclasses.fields(cls))
+
+        def func(args, cls=cls, runner=runner, wants_argv=wants_argv):
+            extra = {"argv": tuple(getattr(args, "argv", ()))} if wants_argv else {}
+            return runner(from_args(cls, args, **extra))
+
+        p.set_defaults(func=func)
+    return parser

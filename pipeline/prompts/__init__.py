@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from pipeline.core import atomic, cli
 from pipeline.core.device import resolve_device
-from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.options import Commands, command_parser, option, run_command
 from pipeline.core.templates import vild_templates
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, load, save, select
@@ -288,7 +287,7 @@ def run_sample_exemplars(opts: SampleExemplarsOptions) -> None:
 
 
 # subcommand -> (options class, its runner, subcommand help)
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: Commands = {
     "vild": (VildOptions, run_vild, "ViLD 74-template ensemble"),
     "detpro": (DetproOptions, run_detpro, "import DetPro's learned LVIS prompts"),
     "text": (TextOptions, run_text, "MM-OVOD text classifier from descriptions"),
@@ -301,23 +300,11 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
 
 def run(opts: Options) -> None:
     """Run the subcommand whose options ``opts`` are."""
-    for cls, runner, _ in COMMANDS.values():
-        if type(opts) is cls:
-            return runner(opts)
-    raise TypeError(f"not a prompts options object: {type(opts).__name__}")
+    run_command(COMMANDS, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.prompts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_log_argument(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
-        add_arguments(p, cls)
-        p.set_defaults(func=lambda args, cls=cls: run(from_args(cls, args)))
-    return parser
+    return command_parser("python -m pipeline.prompts", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,10 +23,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -34,7 +33,7 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.options import Commands, command_parser, option, run_command
 from pipeline.formats import proposal_file
 from pipeline.proposals import recall
 from pipeline.proposals.reference import load_proposal_pickle
@@ -358,7 +357,7 @@ def run_recall(opts: RecallOptions) -> None:
 
 
 # subcommand -> (options class, its runner, subcommand help)
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: Commands = {
     "train": (TrainOptions, run_train, "train a class-agnostic RPN on base annotations"),
     "predict": (PredictOptions, run_predict, "proposals for every image of a split"),
     "import": (ImportOptions, run_import, "safe import of reference proposal pickles"),
@@ -368,29 +367,11 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
 
 def run(opts: Options) -> None:
     """Run the subcommand whose options ``opts`` are."""
-    for cls, runner, _ in COMMANDS.values():
-        if type(opts) is cls:
-            return runner(opts)
-    raise TypeError(f"not a proposals options object: {type(opts).__name__}")
-
-
-def _options(cls: type, args: argparse.Namespace) -> Options:
-    """``cls`` from parsed arguments; train also keeps the raw argv (set by ``cli.dispatch``) for torchrun."""
-    extra = {"argv": tuple(getattr(args, "argv", ()))} if cls is TrainOptions else {}
-    return from_args(cls, args, **extra)
+    run_command(COMMANDS, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.proposals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_log_argument(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=cls.__doc__)
-        add_arguments(p, cls)
-        p.set_defaults(func=lambda args, cls=cls: run(_options(cls, args)))
-    return parser
+    return command_parser("python -m pipeline.proposals", __doc__, COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
