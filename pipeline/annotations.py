@@ -19,7 +19,6 @@ with their count in the log. Outputs are written atomically.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import atomic, cli, vocab
-from pipeline.core.options import Commands, command_parser, option, run_command
+from pipeline.core.options import Commands, Stage, option
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported
@@ -268,17 +267,8 @@ COMMANDS: Commands = {
 }
 
 
-def run(opts: Options) -> None:
-    """Run the subcommand whose options ``opts`` are."""
-    run_command(COMMANDS, opts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return command_parser("python -m pipeline.annotations", __doc__, COMMANDS)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch(build_parser(), argv)
+STAGE = Stage("python -m pipeline.annotations", __doc__, COMMANDS)
+run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import Commands, command_parser, option, run_command
+from pipeline.core.options import Commands, Stage, option
 
 log = logging.getLogger(__name__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
@@ -343,17 +343,8 @@ COMMANDS: Commands = {
 }
 
 
-def run(opts: Options) -> None:
-    """Run the subcommand whose options ``opts`` are."""
-    run_command(COMMANDS, opts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return command_parser("python -m pipeline.train", __doc__, COMMANDS)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch(build_parser(), argv)
+STAGE = Stage("python -m pipeline.train", __doc__, COMMANDS)
+run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
 
 
 if __name__ == "__main__":

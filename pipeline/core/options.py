@@ -154,3 +154,24 @@ def command_parser(prog: str, description: str | None, commands: Commands) -> ar
 
         p.set_defaults(func=func)
     return parser
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage with subcommands, its contract from one table: ``run(options)``, ``build_parser()``,
+    ``main(argv=None)`` (parse, set up logging, run the subcommand)."""
+
+    prog: str
+    description: str | None
+    commands: Commands
+
+    def run(self, opts: Any) -> Any:
+        return run_command(self.commands, opts)
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        return command_parser(self.prog, self.description, self.commands)
+
+    def main(self, argv=None) -> Any:
+        from pipeline.core import cli
+
+        return cli.dispatch(self.build_parser(), argv)

@@ -18,18 +18,16 @@ Subcommands::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pipeline.core import atomic, cli
+from pipeline.core import atomic
 from pipeline.core.device import resolve_device
-from pipeline.core.options import Commands, command_parser, option, run_command
+from pipeline.core.options import Commands, Stage, option
 from pipeline.core.templates import vild_templates
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, load, save, select
@@ -298,14 +296,5 @@ COMMANDS: Commands = {
 }
 
 
-def run(opts: Options) -> None:
-    """Run the subcommand whose options ``opts`` are."""
-    run_command(COMMANDS, opts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return command_parser("python -m pipeline.prompts", __doc__, COMMANDS)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch(build_parser(), argv)
+STAGE = Stage("python -m pipeline.prompts", __doc__, COMMANDS)
+run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import Commands, command_parser, option, run_command
+from pipeline.core.options import Commands, Stage, option
 from pipeline.formats import proposal_file
 from pipeline.proposals import recall
 from pipeline.proposals.reference import load_proposal_pickle
@@ -365,14 +364,5 @@ COMMANDS: Commands = {
 }
 
 
-def run(opts: Options) -> None:
-    """Run the subcommand whose options ``opts`` are."""
-    run_command(COMMANDS, opts)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return command_parser("python -m pipeline.proposals", __doc__, COMMANDS)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.dispatch(build_parser(), argv)
+STAGE = Stage("python -m pipeline.proposals", __doc__, COMMANDS)
+run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
