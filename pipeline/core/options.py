@@ -175,3 +175,31 @@ class Stage:
         from pipeline.core import cli
 
         return cli.dispatch(self.build_parser(), argv)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A stage without subcommands: ``build_parser()`` and ``main(argv=None)`` from its options class and runner.
+    Logging is set up before the options are built, so their checks' errors reach the ``--log`` file too."""
+
+    prog: str
+    description: str | None
+    options: type
+    runner: Callable[[Any], Any]
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        from pipeline.core import cli
+
+        parser = argparse.ArgumentParser(
+            prog=self.prog, description=self.description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        cli.add_log_argument(parser)
+        add_arguments(parser, self.options)
+        return parser
+
+    def main(self, argv=None) -> Any:
+        from pipeline.core import cli
+
+        args = self.build_parser().parse_args(argv)
+        cli.setup_logging(args.log, args.verbose)
+        return self.runner(from_args(self.options, args))

@@ -90,18 +90,16 @@ Outputs (each written atomically)
 
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from pipeline.core import atomic, cli
+from pipeline.core import atomic
 from pipeline.core.hashing import sha256_file
-from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.options import Command, option
 from pipeline.evaluate.coco import COCO_MAX_DETS, coco_dt, coco_gt, coco_report, coco_stats, run_coco_eval
 from pipeline.evaluate.detections import (
     LVIS_FREQUENCIES,
@@ -197,21 +195,6 @@ class EvaluateOptions:
             raise EvaluationError(f"--regions-gt {self.regions_gt} needs --{self.regions_gt}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_log_argument(parser)
-    add_arguments(parser, EvaluateOptions)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)  # before the options' checks, so the log file gets their errors
-    run(from_args(EvaluateOptions, args))
-
-
 def run(options: EvaluateOptions) -> None:
     """Evaluate ``options.detections`` and write ``metrics.json`` etc. into ``options.out_dir`` (module docstring)."""
     if 100 not in options.max_dets:
@@ -270,3 +253,7 @@ def run(options: EvaluateOptions) -> None:
         atomic.write_json(out / "open_ended.json", oe, compact=False)
     atomic.write_json(out / "metrics.json", build_metrics(coco, lvis, oe, inputs), compact=False)
     log.info("metrics -> %s", out / "metrics.json")
+
+
+COMMAND = Command("python -m pipeline.evaluate", __doc__, EvaluateOptions, run)
+build_parser, main = COMMAND.build_parser, COMMAND.main

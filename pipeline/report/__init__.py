@@ -27,14 +27,13 @@ naming it.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core import atomic, cli
-from pipeline.core.options import add_arguments, from_args
+from pipeline.core import atomic
+from pipeline.core.options import Command
 from pipeline.report import seeds as report_seeds
 from pipeline.report.options import ReportOptions
 
@@ -377,16 +376,5 @@ def run(options: ReportOptions) -> None:
     print(metrics_table(runs, metrics))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipeline.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    cli.add_log_argument(p)
-    add_arguments(p, ReportOptions)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.log, args.verbose)
-    run(from_args(ReportOptions, args))
+COMMAND = Command("python -m pipeline.report", __doc__, ReportOptions, run)
+build_parser, main = COMMAND.build_parser, COMMAND.main
