@@ -167,29 +167,22 @@ _INPUT_HELP = "source annotation JSON (input)"
 
 @dataclass(frozen=True)
 class CocoOptions:
-    """coco: OV-COCO files, all 65 classes and the 48 base classes' annotations."""
+    """coco: OV-COCO files, all 65 classes (--out-all) and the 48 base classes' annotations (--out-base)."""
 
     input: Path = option(help=_INPUT_HELP)
-    out_all: Path = option(help="output JSON: all 65 split classes")
-    out_base: Path = option(help="output JSON: base (48) annotations only")
+    out_all: Path = option(help="output JSON: every class of the split")
+    out_base: Path = option(help="output JSON: base annotations only")
 
 
 @dataclass(frozen=True)
-class LvisOptions:
-    """lvis: OV-LVIS files, all 1203 classes and the 866 base classes' annotations."""
-
-    input: Path = option(help=_INPUT_HELP)
-    out_all: Path = option(help="output JSON: all 1203 split classes")
-    out_base: Path = option(help="output JSON: base (866) annotations only")
+class LvisOptions(CocoOptions):
+    """lvis: OV-LVIS files, all 1203 classes (--out-all) and the 866 base classes' annotations (--out-base)."""
 
 
-@dataclass(frozen=True)
-class DemoSplitOptions:
+@dataclass(frozen=True, kw_only=True)
+class DemoSplitOptions(CocoOptions):
     """demo: demo files with the base / novel split given by category name."""
 
-    input: Path = option(help=_INPUT_HELP)
-    out_all: Path = option(help="output JSON: all split classes")
-    out_base: Path = option(help="output JSON: base annotations only")
     base: tuple[str, ...] = option(help="base category names", nargs="+")
     novel: tuple[str, ...] = option(help="novel category names", nargs="+")
 
