@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import atomic, cli, vocab
-from pipeline.core.options import Commands, Stage, option
+from pipeline.core.options import Stage, option
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported
 
 log = logging.getLogger(__name__)
+STAGE = Stage("python -m pipeline.annotations", __doc__)
 
 Json = dict[str, Any]
 
@@ -214,6 +215,7 @@ def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
         log.info("wrote %s", path)
 
 
+@STAGE.command("coco", CocoOptions, "OV-COCO 48/17 files")
 def run_coco(opts: CocoOptions) -> None:
     data = load_source(opts.input)
     split = vocab.coco_split()
@@ -223,6 +225,7 @@ def run_coco(opts: CocoOptions) -> None:
     _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
+@STAGE.command("lvis", LvisOptions, "OV-LVIS 866/337 files")
 def run_lvis(opts: LvisOptions) -> None:
     data = load_source(opts.input, lvis=True)
     split = vocab.lvis_split(data["categories"], str(opts.input))
@@ -231,6 +234,7 @@ def run_lvis(opts: LvisOptions) -> None:
     _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
+@STAGE.command("demo", DemoSplitOptions, "demo files with a split given by name")
 def run_demo(opts: DemoSplitOptions) -> None:
     data = load_source(opts.input)
     split = vocab.named_split(list(opts.base), list(opts.novel), data["categories"], str(opts.input))
@@ -239,28 +243,19 @@ def run_demo(opts: DemoSplitOptions) -> None:
     _write([(opts.out_all, out.all), (opts.out_base, out.base)])
 
 
+@STAGE.command("min", MinOptions, "restrict to images with >= 1 annotation")
 def run_min(opts: MinOptions) -> None:
     data = load_source(opts.input)
     _write([(opts.output, restrict_to_annotated(data))])
 
 
+@STAGE.command("lvis-extras", LvisExtrasOptions, "Detic/MM-OVOD norare + cat_info files")
 def run_lvis_extras(opts: LvisExtrasOptions) -> None:
     data = load_source(opts.input, lvis=True)
     vocab.lvis_split(data["categories"], str(opts.input))  # frequencies present and valid
     _write([(opts.out_norare, without_rare(data)), (opts.out_cat_info, category_info(data))])
 
 
-# subcommand -> (options class, its runner, subcommand help)
-COMMANDS: Commands = {
-    "coco": (CocoOptions, run_coco, "OV-COCO 48/17 files"),
-    "lvis": (LvisOptions, run_lvis, "OV-LVIS 866/337 files"),
-    "demo": (DemoSplitOptions, run_demo, "demo files with a split given by name"),
-    "min": (MinOptions, run_min, "restrict to images with >= 1 annotation"),
-    "lvis-extras": (LvisExtrasOptions, run_lvis_extras, "Detic/MM-OVOD norare + cat_info files"),
-}
-
-
-STAGE = Stage("python -m pipeline.annotations", __doc__, COMMANDS)
 run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
 
 

@@ -32,9 +32,10 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import Commands, Stage, option
+from pipeline.core.options import Stage, option
 
 log = logging.getLogger(__name__)
+STAGE = Stage("python -m pipeline.train", __doc__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
 
 
@@ -142,6 +143,7 @@ def _config(opts: FitOptions, *, cuda: bool):
     return cfg
 
 
+@STAGE.command("fit", FitOptions, "train an experiment")
 def run_fit(opts: FitOptions) -> None:
     cli.check_gpus(opts.gpus)
     cfg = _config(opts, cuda=torch.cuda.is_available())
@@ -244,6 +246,7 @@ def _encode_masks(masks) -> list[dict]:
     return out
 
 
+@STAGE.command("predict", PredictOptions, "COCO-format detections of a split")
 @torch.inference_mode()
 def run_predict(opts: PredictOptions) -> None:
     import numpy as np
@@ -336,14 +339,6 @@ def run_predict(opts: PredictOptions) -> None:
         log.info("%d ground-truth region embeddings -> %s", len(arrays["ann_ids"]), opts.regions)
 
 
-# subcommand -> (options class, its runner, subcommand help)
-COMMANDS: Commands = {
-    "fit": (FitOptions, run_fit, "train an experiment"),
-    "predict": (PredictOptions, run_predict, "COCO-format detections of a split"),
-}
-
-
-STAGE = Stage("python -m pipeline.train", __doc__, COMMANDS)
 run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
 
 

@@ -163,7 +163,16 @@ class Stage:
 
     prog: str
     description: str | None
-    commands: Commands
+    commands: Commands = dataclasses.field(default_factory=dict)
+
+    def command(self, name: str, options: type, help: str) -> Callable:
+        """Decorator: register the decorated runner as subcommand ``name`` taking ``options``."""
+
+        def register(runner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            self.commands[name] = (options, runner, help)
+            return runner
+
+        return register
 
     def run(self, opts: Any) -> Any:
         return run_command(self.commands, opts)

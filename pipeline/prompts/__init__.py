@@ -27,7 +27,7 @@ import torch
 
 from pipeline.core import atomic
 from pipeline.core.device import resolve_device
-from pipeline.core.options import Commands, Stage, option
+from pipeline.core.options import Stage, option
 from pipeline.core.templates import vild_templates
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, load, save, select
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+STAGE = Stage("python -m pipeline.prompts", __doc__)
 
 # ------------------------------------------------------------------------------------------- CLI
 
@@ -163,6 +164,7 @@ def _clip(opts: ClipOptions):
     return load_clip(opts.model, opts.weights, device=_device(opts.device))
 
 
+@STAGE.command("vild", VildOptions, "ViLD 74-template ensemble")
 def run_vild(opts: VildOptions) -> None:
     from pipeline.models.clip import text
 
@@ -187,11 +189,13 @@ def run_vild(opts: VildOptions) -> None:
     save(opts.output, names, emb, meta)
 
 
+@STAGE.command("detpro", DetproOptions, "import DetPro's learned LVIS prompts")
 def run_detpro(opts: DetproOptions) -> None:
     names, emb = import_detpro(opts.input)
     save(opts.output, names, emb, {"kind": "detpro", "source": str(opts.input)})
 
 
+@STAGE.command("text", TextOptions, "MM-OVOD text classifier from descriptions")
 def run_text(opts: TextOptions) -> None:
     from pipeline.prompts import mmovod
 
@@ -213,6 +217,7 @@ def run_text(opts: TextOptions) -> None:
     save(opts.output, names, emb, meta)
 
 
+@STAGE.command("vision-avg", VisionAvgOptions, "MM-OVOD vision classifier (exemplar average)")
 def run_vision_avg(opts: VisionAvgOptions) -> None:
     from pipeline.prompts import mmovod
 
@@ -236,6 +241,7 @@ def run_vision_avg(opts: VisionAvgOptions) -> None:
     save(opts.output, names, emb, meta)
 
 
+@STAGE.command("multimodal", MultimodalOptions, "MM-OVOD fusion of a text and a vision file")
 def run_multimodal(opts: MultimodalOptions) -> None:
     from pipeline.prompts import mmovod
 
@@ -245,6 +251,7 @@ def run_multimodal(opts: MultimodalOptions) -> None:
     save(opts.output, names, emb, {"kind": "mmovod_multimodal", "text": str(opts.text), "vision": str(opts.vision)})
 
 
+@STAGE.command("ml", MLOptions, "learned multi-label prompt on OAKE globals")
 def run_ml(opts: MLOptions) -> None:
     from pipeline.formats.feature_cache import ShardReader
     from pipeline.prompts import ml
@@ -278,23 +285,11 @@ def run_ml(opts: MLOptions) -> None:
     save(opts.output, names, emb, meta, scaler=float(learner.scaler.detach()), bias=float(learner.bias.detach()))
 
 
+@STAGE.command("sample-exemplars", SampleExemplarsOptions, "MM-OVOD exemplar sampling")
 def run_sample_exemplars(opts: SampleExemplarsOptions) -> None:
     from pipeline.prompts import mmovod
 
     atomic.write_json(opts.output, mmovod.sample_exemplars(atomic.read_json(opts.input), k=opts.k, seed=opts.seed))
 
 
-# subcommand -> (options class, its runner, subcommand help)
-COMMANDS: Commands = {
-    "vild": (VildOptions, run_vild, "ViLD 74-template ensemble"),
-    "detpro": (DetproOptions, run_detpro, "import DetPro's learned LVIS prompts"),
-    "text": (TextOptions, run_text, "MM-OVOD text classifier from descriptions"),
-    "vision-avg": (VisionAvgOptions, run_vision_avg, "MM-OVOD vision classifier (exemplar average)"),
-    "multimodal": (MultimodalOptions, run_multimodal, "MM-OVOD fusion of a text and a vision file"),
-    "ml": (MLOptions, run_ml, "learned multi-label prompt on OAKE globals"),
-    "sample-exemplars": (SampleExemplarsOptions, run_sample_exemplars, "MM-OVOD exemplar sampling"),
-}
-
-
-STAGE = Stage("python -m pipeline.prompts", __doc__, COMMANDS)
 run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main

@@ -32,12 +32,13 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import Commands, Stage, option
+from pipeline.core.options import Stage, option
 from pipeline.formats import proposal_file
 from pipeline.proposals import recall
 from pipeline.proposals.reference import load_proposal_pickle
 
 log = logging.getLogger(__name__)
+STAGE = Stage("python -m pipeline.proposals", __doc__)
 
 DRY_RUN_ITERS = 4
 DRY_RUN_IMAGES = 4
@@ -238,6 +239,7 @@ def train_config(args: TrainOptions | argparse.Namespace) -> dict:
     )
 
 
+@STAGE.command("train", TrainOptions, "train a class-agnostic RPN on base annotations")
 def run_train(opts: TrainOptions) -> None:
     cli.check_gpus(opts.gpus)
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
@@ -316,6 +318,7 @@ def predict(
     return ids, boxes, scores, policy.skipped
 
 
+@STAGE.command("predict", PredictOptions, "proposals for every image of a split")
 def run_predict(opts: PredictOptions) -> None:
     device = str(resolve_device(opts.device))
     model, meta = load_rpn(opts.checkpoint, device)
@@ -336,6 +339,7 @@ def run_predict(opts: PredictOptions) -> None:
     proposal_file.write(opts.output, ids, boxes, scores, attrs)
 
 
+@STAGE.command("import", ImportOptions, "safe import of reference proposal pickles")
 def run_import(opts: ImportOptions) -> None:
     arrays = load_proposal_pickle(opts.pickle)
     items = list_images(opts.annotations, opts.images or ".")
@@ -347,6 +351,7 @@ def run_import(opts: ImportOptions) -> None:
     proposal_file.write(opts.output, ids, [a[:, :4] for a in arrays], [a[:, 4] for a in arrays], attrs)
 
 
+@STAGE.command("recall", RecallOptions, "average recall of base and novel boxes")
 def run_recall(opts: RecallOptions) -> None:
     report = recall.recall_report(
         atomic.read_json(opts.annotations), proposal_file.ProposalFile(opts.proposals), opts.num_base
@@ -355,14 +360,4 @@ def run_recall(opts: RecallOptions) -> None:
     atomic.write_json(opts.output, report, compact=False)
 
 
-# subcommand -> (options class, its runner, subcommand help)
-COMMANDS: Commands = {
-    "train": (TrainOptions, run_train, "train a class-agnostic RPN on base annotations"),
-    "predict": (PredictOptions, run_predict, "proposals for every image of a split"),
-    "import": (ImportOptions, run_import, "safe import of reference proposal pickles"),
-    "recall": (RecallOptions, run_recall, "average recall of base and novel boxes"),
-}
-
-
-STAGE = Stage("python -m pipeline.proposals", __doc__, COMMANDS)
 run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main
