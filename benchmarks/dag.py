@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"coco": "workflow/presets/ov_coco.yaml", "lvis": "workflow/presets/ov_lvis.yaml"}
 COCO_IMAGES = {"train": 118_287, "val": 5_000}
 LVIS_IMAGES = {"train": 100_170, "val": 19_809}
@@ -81,7 +81,6 @@ def plan(preset: str, data_root: Path, workdir: Path, *extra: str, configfiles=(
         ValueError: snakemake failed (its output's tail is in the message).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")  # `configfile:` is relative to the working dir
     # the presets' user-supplied files (CLIP weights, DetPro prompt) are DAG inputs: planning needs them to exist,
     # never reads them
     for rel in ("pretrained/clip/ViT-B-32.pt", "data/prompts/detpro/iou_neg5_ens.pth"):
