@@ -8,7 +8,7 @@ CORES ?= 2
 # pip's wheel cache keeps the mmcv wheel built from source (~11 min once): never pass --no-cache-dir.
 PIP_INSTALL := $(PIP) install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: install demo test test-fast bench lint format clean profile test-slurm
+.PHONY: install demo test test-fast test-presets bench lint format clean profile test-slurm
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt Makefile
@@ -26,7 +26,12 @@ demo: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: install
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not presets"
+
+# Both real-data presets end to end under dry_run on a generated reference-style tree (tests/test_presets_e2e.py:
+# ViT-B-32, R50-FPN at the presets' resolutions, seeded random weights; minutes on 2 cores).
+test-presets: install
+	$(VENV)/bin/pytest -q -rs -s -m presets tests/test_presets_e2e.py
 
 bench: install
 	$(PY) -m benchmarks

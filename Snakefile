@@ -10,11 +10,13 @@
 #                    lvis_v1_train_cat_info.json                                          (annotations)
 #   annotations/demo/{train,val}.{base,all}.json, val.all.min.json, lvis_{train,val}.{base,all}.json,
 #                    lvis_train.norare.json, lvis_train_cat_info.json                     (annotations)
+#   annotations/custom/{train,val}.{base,all}.json, val.all.min.json  (dataset custom) (annotations)
 #   prompts/{vild,detpro_lvis,mmovod_text,mmovod_vision_avg,mmovod_multimodal}.pth        (prompts)
 #   proposals/{dataset}/rpn/final.pth, {folder}.h5, recall.json                           (proposals)
 #   oake/{dataset}/{globals,blocks,objects}/{folder}/shard-{i:03d}.h5, verify.json       (oake)
 #   train/{experiment}/final.pth; evaluate/{experiment}/{detections.json,regions.npz}     (train)
 #   evaluate/{experiment}/{metrics,per_class_ap,pr_curves,open_ended}.json                (evaluate)
+#   detect/{experiment}/{detections.json,pictures/,index.html}; export_instructcv/{source}/image_pairs_{part}/  (detect)
 #   report/summary.md, report/{pr_curves,per_class_ap,loss_curves}.png                    (report)
 #   logs/<rule>/...                               one log per job
 #
@@ -26,16 +28,21 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # config.yaml and --configfile/--config layered, validated, defaults filled (README "Configuration")
 include: "workflow/rules/config.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/inputs/demo_data.smk"
+include: "workflow/rules/inputs/annotations.smk"
 include: "workflow/rules/inputs/teacher.smk"
 include: "workflow/rules/inputs/prompts.smk"
 include: "workflow/rules/inputs/oake.smk"
 include: "workflow/rules/inputs/proposals.smk"
 include: "workflow/rules/inputs/train.smk"
 include: "workflow/rules/inputs/evaluate.smk"
+include: "workflow/rules/inputs/detect.smk"
 include: "workflow/rules/local_gpu.smk"
 
 
@@ -52,6 +59,7 @@ include: "workflow/rules/proposals.smk"
 include: "workflow/rules/oake.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/detect.smk"
 
 
 rule all:
@@ -64,3 +72,5 @@ rule all:
         oake_targets(),
         detection_targets(),
         report_targets(),
+        detect_targets(),
+        export_instructcv_targets(),

@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"coco": "workflow/presets/ov_coco.yaml", "lvis": "workflow/presets/ov_lvis.yaml"}
 COCO_IMAGES = {"train": 118_287, "val": 5_000}
 LVIS_IMAGES = {"train": 100_170, "val": 19_809}
+# the presets' files from elsewhere, at the reference's paths (relative to the working directory): CLIP weights,
+# DetPro's prompts (ov_lvis), the RPN's ImageNet R50 and the detectors' SoCo checkpoint
+PRETRAINED_FILES = (
+    "pretrained/clip/ViT-B-32.pt",
+    "pretrained/detpro/iou_neg5_ens.pth",
+    "pretrained/torchvision/resnet50-0676ba61.pth",
+    "pretrained/soco/soco_star_mask_rcnn_r50_fpn_400e.pth",
+)
 # `snakemake -n` prints a table "job  count" after "Job stats:"; rows are "<rule> <count>"
 _STATS_ROW = re.compile(r"^(\w+)\s+(\d+)$")
 
@@ -73,6 +81,14 @@ def snakemake_exe() -> str:
     return exe
 
 
+def touch_pretrained(workdir: Path) -> None:
+    """Empty files at the presets' :data:`PRETRAINED_FILES` paths under ``workdir``: they are DAG inputs, checked
+    at parse time; planning needs them to exist, never reads them."""
+    for rel in PRETRAINED_FILES:
+        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / rel).touch()
+
+
 def plan(preset: str, data_root: Path, workdir: Path, *extra: str, configfiles=()) -> dict:
     """``snakemake -n`` with ``preset`` (then ``configfiles``) on ``data_root`` in ``workdir``: wall seconds,
     planned jobs per rule, and snakemake's ``output`` (not kept by :func:`run`).
@@ -81,11 +97,7 @@ def plan(preset: str, data_root: Path, workdir: Path, *extra: str, configfiles=(
         ValueError: snakemake failed (its output's tail is in the message).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    # the presets' user-supplied files (CLIP weights, DetPro prompt) are DAG inputs: planning needs them to exist,
-    # never reads them
-    for rel in ("pretrained/clip/ViT-B-32.pt", "data/prompts/detpro/iou_neg5_ens.pth"):
-        (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
-        (workdir / rel).touch()
+    touch_pretrained(workdir)
     cmd = [
         snakemake_exe(),
         "--snakefile",

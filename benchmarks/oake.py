@@ -15,7 +15,6 @@ visible). Figures (targets from the issue):
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import tempfile
@@ -44,23 +43,17 @@ def du_bytes(paths: list[Path]) -> int:
     return int(out.stdout.strip().splitlines()[-1].split()[0])
 
 
-def _args(ann: Path, images: Path, out: Path, **kw) -> argparse.Namespace:
-    return argparse.Namespace(
+def _args(ann: Path, images: Path, out: Path, batch: int = 8) -> extract.ExtractOptions:
+    """The options of one extraction as the stage builds them from its command line (one shard, fp16 autocast)."""
+    return extract.ExtractOptions(
         annotations=ann,
         images=images,
         output=out,
-        shards=1,
-        shard=0,
         model=MODEL,
         weights="random",
-        device="auto",
         precision="fp16",
-        batch_images=kw.get("batch", 8),
+        batch_images=batch,
         workers=1,
-        on_bad_image="error",
-        dry_run=False,
-        log=None,
-        verbose=False,
     )
 
 

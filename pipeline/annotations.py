@@ -5,6 +5,9 @@ Subcommands (one per rule of the family)::
     coco  instances_{split}2017.json -> .65.json (all 65 classes) and .48.json (base annotations only)
     lvis  lvis_v1_{split}.json       -> .1203.json and .866.json
     demo  demo instances_{split}.json -> {split}.all.json and {split}.base.json (split from the config)
+    custom a user's COCO-format file  -> {split}.all.json and {split}.base.json (novel names from the config, base
+          = the others or named), checked first (pipeline.formats.custom_dataset); iscrowd 0 and area w * h
+          filled in where missing
     min   a remapped file            -> the same restricted to images with >= 1 annotation (crowd counts)
     lvis-extras lvis_v1_train.json   -> Detic/MM-OVOD lvis_v1_train.norare.json and lvis_v1_train_cat_info.json
 
@@ -24,10 +27,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.core import atomic, cli, vocab
 from pipeline.core.options import Stage, option
+from pipeline.formats import custom_dataset
 from pipeline.formats.annotation_file import LVIS_IMAGE_LISTS, load
 from pipeline.formats.annotation_file import AnnotationError as AnnotationError  # re-exported
 from pipeline.formats.annotation_file import validate as validate  # re-exported
@@ -125,6 +129,16 @@ def remap(data: Json, split: vocab.Split, lvis: bool = False) -> Remapped:
     return Remapped(full, base)
 
 
+def with_defaults(data: Json) -> Json:
+    """``data`` with the optional annotation fields that evaluation and training read filled in where missing:
+    ``iscrowd`` 0 and ``area`` = box width x height (a user's file may have neither)."""
+    annotations = [
+        {"iscrowd": 0, **a, **({} if "area" in a else {"area": float(a["bbox"][2] * a["bbox"][3])})}
+        for a in data["annotations"]
+    ]
+    return {**data, "annotations": annotations}
+
+
 def restrict_to_annotated(data: Json) -> Json:
     """Keep only images with at least one annotation (crowd annotations count): the ``.min`` eval set."""
     annotated = {a["image_id"] for a in data["annotations"]}
@@ -188,6 +202,16 @@ class DemoSplitOptions(CocoOptions):
     novel: tuple[str, ...] = option(help="novel category names", nargs="+")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CustomOptions(CocoOptions):
+    """custom: a user's COCO-format split file (dataset custom), checked, then split by name."""
+
+    images: Path = option(help="the split's image folder (input; every file_name must exist there, none is read)")
+    split: Literal["train", "val"] = option(help="train needs a base box, val a box of any class of the split")
+    novel: tuple[str, ...] = option(help="novel category names", nargs="+")
+    base: tuple[str, ...] = option((), help="base category names (none: every category that is not novel)")
+
+
 @dataclass(frozen=True)
 class MinOptions:
     """min: a remapped file restricted to images with >= 1 annotation."""
@@ -205,7 +229,7 @@ class LvisExtrasOptions:
     out_cat_info: Path = option(help="output JSON: categories with image and instance counts")
 
 
-Options = CocoOptions | LvisOptions | DemoSplitOptions | MinOptions | LvisExtrasOptions
+Options = CocoOptions | LvisOptions | DemoSplitOptions | CustomOptions | MinOptions | LvisExtrasOptions
 
 
 def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
@@ -215,32 +239,39 @@ def _write(outputs: Sequence[tuple[Path, Json | list]]) -> None:
         log.info("wrote %s", path)
 
 
+def remap_files(opts: CocoOptions, data: Json, split: vocab.Split, lvis: bool = False) -> None:
+    """:func:`remap` ``data`` (validated, degenerate boxes dropped) by ``split`` and write ``--out-all`` and
+    ``--out-base``: the one path of every dataset (coco, lvis, demo, custom)."""
+    out = remap(data, split, lvis=lvis)
+    log.info("%s: %d base / %d novel categories", opts.input, split.num_bases, len(split.novels))
+    log.info("%s", summary(str(opts.out_all), out.all))
+    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
+
+
 @STAGE.command("coco", CocoOptions, "OV-COCO 48/17 files")
 def run_coco(opts: CocoOptions) -> None:
     data = load_source(opts.input)
     split = vocab.coco_split()
     vocab.check_split(split, data["categories"], str(opts.input))
-    out = remap(data, split)
-    log.info("%s", summary(str(opts.out_all), out.all))
-    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
+    remap_files(opts, data, split)
 
 
 @STAGE.command("lvis", LvisOptions, "OV-LVIS 866/337 files")
 def run_lvis(opts: LvisOptions) -> None:
     data = load_source(opts.input, lvis=True)
-    split = vocab.lvis_split(data["categories"], str(opts.input))
-    out = remap(data, split, lvis=True)
-    log.info("%s: %d base / %d novel categories", opts.input, split.num_bases, len(split.novels))
-    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
+    remap_files(opts, data, vocab.lvis_split(data["categories"], str(opts.input)), lvis=True)
 
 
 @STAGE.command("demo", DemoSplitOptions, "demo files with a split given by name")
 def run_demo(opts: DemoSplitOptions) -> None:
     data = load_source(opts.input)
-    split = vocab.named_split(list(opts.base), list(opts.novel), data["categories"], str(opts.input))
-    out = remap(data, split)
-    log.info("%s: %d base / %d novel categories", opts.input, split.num_bases, len(split.novels))
-    _write([(opts.out_all, out.all), (opts.out_base, out.base)])
+    remap_files(opts, data, vocab.named_split(list(opts.base), list(opts.novel), data["categories"], str(opts.input)))
+
+
+@STAGE.command("custom", CustomOptions, "a user's COCO-format file with a split given by name")
+def run_custom(opts: CustomOptions) -> None:
+    data, split = custom_dataset.check_split_file(opts.input, opts.images, opts.split, opts.novel, opts.base or None)
+    remap_files(opts, with_defaults(drop_degenerate(data, str(opts.input))), split)
 
 
 @STAGE.command("min", MinOptions, "restrict to images with >= 1 annotation")

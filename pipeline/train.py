@@ -18,39 +18,30 @@ Subcommands::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pipeline.core import atomic, cli, images, workdir
+from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
-from pipeline.core.options import Stage, option
+from pipeline.core.options import Stage, dict_action, key_value, option
+from pipeline.core.progress import track
+from pipeline.formats.detections import detection_record
+from pipeline.models.detector.checkpoint import stored_prompts, write_checkpoint
+from pipeline.models.detector.inference import load_detector
+
+__all__ = ["STAGE", "build_parser", "detection_record", "load_detector", "main", "run", "stored_prompts"]
 
 log = logging.getLogger(__name__)
 STAGE = Stage("python -m pipeline.train", __doc__)
 _CONFIGS = "shipped: vild_ov_coco, oadp_ov_coco, oadp_ov_lvis[_released], baseline_ov_coco, {baseline,vild,oadp}_demo"
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KIND=FILE, got {text!r}")
-    return key, value
-
-
-def _dict_action(**kwargs) -> argparse.Action:
-    """mmengine's ``DictAction``, imported as the parser is built (mmengine is slow to import)."""
-    from mmengine.config import DictAction
-
-    return DictAction(**kwargs)
 
 
 _SHARDS_HELP = "OAKE {} shards of train (inputs)"
@@ -68,10 +59,13 @@ class FitOptions:
     work_dir: Path = option(help="checkpoints and logs; final.pth (output)")
     config: str | None = option(None, help=f"config name or .py file (none: the experiment's); {_CONFIGS}")
     cfg_options: dict | None = option(
-        None, help="dotted-key overrides, as mmdet's tools", nargs="+", action=_dict_action
+        None, help="dotted-key overrides, as mmdet's tools", nargs="+", action=dict_action
+    )
+    backbone: Path | None = option(
+        None, help="ImageNet ResNet state dict (torchvision layout) initialising the backbone (input; before load_from)"
     )
     prompt: tuple[tuple[str, str], ...] = option(
-        (), help="KIND=FILE prompt file (inputs; repeatable)", type=_key_value, action="append"
+        (), help="KIND=FILE prompt file (inputs; repeatable)", type=key_value, action="append"
     )
     globals: tuple[str, ...] = option((), help=_SHARDS_HELP.format("globals"))
     blocks: tuple[str, ...] = option((), help=_SHARDS_HELP.format("blocks"))
@@ -80,7 +74,9 @@ class FitOptions:
     batch_size: int | None = option(None, help="images per GPU (none: the config's, 2)")
     workers: int | None = option(None, help="data loader workers per process (none: the config's)")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
-    dry_run: bool = option(False, help="4 iterations on 8 images", action="store_true")
+    dry_run: bool = option(
+        False, help=f"{dry.ITERS} iterations on the first {dry.IMAGES} images of --annotations", action="store_true"
+    )
     argv: tuple[str, ...] = field(default=())  # the raw arguments, for the torchrun relaunch (not an option)
 
 
@@ -111,7 +107,7 @@ class PredictOptions:
         help="an unreadable image stops the job (error) or is skipped: no detections, no regions (skip)",
         choices=ON_BAD_IMAGE,
     )
-    dry_run: bool = option(False, help="only the first 4 images", action="store_true")
+    dry_run: bool = option(False, help=f"only the first {dry.IMAGES} images of --annotations", action="store_true")
 
 
 Options = FitOptions | PredictOptions
@@ -132,14 +128,17 @@ def _config(opts: FitOptions, *, cuda: bool):
         shards={"globals": opts.globals, "blocks": opts.blocks, "objects": opts.objects},
         work_dir=str(opts.work_dir),
         options=opts.cfg_options,
-        iters=4 if opts.dry_run else opts.iters,
+        iters=dry.ITERS if opts.dry_run else opts.iters,
         batch_size=opts.batch_size,
         workers=opts.workers,
         world_size=world,
         cuda=cuda,
+        backbone=None if opts.backbone is None else str(opts.backbone),
     )
-    if opts.dry_run:
-        train_dataset(cfg).indices = 8
+    if opts.dry_run:  # the dry-run image set, which the dry-run OAKE shards hold (keyed by image id)
+        from pipeline.models.detector.datasets import restrict_images
+
+        restrict_images(train_dataset(cfg), dry.image_ids(opts.annotations))
     return cfg
 
 
@@ -147,6 +146,7 @@ def _config(opts: FitOptions, *, cuda: bool):
 def run_fit(opts: FitOptions) -> None:
     cli.check_gpus(opts.gpus)
     cfg = _config(opts, cuda=torch.cuda.is_available())
+    check_initial_weights(cfg, opts.experiment)
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
         # the fingerprint sees load_from (initial weights) before a resume clears it
         workdir.guard_work_dir(opts.work_dir, cfg, dirs=[opts.images], run={"gpus": opts.gpus})
@@ -163,7 +163,8 @@ def run_fit(opts: FitOptions) -> None:
     workdir.initial_weights(cfg, opts.work_dir)
     runner = Runner.from_cfg(cfg)
     prompts = stored_prompts(cfg)  # read as the model was built, not after training
-    runner.train()
+    with cli.also_to_log_file(runner.logger):  # iteration, loss, lr, ETA in the --log file too
+        runner.train()
     if runner.rank != 0:
         return
     model = getattr(runner.model, "module", runner.model)
@@ -174,64 +175,28 @@ def run_fit(opts: FitOptions) -> None:
         "prompts": prompts,
         "environment": environment(),
     }
-    with atomic.atomic_path(opts.work_dir / "final.pth", suffix=".pth") as tmp:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    write_checkpoint(opts.work_dir / "final.pth", model.state_dict(), meta)
     log.info("wrote %s", opts.work_dir / "final.pth")
 
 
-def stored_prompts(cfg) -> dict[str, dict]:
-    """The prompt files the config's classifiers read, by path: ``{path: {names, embeddings[, scaler, bias]}}``.
-
-    The classifiers' text embeddings are non-persistent buffers (not in the state dict); ``final.pth`` carries
-    them here, so that a detector loads with the classifier it was trained with, from any working directory and
-    after the prompt files were rebuilt."""
-    from pipeline.formats import prompt_file
-    from pipeline.models.detector.config import classifier_nodes
-
-    paths = sorted({str(d["prompts"]) for d in classifier_nodes(cfg)})
-    out = {}
-    for path in paths:
-        p = prompt_file.load(path)
-        out[path] = {k: p[k] for k in ("names", "embeddings", "scaler", "bias") if k in p}
-    return out
-
-
-def load_detector(checkpoint: Path, device: str = "cpu"):
-    """A trained detector from ``final.pth`` (weights-only load; the config and the prompt embeddings stored with
-    it), in eval mode."""
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-
-    from pipeline.models.detector import register_modules
-    from pipeline.models.detector.config import classifier_nodes
-
-    register_modules()
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
-        raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
-    cfg = Config(ckpt["meta"]["config"])
-    stored = ckpt["meta"].get("prompts")
-    if stored is None:
-        log.warning("%s: no stored prompt embeddings (older final.pth): re-reading the prompt files", checkpoint)
-    else:
-        for node in classifier_nodes(cfg):
-            node["prompts"] = stored[str(node["prompts"])]
-    model = MODELS.build(cfg.model)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval(), cfg, ckpt["meta"]
-
-
-def detection_record(image_id: int, box: Sequence[float], score: float, label: int) -> dict:
-    """One COCO-format detection: bbox xywh rounded to 0.01 px; the score keeps 7 significant digits, not a fixed
-    number of decimals: the ensemble's novel-class scores are often below 1e-5, and rounding them to 0 ties them
-    and loses their ranking (measured on the demo: 4122 of 5454 novel detections were 0, -2.6 novel AP50)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return {
-        "image_id": int(image_id),
-        "category_id": int(label),
-        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-        "score": float(f"{float(score):.7g}"),
+def check_initial_weights(cfg, experiment: str) -> None:
+    """The initial weights of a config: ``load_from`` (the whole detector, non-strict) and the backbone's
+    ``init_cfg`` checkpoint. A named local file that does not exist is an error naming it; neither is a warning (the
+    detector trains from random weights); the ones given are logged."""
+    files = {
+        "load_from": cfg.get("load_from"),
+        "backbone checkpoint": (cfg.model.backbone.get("init_cfg") or {}).get("checkpoint"),
     }
+    for what, path in files.items():
+        if path and "://" not in str(path) and not Path(path).is_file():
+            raise FileNotFoundError(f"{experiment}: {what} {path}: no such file (relative to {Path.cwd()})")
+    given = {what: str(path) for what, path in files.items() if path}
+    if given:
+        log.info("%s: initial weights %s", experiment, given)
+    else:
+        log.warning(
+            "%s: no initial weights (no load_from, no backbone checkpoint): training from random weights", experiment
+        )
 
 
 def _encode_masks(masks) -> list[dict]:
@@ -250,9 +215,10 @@ def _encode_masks(masks) -> list[dict]:
 @torch.inference_mode()
 def run_predict(opts: PredictOptions) -> None:
     import numpy as np
-    from tqdm import tqdm
 
     device = str(resolve_device(opts.device))
+    from pipeline.models.detector.inference import detect_image
+
     model, cfg, meta = load_detector(opts.checkpoint, device)
     model.roi_head.test_cfg["score_thr"] = opts.score_thr
     if opts.ensemble is not None:
@@ -274,16 +240,13 @@ def run_predict(opts: PredictOptions) -> None:
     keys = ("ann_ids", "image_ids", "category_ids", "iscrowd", "embeddings", "object_embeddings")
     detections, regions = [], {k: [] for k in keys}
     object_head = getattr(model.roi_head, "object_head", None)
-    items = list_images(opts.annotations, opts.images)[: 4 if opts.dry_run else None]
-    for item in tqdm(items, desc=f"detect {meta['experiment']}", unit="img"):
+    items = list_images(opts.annotations, opts.images)
+    items = dry.select(items, opts.annotations) if opts.dry_run else items
+    for item in track(items, f"detect {meta['experiment']}", unit="img", logger=log):
         data = pipeline(item)
         if data is None:  # skipped (unreadable): no detections and no regions
             continue
-        batch = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
-        feats = model.extract_feat(batch["inputs"])
-        samples = batch["data_samples"]
-        proposals = model.rpn_head.predict(feats, samples, rescale=False)
-        out = model.roi_head.predict(feats, proposals, samples, rescale=True)[0]
+        out, feats, samples = detect_image(model, data)
         rles = _encode_masks(out.masks) if "masks" in out else None
         for i, (box, score, label) in enumerate(
             zip(out.bboxes.tolist(), out.scores.tolist(), out.labels.tolist(), strict=True)

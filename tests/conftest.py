@@ -180,3 +180,70 @@ def extract_caches(annotations: Path, images: Path, out_dir: Path, proposals: Pa
         paths["objects"] = out_dir / "o.h5"
         objects.main([*common, "--output", str(paths["objects"]), "--proposals", str(proposals)])
     return paths
+
+
+# A hand-made custom dataset (dataset: custom): odd category ids and names, nested image folders, crowd boxes in
+# one file, segmentation and area in some annotations only. With novel ["étoile rouge"] the remapped ids are
+# blue-square 0, GREEN STAR 1, Red Circle 2 (bases in id order 10 < 31 < 1000007), étoile rouge 3.
+CUSTOM_CATEGORIES = [
+    {"id": 66, "name": "étoile rouge"},
+    {"id": 1000007, "name": "Red Circle"},
+    {"id": 10, "name": "blue-square"},
+    {"id": 31, "name": "GREEN STAR"},
+]
+
+
+def custom_dataset_dicts() -> dict[str, dict]:
+    """``{"train": ..., "val": ...}`` COCO dicts of the hand-made custom dataset (see CUSTOM_CATEGORIES)."""
+    train = {
+        "images": [
+            {"id": 5000001, "file_name": "shelf-1/a.jpg", "width": 100, "height": 80},
+            {"id": 42, "file_name": "shelf 2/deep/b.jpg", "width": 64, "height": 64},
+            {"id": 7, "file_name": "c.jpg", "width": 50, "height": 50},
+        ],
+        "annotations": [
+            {"id": 900, "image_id": 5000001, "category_id": 1000007, "bbox": [10, 10, 20, 20]},
+            {"id": 901, "image_id": 5000001, "category_id": 66, "bbox": [50, 30, 30, 40]},
+            {
+                "id": 902,
+                "image_id": 42,
+                "category_id": 10,
+                "bbox": [0, 0, 64, 64],
+                "iscrowd": 1,
+                "area": 4096.0,
+                "segmentation": {"counts": [0, 4096], "size": [64, 64]},
+            },
+            {"id": 903, "image_id": 42, "category_id": 31, "bbox": [5.5, 6, 10, 12], "area": 120.0},
+        ],
+        "categories": [dict(c) for c in CUSTOM_CATEGORIES],
+    }
+    val = {
+        "images": [
+            {"id": 8, "file_name": "v/x.jpg", "width": 60, "height": 40},
+            {"id": 9, "file_name": "y.jpg", "width": 60, "height": 40},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 8, "category_id": 66, "bbox": [1, 1, 10, 10], "iscrowd": 0, "area": 100.0},
+            {"id": 2, "image_id": 8, "category_id": 10, "bbox": [20, 5, 30, 30], "iscrowd": 0, "area": 900.0},
+            {"id": 3, "image_id": 9, "category_id": 1000007, "bbox": [0, 0, 5, 5], "iscrowd": 1, "area": 25.0},
+        ],
+        "categories": [dict(c) for c in reversed(CUSTOM_CATEGORIES)],
+    }
+    return {"train": train, "val": val}
+
+
+def write_custom_dataset(root: Path, data: dict[str, dict] | None = None) -> dict[str, str]:
+    """Write ``data`` (default :func:`custom_dataset_dicts`) under ``root``: ``{split}.json`` and an empty file
+    for every image under ``images/{split}/`` (the checks look files up, never read them); returns the paths as
+    the ``custom`` config block's keys (without ``novel``)."""
+    data = data or custom_dataset_dicts()
+    paths = {}
+    for split, coco in data.items():
+        paths[f"{split}_annotations"] = str(write_json(root / f"{split}.json", coco))
+        paths[f"{split}_images"] = str(root / "images" / split)
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        for im in coco["images"]:
+            path = root / "images" / split / im["file_name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    return paths

@@ -74,6 +74,7 @@ def test_command_line_values_are_typed_by_the_schema():
     run = effective({"oake": {"shards": "4"}, "dry_run": "true", "train": {"iters": "null"}})
     assert run["oake"]["shards"] == 4 and run["dry_run"] is True and run["train"]["iters"] is None
     assert effective({"data_root": "123"})["data_root"] == "123"  # a string where the schema allows one
+    assert effective({"train": {"load_from": "null"}})["train"]["load_from"] is None  # null where allowed
 
 
 def test_switching_the_dataset_drops_the_demo_layer_but_not_a_workdir_config(tmp_path):
@@ -117,6 +118,9 @@ CLI_OPTIONS = {
     "proposals.depth": ("pipeline.proposals", "train", "depth"),
     "proposals.backbone_init": ("pipeline.proposals", "train", "backbone_init"),
     "proposals.iters": ("pipeline.proposals", "train", "iters"),
+    "proposals.epochs": ("pipeline.proposals", "train", "epochs"),
+    "proposals.steps": ("pipeline.proposals", "train", "steps"),
+    "proposals.lr_batch": ("pipeline.proposals", "train", "lr_batch"),
     "proposals.batch_size": ("pipeline.proposals", "train", "batch_size"),
     "proposals.lr": ("pipeline.proposals", "train", "lr"),
     "proposals.scale": ("pipeline.proposals", "train", "scale"),
@@ -139,6 +143,7 @@ CLI_OPTIONS = {
     "train.gpus": ("pipeline.train", "fit", "gpus"),
     "train.iters": ("pipeline.train", "fit", "iters"),
     "train.batch_size": ("pipeline.train", "fit", "batch_size"),
+    "train.backbone": ("pipeline.train", "fit", "backbone"),
     "demo.seed": ("pipeline.demo_data", None, "seed"),
     "demo.num_train": ("pipeline.demo_data", None, "num_train"),
     "demo.num_val": ("pipeline.demo_data", None, "num_val"),

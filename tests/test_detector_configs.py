@@ -3,6 +3,8 @@ filling, schedule shortening, the bbox-head lr_mult, and the LVIS class-agnostic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,3 +245,67 @@ def test_lvis_config_trains_a_class_agnostic_mask_head(prompt_paths):
     with torch.no_grad():
         out = model.predict(data["inputs"], data["data_samples"])[0].pred_instances
     assert out.masks.shape[0] == len(out.bboxes) and out.masks.shape[1:] == data["data_samples"][0].ori_shape
+
+
+def test_a_backbone_checkpoint_initialises_the_backbone_and_counts_in_the_fingerprint(prompt_paths, tmp_path, caplog):
+    """train.backbone (--backbone): an ImageNet state dict in torchvision's layout becomes the backbone's init_cfg,
+    in pytorch style; the work-dir fingerprint sees its contents; no initial weights at all is a logged warning."""
+    from pipeline.core import workdir
+    from pipeline.train import check_initial_weights
+
+    def build(**kw):
+        return C.detector_config("vild_ov_coco", names=NAMES, num_base=2, prompts=prompt_paths, **kw)
+
+    plain = build()
+    assert plain.model.backbone.style == "caffe" and not plain.model.backbone.get("init_cfg") and not plain.load_from
+    r50 = tmp_path / "resnet50-0676ba61.pth"
+    cfg = build(backbone=str(r50))
+    assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(r50))
+    assert cfg.model.backbone.style == "pytorch"
+    with pytest.raises(FileNotFoundError, match=f"vild_ov_coco: backbone checkpoint {r50}: no such file"):
+        check_initial_weights(cfg, "vild_ov_coco")
+    r50.write_bytes(b"imagenet weights")
+    before = workdir.fingerprint(workdir.identified_config(cfg))
+    r50.write_bytes(b"other weights")
+    assert workdir.fingerprint(workdir.identified_config(cfg)) != before
+    with caplog.at_level("INFO", logger="pipeline.train"):
+        check_initial_weights(cfg, "vild_ov_coco")
+        check_initial_weights(plain, "vild_ov_coco")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "vild_ov_coco: no initial weights (no load_from, no backbone checkpoint): training from random weights"
+    ]
+
+
+def test_lvis_training_images_are_found_through_their_coco_url(prompt_paths, tmp_path):
+    """mmdet's LVIS dataset names an image by its ``coco_url`` path, split folder included (``train2017/<id>.jpg``):
+    given the split's image folder (``data_root/coco/train2017``), the filled config reads the image files."""
+    from mmdet.registry import DATASETS
+    from PIL import Image
+
+    from pipeline.models.detector import register_modules
+    from tests.conftest import make_lvis, write_json
+
+    register_modules()
+    categories = [{"id": i + 1, "name": n, "frequency": "f", "synonyms": [n], "synset": n} for i, n in enumerate(NAMES)]
+    data = make_lvis(categories, 5, per_image=2)
+    write_json(tmp_path / "lvis_v1_train.json", data)
+    images = tmp_path / "coco/train2017"
+    images.mkdir(parents=True)
+    for im in data["images"]:
+        Image.new("RGB", (640, 480)).save(images / im["coco_url"].rsplit("/", 1)[-1])
+    cfg = C.detector_config(
+        "oadp_ov_lvis",
+        names=NAMES,
+        num_base=2,
+        prompts=prompt_paths,
+        annotations=str(tmp_path / "lvis_v1_train.json"),
+        images=str(images),
+        shards={"globals": ["g.h5"], "blocks": ["b.h5"], "objects": ["o.h5"]},
+    )
+    dataset_cfg = C.train_dataset(cfg)
+    assert dataset_cfg.data_prefix == dict(img=str(tmp_path / "coco") + "/")
+    dataset = DATASETS.build({**dataset_cfg.to_dict(), "pipeline": []})
+    paths = [dataset.get_data_info(i)["img_path"] for i in range(len(dataset))]
+    assert len(paths) == 4  # image 2 has no box
+    assert all(Path(p).parent == images and Path(p).is_file() for p in paths), paths

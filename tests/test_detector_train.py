@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -197,7 +198,10 @@ def test_train_cli_fit_and_predict(tmp_path):
     oake_globals.main([*tiny_clip_args(ann, demo / "images/train"), "--output", str(tmp_path / "g.h5")])
     prompt_files = _vild_and_ml_prompts(tmp_path)
     work = tmp_path / "train" / "baseline_demo"
+    log_file = tmp_path / "logs/train/baseline_demo.log"
     fit = [
+        "--log",
+        str(log_file),
         "fit",
         "--experiment",
         "baseline_demo",
@@ -223,6 +227,10 @@ def test_train_cli_fit_and_predict(tmp_path):
         "model.test_cfg.rpn.max_per_img=1000",  # enough candidates that 300 survive the per-class NMS
     ]
     train.main(fit)
+    # the runner's iteration lines (loss, lr, ETA) reach the --log file, not only its own log
+    iteration = re.compile(r"Iter\(train\) \[\s*\d+/3\].*lr: \S+.*eta: \S+.*loss: \d")
+    assert any(iteration.search(line) for line in log_file.read_text().splitlines())
+    assert " DEBUG " not in log_file.read_text()  # at the stage's level: mmengine's registry chatter stays out
     out = tmp_path / "detections.json"
     train.main(
         [

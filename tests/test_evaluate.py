@@ -304,3 +304,28 @@ def test_help_runs_as_a_module():
         [sys.executable, "-m", "pipeline.evaluate", "--help"], capture_output=True, text=True, check=True
     )
     assert "--detections" in proc.stdout and "metrics.json" in proc.stdout
+
+
+def test_dry_run_evaluates_the_dry_run_images_and_says_so(tmp_path):
+    """A dry run's train predict sees the first images of the file only: perfect detections on those score 100
+    under --dry-run (the other images are not evaluated), and metrics.json and the log say it is a dry run."""
+    from pipeline.core import dry_run as dry
+
+    gt = coco_gt()  # 14 images
+    first = {im["id"] for im in gt["images"][: dry.IMAGES]}
+    dets = [d for d in perfect_detections(gt) if d["image_id"] in first]
+    det_path, coco, lvis = _files(tmp_path, dets)
+    lvis_data = json.loads(lvis.read_text())
+    lvis_data["images"].reverse()  # another order: the set of the first file (--coco) is evaluated in both
+    lvis.write_text(json.dumps(lvis_data))
+    args = ["--detections", str(det_path), "--coco", str(coco), "--num-base", str(NUM_BASE)]
+    dry_args = [*args, "--lvis", str(lvis), "--out-dir", str(tmp_path / "dry"), "--dry-run"]
+    evaluate.main([*dry_args, "--log", str(tmp_path / "dry.log")])
+    dry_metrics = json.loads((tmp_path / "dry/metrics.json").read_text())
+    assert dry_metrics["dry_run"] is True and dry_metrics["all_ap50"] == pytest.approx(100.0)
+    assert dry_metrics["coco"]["num_images"] == dry_metrics["lvis"]["num_images"] == dry.IMAGES
+    assert "WARNING" in (log := (tmp_path / "dry.log").read_text()) and "DRY RUN" in log and "not results" in log
+    evaluate.main([*args, "--out-dir", str(tmp_path / "full"), "--log", str(tmp_path / "full.log")])
+    metrics = json.loads((tmp_path / "full/metrics.json").read_text())
+    assert metrics["dry_run"] is False and metrics["all_ap50"] < 90.0  # 6 images without detections
+    assert "DRY RUN" not in (tmp_path / "full.log").read_text()

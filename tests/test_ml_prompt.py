@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import prompts
+from pipeline.core import dry_run as dry
 from pipeline.models.clip import load_clip, text
 from pipeline.models.detector.losses import asymmetric_loss
 from pipeline.oake import globals as oake_globals
@@ -75,7 +76,7 @@ def test_training_lowers_the_loss_and_only_touches_the_prompt(clip):
     assert float(learner.scaler) != 20.0 and float(learner.bias) != 4.0
 
 
-def test_ml_cli_on_demo_globals(tmp_path, clip):
+def test_ml_cli_on_demo_globals(tmp_path, clip, monkeypatch):
     demo = make_demo_split(tmp_path, num_train=10, num_val=4)
     ann = {}
     for split in ("train", "val"):
@@ -89,37 +90,48 @@ def test_ml_cli_on_demo_globals(tmp_path, clip):
         )
         ann[split] = shard
     out = tmp_path / "ml.pth"
-    prompts.main(
-        [
-            "ml",
-            "--train-annotations",
-            str(tmp_path / "train.base.json"),
-            "--num-base",
-            "3",
-            "--globals",
-            str(ann["train"]),
-            "--val-annotations",
-            str(tmp_path / "val.all.json"),
-            "--val-globals",
-            str(ann["val"]),
-            "--model",
-            TINY,
-            "--weights",
-            "random",
-            "--device",
-            "cpu",
-            "--output",
-            str(out),
-            "--epochs",
-            "2",
-        ]
-    )
+    argv = [
+        "ml",
+        "--train-annotations",
+        str(tmp_path / "train.base.json"),
+        "--num-base",
+        "3",
+        "--globals",
+        str(ann["train"]),
+        "--val-annotations",
+        str(tmp_path / "val.all.json"),
+        "--val-globals",
+        str(ann["val"]),
+        "--model",
+        TINY,
+        "--weights",
+        "random",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+    ]
+    prompts.main(argv)
     obj = torch.load(out, weights_only=True)
     assert obj["names"] == ["red circle", "blue square", "green star", "red star"]
     assert isinstance(obj["scaler"], float) and isinstance(obj["bias"], float)
     assert torch.allclose(obj["embeddings"].norm(dim=-1), torch.ones(4), atol=1e-5)
     assert obj["meta"]["kind"] == "ml" and len(obj["meta"]["loss_history"].split(",")) == 2
     assert "val_novel_map" in obj["meta"]
+    # the learned context is stored: it embeds the file's names (and any other) exactly as the file holds them
+    assert obj["context"].shape == (4, clip.model.token_embedding.weight.shape[1])
+    again = text.context_embeddings(clip.model, obj["names"], obj["context"])
+    torch.testing.assert_close(again, obj["embeddings"], rtol=1e-5, atol=1e-6)
     labels_seen = json.loads((tmp_path / "train.base.json").read_text())["annotations"]
     assert all(a["category_id"] < 3 for a in labels_seen)  # no novel label reaches the prompt's training
     assert Path(out).stat().st_size > 0
+    assert obj["meta"]["dry_run"] == "False" and int(obj["meta"]["train_images"]) > 4
+    # dry run: one epoch on at most ML_IMAGES images, every name
+    monkeypatch.setattr(dry, "ML_IMAGES", 4)
+    prompts.main([*argv, "--output", str(tmp_path / "dry.pth"), "--dry-run"])  # --epochs 2 given: 1 wins
+    small = torch.load(tmp_path / "dry.pth", weights_only=True)
+    assert small["names"] == obj["names"] and small["meta"]["dry_run"] == "True"
+    assert small["meta"]["epochs"] == "1" and len(small["meta"]["loss_history"].split(",")) == 1
+    assert small["meta"]["train_images"] == "4"

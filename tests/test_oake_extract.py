@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from pipeline import demo_data
+from pipeline.core import dry_run as dry
 from pipeline.formats import feature_cache as cache
 from pipeline.formats import proposal_file
 from pipeline.models.clip import geometry, load_clip, preprocess, vision
@@ -213,10 +214,28 @@ def test_bad_image_keeps_earlier_work(tmp_path, demo):
     assert stats["images"] == 2  # ids[0..2] were kept from the failed run
 
 
-def test_dry_run_limits_images(tmp_path, demo):
-    out = tmp_path / "d.h5"
-    blocks.main(argv(demo, out, "--dry-run"))
-    assert len(cache.ShardReader(out).image_ids) == extract.DRY_RUN_IMAGES
+def test_dry_run_shards_hold_exactly_the_dry_run_set(tmp_path, demo, monkeypatch):
+    """Each shard extracts its images among the first IMAGES of the file (file order, not id order): the union over
+    the shards is the set, a shard may get none and is still a valid, verified shard."""
+    monkeypatch.setattr(dry, "IMAGES", 2)
+    data = json.loads((demo / "annotations/instances_val.json").read_text())
+    data["images"].reverse()  # file order = descending ids
+    ann = tmp_path / "instances_val.json"
+    ann.write_text(json.dumps(data))
+    ids = val_ids(demo)  # 5 ids: with 3 shards, shard 0 holds ids[0], ids[3]; shard 1 ids[1], ids[4]; shard 2 ids[2]
+    shards = [tmp_path / f"shard-{i:03d}.h5" for i in range(3)]
+    for i, out in enumerate(shards):
+        blocks.main(argv(demo, out, "--annotations", str(ann), "--shards", "3", "--shard", str(i), "--dry-run"))
+    held = [cache.ShardReader(p).image_ids.tolist() for p in shards]
+    assert held == [[ids[3]], [ids[4]], []]  # the set is the two largest ids, the first two records of the file
+    assert cache.ShardReader(shards[2]).attrs["dry_run"] is True
+    verify = [*map(str, shards), "--annotations", str(ann), "--shards", "3"]
+    assert oake_verify.main([*verify, "--dry-run-cache"])["bad"] == {}
+    with pytest.raises(ValueError, match="3 bad shard"):  # compared with the full shares, every shard is short
+        oake_verify.main(verify)
+    blocks.main(argv(demo, shards[2], "--annotations", str(ann), "--shards", "3", "--shard", "2"))  # a full shard 2
+    with pytest.raises(ValueError, match="1 bad shard"):
+        oake_verify.main([*verify, "--dry-run-cache"])
 
 
 def test_verify_cli_lists_and_fixes_bad_shards(tmp_path, demo):

@@ -111,10 +111,75 @@ def test_foreground_mask_contents():
     np.testing.assert_array_equal(shifted, expected)
 
 
-def test_mask_of_a_real_adaptive_crop_covers_the_centre():
+def test_mask_of_a_real_adaptive_square_covers_the_centre():
     box = (200, 150, 260, 190)
-    cb = g.crop_box(g.adaptive_square(box, 640, 480))
-    mask = g.foreground_mask(box, cb, 14)
+    mask = g.foreground_mask(box, g.adaptive_square(box, 640, 480), 14)
     assert mask[7, 7] and not mask[0, 0] and not mask[13, 13]
     # object area / square area = 1/8 -> about 1/8 of the cells
     assert 0.08 < mask.mean() < 0.2
+
+
+def test_nearest_sources_by_hand():
+    # 12 -> 14: floor(g * 12/14) = 0 0 1 2 3 4 5 6 6 7 8 9 10 11; 28 -> 14: every second sample; 14 -> 14: identity
+    assert g.nearest_sources(12, 14).tolist() == [0, 0, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9, 10, 11]
+    assert g.nearest_sources(28, 14).tolist() == list(range(0, 28, 2))
+    assert g.nearest_sources(14, 14).tolist() == list(range(14))
+
+
+def test_mask_of_a_small_box_is_built_on_the_unrounded_square():
+    # 4 x 4 box at (100, 100): side sqrt(128) = 11.3137, square from 96.3431 to 107.6569 on both axes. The mask
+    # samples positions 0..11 (ceil(side) = 12) of the square; the box spans [3.6569, 7.6569] of them: 4..7. Cells
+    # whose source (nearest 12 -> 14: 0 0 1 2 3 4 5 6 6 7 8 9 10 11) is in 4..7: cells 5..9.
+    box = (100, 100, 104, 104)
+    mask = g.foreground_mask(box, g.adaptive_square(box, 640, 480), 14)
+    expected = np.zeros((14, 14), bool)
+    expected[5:10, 5:10] = True
+    np.testing.assert_array_equal(mask, expected)
+    # the rounded crop box (96, 96, 108, 108) would put the box at [4, 8] and add cells 10 (source 8)
+    rounded = g.foreground_mask(box, g.crop_box(g.adaptive_square(box, 640, 480)), 14)
+    assert rounded.sum() == 36 and mask.sum() == 25
+
+
+def test_mask_of_a_box_touching_the_left_edge():
+    # 4 x 5 box at the left edge: side sqrt(160) = 12.6491. x: centre 2 -> shifted right to start at 0, the box spans
+    # [0, 4] -> positions 0..4; y: centre 102.5, square from 96.1754: the box spans [3.8246, 8.8246] -> 4..8.
+    # ceil(side) = 13 positions -> 14 cells, sources floor(g * 13/14) = 0 0 1 2 3 4 5 6 7 8 9 10 11 12:
+    # x cells 0..5, y cells 5..9 (the rounded crop (0, 96, 13, 109) would give y 4..9 -> cells 5..10)
+    box = (0, 100, 4, 105)
+    square = g.adaptive_square(box, 640, 480)
+    assert square[0] == 0 and math.isclose(square[1], 102.5 - math.sqrt(160) / 2)
+    expected = np.zeros((14, 14), bool)
+    expected[5:10, 0:6] = True
+    np.testing.assert_array_equal(g.foreground_mask(box, square, 14), expected)
+
+
+def test_mask_of_a_box_touching_the_bottom_right_corner():
+    # 6 x 4 box in the corner of a 640 x 480 image: side sqrt(192) = 13.8564, the square shifted to end at (640, 480)
+    # and start at (626.1436, 466.1436); 14 positions -> 14 cells one to one. The box spans x [7.8564, 13.8564] ->
+    # cells 8..13 and y [9.8564, 13.8564] -> cells 10..13.
+    box = (634, 476, 640, 480)
+    square = g.adaptive_square(box, 640, 480)
+    assert square[2:] == (640.0, 480.0)
+    expected = np.zeros((14, 14), bool)
+    expected[10:14, 8:14] = True
+    np.testing.assert_array_equal(g.foreground_mask(box, square, 14), expected)
+
+
+def test_masks_equal_the_references_construction():
+    """The reference's recipe re-done with torch on random proposals: positions ``arange(x2 - x1)`` of the float32
+    square, inclusive bounds, ``F.interpolate(mode="nearest")`` to the grid."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        w, h = rng.uniform(4, 120, 2)
+        x1, y1 = rng.uniform(-2, 640 - w), rng.uniform(-2, 480 - h)
+        box = (x1, y1, x1 + w, y1 + h)
+        square = torch.tensor(g.adaptive_square(box, 640, 480), dtype=torch.float32)
+        fg = torch.tensor(box, dtype=torch.float32) - square[[0, 1, 0, 1]]
+        x = torch.arange(square[2] - square[0])
+        y = torch.arange(square[3] - square[1])
+        ref = ((fg[0] <= x) & (x <= fg[2]))[None, :] & ((fg[1] <= y) & (y <= fg[3]))[:, None]
+        ref = F.interpolate(ref[None, None].float(), size=(14, 14), mode="nearest")[0, 0].bool()
+        np.testing.assert_array_equal(g.foreground_mask(box, square.tolist(), 14), ref.numpy(), err_msg=str(box))

@@ -95,6 +95,33 @@ def test_vild_rows_equal_a_direct_computation(tmp_path, clip):
     torch.testing.assert_close(renorm, F.normalize(obj["embeddings"], dim=-1))
 
 
+def test_dry_run_keeps_every_name_and_shrinks_the_ensembles(tmp_path, clip):
+    from pipeline.core import dry_run as dry
+
+    names = ["red circle", "blue square", "green star"]
+    src = write_json(tmp_path / "a.json", {"categories": [{"id": i, "name": n} for i, n in enumerate(names)]})
+    common = ["--names-from", str(src), "--model", TINY, "--weights", "random", "--device", "cpu"]
+    run("vild", *common, "--output", str(tmp_path / "vild.pth"), "--dry-run")
+    obj = torch.load(tmp_path / "vild.pth", weights_only=True)
+    assert obj["names"] == sorted(names)  # the vocabulary stays complete
+    assert obj["meta"]["dry_run"] == "True" and obj["meta"]["templates"] == str(dry.TEMPLATES) == "2"
+    templates = prompts.vild_templates()[: dry.TEMPLATES]
+    direct = text.encode_text(clip.model, [t.format("green star") for t in templates]).mean(0)  # unit rows, mean
+    torch.testing.assert_close(prompts.select(obj, ["green star"])[0], direct, atol=1e-5, rtol=0)
+    run("vild", *common, "--output", str(tmp_path / "full.pth"))
+    assert torch.load(tmp_path / "full.pth", weights_only=True)["meta"]["dry_run"] == "False"
+    desc = {n: [f"a {n}.", f"the {n}.", f"one more {n}."] for n in names}
+    write_json(tmp_path / "d.json", desc)
+    run("text", *common, "--descriptions", str(tmp_path / "d.json"), "--output", str(tmp_path / "t.pth"), "--dry-run")
+    t = torch.load(tmp_path / "t.pth", weights_only=True)
+    assert t["names"] == sorted(names) and t["meta"]["dry_run"] == "True"
+    first = text.encode_text(clip.model, desc["red circle"][: dry.TEMPLATES], normalize=False).mean(0)
+    torch.testing.assert_close(prompts.select(t, ["red circle"])[0], F.normalize(first, dim=0), atol=1e-5, rtol=0)
+    run("multimodal", "--text", str(tmp_path / "t.pth"), "--vision", str(tmp_path / "t.pth"), "--output",
+        str(tmp_path / "m.pth"))  # fmt: skip
+    assert torch.load(tmp_path / "m.pth", weights_only=True)["meta"]["dry_run"] == "True"  # made of a dry run's file
+
+
 def test_vocabulary_is_the_sorted_union(tmp_path):
     a = write_json(tmp_path / "a.json", {"categories": [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]})
     b = write_json(tmp_path / "b.json", {"categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "ant"}]})
@@ -249,6 +276,16 @@ def test_mmovod_vision_and_multimodal_cli(tmp_path, demo_set):
         str(tmp_path / "v2.pth"),
     )
     torch.testing.assert_close(torch.load(tmp_path / "v2.pth", weights_only=True)["embeddings"], v["embeddings"])
+    # dry run: every class, one exemplar with one view (equal to the full run with k 1 and one view)
+    vision = ["vision-avg", *common, "--categories", str(ann), "--images", str(demo_set / "images" / "train")]
+    run(*vision, "--exemplars", str(ex), "--num-augs", "2", "--output", str(tmp_path / "vd.pth"), "--dry-run")
+    run("sample-exemplars", "--input", str(ann), "--output", str(tmp_path / "ex1.json"), "-k", "2")
+    one = [lst[:1] for lst in json.loads((tmp_path / "ex1.json").read_text())]
+    write_json(tmp_path / "ex1.json", one)
+    run(*vision, "--exemplars", str(tmp_path / "ex1.json"), "--num-augs", "1", "--output", str(tmp_path / "v1.pth"))
+    vd, v1 = (torch.load(tmp_path / f"{k}.pth", weights_only=True) for k in ("vd", "v1"))
+    assert vd["names"] == v["names"] and vd["meta"]["dry_run"] == "True" and vd["meta"]["num_augs"] == "1"
+    torch.testing.assert_close(vd["embeddings"], v1["embeddings"])
 
 
 def test_context_crop_is_square_and_clipped():

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from pipeline import proposals
+from pipeline.core import dry_run as dry
 from pipeline.formats import proposal_file
-from pipeline.proposals import recall
+from pipeline.proposals import recall, schedule
 from pipeline.proposals.reference import UnsafePickleError, load_proposal_pickle
 from tests.conftest import make_demo_split, write_json
 from tests.test_detector_train import _killed_in_second_iteration, _newest_run_log, _resumed, _stale
@@ -131,6 +132,8 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
         str(work),
         "--depth",
         "18",
+        "--backbone-init",
+        "random",
         "--scale",
         "256",
         "--iters",
@@ -139,6 +142,9 @@ def test_rpn_training_on_base_boxes_lowers_the_loss(tmp_path):
         "2",
         "--lr",
         "0.01",
+        "--lr-batch",
+        "2",
+        "--steps",
         "--workers",
         "0",
         "--checkpoint-every",
@@ -212,7 +218,7 @@ def test_rpn_training_resumes_only_the_same_run(tmp_path, monkeypatch):
         proposals.main(
             ["train", "--annotations", "train.base.json", "--images", str(demo.relative_to(project) / "images/train"),
              "--work-dir", str(work), "--depth", "18", "--scale", "128", "--iters", "2", "--lr", lr,
-             "--workers", "0", "--checkpoint-every", "1", *extra]
+             "--workers", "0", "--checkpoint-every", "1", "--backbone-init", "random", *extra]
         )  # fmt: skip
 
     train()
@@ -261,7 +267,7 @@ def test_backbone_initialisation_options(tmp_path):
     ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
 
     def cfg(init):
-        ns = train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", init)
+        ns = train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", init, "--iters", "10")
         return proposals.train_config(ns)
 
     assert cfg("random")["model"]["backbone"]["init_cfg"] is None and cfg("random")["load_from"] is None
@@ -301,6 +307,8 @@ def test_oln_style_head_trains_and_predicts(tmp_path):
             "oln",
             "--depth",
             "18",
+            "--backbone-init",
+            "random",
             "--scale",
             "256",
             "--iters",
@@ -404,6 +412,7 @@ def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
     assert "Traceback" not in err[err.index(f"ERROR pipeline: {line}") :]  # one line (mmengine may log before it)
     assert line in log.read_text() and "Traceback" in log.read_text()
     assert cli.run_main(proposals.main, [*argv, "--on-bad-image", "skip"]) == 0
+    assert "proposals: 3/3 img (100%)" in log.read_text()  # the progress lines reach the log file
     pf = proposal_file.ProposalFile(out)
     assert pf.image_ids.tolist() == ids
     assert len(pf.get(ids[1])[0]) == 0 and len(pf.get(ids[0])[0]) > 0
@@ -433,3 +442,105 @@ def test_recall_without_boxes_of_a_group_is_null_not_nan(tmp_path):
     assert json.loads((tmp_path / "recall.json").read_text())["novel"]["AR@100"] is None
     text = report.summary_markdown([], {}, rec, None, None, [])
     assert "novel AR@100 – (R@100 IoU 0.5: –, 0 boxes)" in text and "base AR@100 100.0" in text
+
+
+def test_dry_run_predict_and_recall_cover_the_dry_run_set(tmp_path, monkeypatch):
+    """Under --dry-run, predict reads the first images of the file (file order, not ids) and recall scores the
+    ground truth of those images only (the full recall refuses the file: images without proposals)."""
+    from pipeline.core import dry_run as dry
+
+    monkeypatch.setattr(dry, "IMAGES", 2)
+    demo = make_demo_split(tmp_path, num_train=1, num_val=4)
+    ann = tmp_path / "val.all.json"
+    data = json.loads(ann.read_text())
+    data["images"].reverse()
+    ann.write_text(json.dumps(data))
+    first = [im["id"] for im in data["images"][:2]]
+    out = tmp_path / "val.h5"
+    proposals.main(
+        ["predict", "--checkpoint", str(_untrained_rpn(tmp_path / "final.pth")), "--annotations", str(ann)]
+        + ["--images", str(demo / "images/val"), "--output", str(out), "--max-per-img", "20", "--device", "cpu"]
+        + ["--dry-run"]
+    )
+    pf = proposal_file.ProposalFile(out)
+    assert pf.image_ids.tolist() == sorted(first) and bool(pf.attrs["dry_run"])
+    rec = tmp_path / "recall.json"
+    args = ["recall", "--proposals", str(out), "--annotations", str(ann), "--num-base", "3", "--output", str(rec)]
+    with pytest.raises(proposal_file.ProposalFileError, match="no proposals for image"):
+        proposals.main(args)
+    proposals.main([*args, "--dry-run"])
+    report = json.loads(rec.read_text())
+    boxes = sum(a["image_id"] in first and not a.get("iscrowd") for a in data["annotations"])
+    assert report["dry_run"] is True and report["all"]["boxes"] == boxes > 0
+
+
+def test_training_images_counts_what_mmdet_trains_on():
+    """mmdet's filter (filter_empty_gt, min_size 32): an image needs a box (a crowd box counts) and both sides >= 32."""
+    data = {
+        "images": [
+            {"id": 1, "width": 640, "height": 480},
+            {"id": 2, "width": 640, "height": 480},  # no box
+            {"id": 3, "width": 31, "height": 480},  # too narrow
+            {"id": 4, "width": 32, "height": 32},  # only a crowd box
+        ],
+        "annotations": [{"image_id": 1}, {"image_id": 1}, {"image_id": 3}, {"image_id": 4, "iscrowd": 1}],
+    }
+    assert schedule.training_images(data) == 2
+
+
+def test_rpn_1x_schedule_by_hand():
+    # OV-COCO: 107,761 training images with base boxes, 12 epochs at 16 images: ceil(80,820.75) iterations, steps
+    # after epochs 8 and 11 = round(53,880.67) and round(74,085.92); lr 0.02 as given for 16 images
+    s = schedule.schedule(images=107_761, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, batch=16)
+    assert (s.iters, s.milestones, s.lr) == (80_821, (53_881, 74_086), 0.02)
+    # one GPU x 2 images: 8x the iterations, lr / 8
+    s = schedule.schedule(images=1000, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, batch=2)
+    assert (s.iters, s.milestones, s.lr) == (6000, (4000, 5500), 0.0025)
+    # fixed iterations keep the steps' fractions 8/12 and 11/12
+    s = schedule.schedule(images=1000, epochs=12, iters=200, steps=[8, 11], lr=0.01, lr_batch=2, batch=2)
+    assert (s.iters, s.milestones, s.lr) == (200, (133, 183), 0.01)
+    assert s.param_scheduler() == [
+        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=200),
+        dict(type="MultiStepLR", by_epoch=False, begin=0, end=200, milestones=[133, 183], gamma=0.1),
+    ]
+    with pytest.raises(ValueError, match=r"lr steps \[8, 13\]"):
+        schedule.schedule(images=10, epochs=12, iters=None, steps=[8, 13], lr=0.02, lr_batch=16, batch=2)
+
+
+def test_train_config_schedule(tmp_path):
+    ann = write_json(
+        tmp_path / "a.json",
+        {
+            "images": [{"id": i, "width": 64, "height": 48} for i in range(1, 11)],
+            "annotations": [{"id": i, "image_id": i, "category_id": 0, "bbox": [1, 1, 9, 9]} for i in range(1, 10)],
+            "categories": [{"id": 0, "name": "x"}],
+        },
+    )
+
+    def cfg(*extra):
+        return proposals.train_config(train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", "random", *extra))
+
+    # 9 images with a box, 12 epochs at 2 GPUs x 2 images: ceil(27) = 27 iterations, steps after 18 and 24.75 -> 25;
+    # lr 0.02 for 16 images -> 0.005 for 4
+    c = cfg("--gpus", "2")
+    assert c["train_cfg"]["max_iters"] == 27 and c["optim_wrapper"]["optimizer"]["lr"] == pytest.approx(0.005)
+    assert c["param_scheduler"][1]["milestones"] == [18, 25]
+    # the demo's settings: 200 iterations, no steps, lr 0.01 for its 2 images: the warm-up alone, lr unscaled
+    c = cfg("--iters", "200", "--steps", "--lr", "0.01", "--lr-batch", "2")
+    assert c["optim_wrapper"]["optimizer"]["lr"] == 0.01 and c["train_cfg"]["max_iters"] == 200
+    assert c["param_scheduler"] == [dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=200)]
+    # a dry run shrinks the schedule to its iterations, the steps at the same fractions
+    c = cfg("--dry-run")
+    assert c["train_cfg"]["max_iters"] == dry.ITERS
+    assert c["param_scheduler"][1]["milestones"] == sorted({round(8 * dry.ITERS / 12), round(11 * dry.ITERS / 12)})
+    empty = write_json(tmp_path / "e.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
+    with pytest.raises(ValueError, match="e.json: no training image"):
+        proposals.train_config(train_args(empty, tmp_path, tmp_path / "w"))
+
+
+def test_a_missing_backbone_file_is_named(tmp_path):
+    ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
+    missing = tmp_path / "pretrained/torchvision/resnet50-0676ba61.pth"
+    argv = ["train", "--annotations", str(ann), "--images", str(tmp_path), "--work-dir", str(tmp_path / "w")]
+    with pytest.raises(FileNotFoundError, match=f"--backbone-init torchvision:{missing}: no file"):
+        proposals.main([*argv, "--backbone-init", f"torchvision:{missing}"])

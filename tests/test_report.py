@@ -289,3 +289,134 @@ def test_train_seeds_add_seed_runs_to_the_plan(snakemake_bin, tmp_path):
     assert f"--experiments {runs}" in reports[0]
     (main,) = [x for x in fits if "--experiment vild_demo " in x]
     assert "randomness.seed=5" in main and "--config " not in main
+
+
+def _tables(text: str) -> list[int]:
+    """Line numbers where a markdown table starts."""
+    lines = text.splitlines()
+    return [k for k, line in enumerate(lines) if line.startswith("|") and (k == 0 or not lines[k - 1].startswith("|"))]
+
+
+def test_a_dry_runs_report_says_dry_run_in_the_title_every_table_and_every_figure(tmp_path, monkeypatch):
+    from pipeline.core import dry_run as dry
+    from pipeline.report import marks
+
+    _stored_run(tmp_path)
+    _write(tmp_path / "teacher.json", {"zero_shot": {"crops": {"vild": {"base": 0.5}}}})  # one more table
+    titles, mark_figure = [], marks.mark_figure
+
+    def spy(fig):  # the real marking, then what it wrote
+        mark_figure(fig)
+        titles.append(fig._suptitle.get_text())
+
+    monkeypatch.setattr(marks, "mark_figure", spy)
+    argv = ["--experiments", "vild_demo", "oadp_demo", "--evaluate-dir", str(tmp_path / "evaluate")]
+    argv += ["--train-dir", str(tmp_path / "train"), "--teacher", str(tmp_path / "teacher.json")]
+    report.main([*argv, "--out-dir", str(tmp_path / "plain")])
+    plain = (tmp_path / "plain" / "summary.md").read_text()
+    assert "DRY RUN" not in plain and titles == [] and len(_tables(plain)) == 3  # detection, seeds, teacher
+    metrics = json.loads((tmp_path / "evaluate/oadp_demo/metrics.json").read_text())
+    _write(tmp_path / "evaluate/oadp_demo/metrics.json", {**metrics, "dry_run": True})  # one run is a dry run
+    report.main([*argv, "--out-dir", str(tmp_path / "dry")])
+    text = (tmp_path / "dry" / "summary.md").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# OADP-Flow report: DRY RUN" and "not results" in text
+    starts = _tables(text)
+    assert len(starts) == 3
+    for k in starts:  # the line above every table (after one blank line) is the warning
+        assert lines[k - 1] == "" and lines[k - 2] == marks.TABLE_NOTE, lines[k - 3 : k + 1]
+    assert lines[2] == f"> {dry.WARNING}."
+    assert titles == [marks.FIGURE_TITLE] * 4 and "DRY RUN" in marks.FIGURE_TITLE  # the four plots
+
+
+def _gallery_data(root):
+    """Two 40x30 grey val images; categories 0, 1 base and 2 novel (num_base 2). Image 2 holds the novel box."""
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        (root / "val").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (128, 128, 128)).save(root / "val" / name)
+    annotations = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [5, 5, 10, 10]},
+                        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [20, 12, 12, 12]}],
+        "categories": [{"id": 0, "name": "ball"}, {"id": 1, "name": "cup"}, {"id": 2, "name": "kite"}],
+    }  # fmt: skip
+    _write(root / "val.json", annotations)
+    # image 2: the top detection (kite 0.9) is drawn, the second (cup 0.2) is not: one ground-truth box there
+    detections = [
+        {"image_id": 2, "category_id": 2, "bbox": [18, 10, 14, 14], "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": [1, 1, 10, 20], "score": 0.2},
+    ]
+    _write(root / "evaluate" / "x_demo" / "detections.json", detections)
+    _write(root / "evaluate" / "x_demo" / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
+
+
+def test_val_gallery_puts_ground_truth_beside_the_top_detections_and_tags_novel_classes(tmp_path):
+    from PIL import Image
+
+    from pipeline.core.render import class_colour
+
+    _gallery_data(tmp_path)
+    out = tmp_path / "report"
+    report.main(
+        ["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)]
+        + ["--val-annotations", str(tmp_path / "val.json"), "--val-images", str(tmp_path / "val")]
+        + ["--num-base", "2", "--gallery-images", "2"]
+    )
+    picture = Image.open(out / "val_gallery_x_demo.png").convert("RGB")
+    caption = 22  # pipeline.report.val_gallery.CAPTION_PX
+    assert picture.size == (2 * 40, 2 * (30 + caption))  # two sides, two rows
+    # row 0 is image 2 (it has a novel box): its ground truth on the left, outlined in the colour of "kite [novel]"
+    novel = class_colour("kite [novel]")
+    assert picture.getpixel((20, caption + 23)) == novel  # bottom edge of gt box [20, 12, 32, 24]
+    assert picture.getpixel((40 + 18, caption + 23)) == novel  # left edge of the detection [18, 10, 32, 24]
+    assert picture.getpixel((40 + 1, caption + 15)) == (128, 128, 128)  # the cup (2nd of 1 allowed) not drawn
+    # row 1 is image 1: ball (base) on the left, no detections on the right
+    assert picture.getpixel((5, 2 * caption + 30 + 15)) == class_colour("ball")
+    assert picture.getpixel((40 + 5, 2 * caption + 30 + 15)) == (128, 128, 128)
+    text = (out / "summary.md").read_text()
+    assert "## Val gallery" in text and "![x_demo: ground truth | detections](val_gallery_x_demo.png)" in text
+    with pytest.raises(ValueError, match="--val-annotations needs --val-images and --num-base"):
+        report.main(["--experiments", "x_demo", "--out-dir", str(out), "--val-annotations", str(tmp_path / "v")])
+
+
+def test_summary_html_shows_the_metrics_table_inline(tmp_path):
+    _write(tmp_path / "evaluate" / "x_demo" / "metrics.json", {"novel_ap50": 12.25, "base_ap50": 40.0})
+    out = tmp_path / "report"
+    report.main(["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)])
+    html = (out / "summary.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "<table>" in html
+    assert "<th>novel AP50</th>" in html and "<td>x_demo</td>" in html and "<td>12.2</td>" in html
+
+
+def test_plots_are_sized_for_their_content_and_label_every_panel(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pipeline.report import plots
+
+    def rows(n):
+        return [{"dataset": "coco", "name": f"c{i}", "split": "novel" if i % 4 == 0 else "base", "ap50": float(i)}
+                for i in range(n)]  # fmt: skip
+
+    small = plots.plot_per_class(["e"], {"e": rows(16)}, tmp_path / "a.png")
+    large = plots.plot_per_class(["e"], {"e": rows(40)}, tmp_path / "b.png")
+    lvis = plots.plot_per_class(["e"], {"e": rows(300)}, tmp_path / "c.png")
+    assert small.get_size_inches()[0] < large.get_size_inches()[0] <= lvis.get_size_inches()[0]
+    assert len(small.axes[0].patches) == 16 and len(lvis.axes[0].patches) == plots.MAX_BARS
+    shown = [t.get_text() for t in lvis.axes[0].get_xticklabels()]
+    assert shown[0] == "c299" and shown[-1] == "c0" and "top and bottom 30 of 300" in lvis.axes[0].get_title()
+
+    scalars = {"e": [{"iter": i, "loss": 1.0 / i, "loss_cls": 0.5} for i in range(1, 4)]}
+    losses = plots.plot_losses(["e"], scalars, tmp_path / "d.png")
+    assert len(losses.axes) == len(plots.LOSS_KEYS)
+    assert all(ax.get_ylabel() for ax in losses.axes)
+    assert [ax.get_legend() is not None for ax in losses.axes] == [True, True, False, False, False, False]
+
+    metrics = {"e": {"base_ap50": 30.0, "novel_ap50": 10.0, "open_ended": {"base_accuracy": 70.0}}}
+    transfer = plots.plot_transfer(["e"], metrics, None, tmp_path / "e.png")
+    det, cls = transfer.axes
+    assert "AP50" in det.get_ylabel() and "accuracy" in cls.get_ylabel()
+    assert [p.get_height() for p in det.patches] == [30.0, 10.0] and [p.get_height() for p in cls.patches] == [70.0, 0]

@@ -245,7 +245,11 @@ def test_cli_writes_checkpoint_and_report(tmp_path):
     assert data["training"]["steps"] == 2 and data["parameters"]["total"] > 0
     assert data["zero_shot"]["chance"] == 0.25 and "vild" in data["zero_shot"]["crops"]
     assert not list(tmp_path.glob("t/.*.tmp"))  # atomic: no temporary left
-    assert "teacher" in (tmp_path / "t.log").read_text()
+    log = (tmp_path / "t.log").read_text()
+    assert "teacher: 2/2 step (100%)" in log  # progress in the log file
+    assert f"CLIP {teacher.TEACHER_MODEL}: weights teacher (initialised from seed" in log
+    assert f"CLIP {teacher.TEACHER_MODEL}: weights {out} (sha256 {data['clip_weights_hash']}" in log  # the reload
+    assert "No pretrained weights loaded" not in log  # open_clip's notice: the project sets the weights itself
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchmarks import dag
 from pipeline.core import vocab
 from tests.conftest import make_coco, make_lvis, write_json
 
@@ -167,6 +168,7 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
     for split, n in (("train", 12), ("val", 8)):
         write_json(root / f"coco/annotations/instances_{split}2017.json", make_coco(coco_categories, n, seed=n))
         write_json(root / f"lvis_v1/annotations/lvis_v1_{split}.json", make_lvis(lvis_categories, n, seed=n))
+    dag.touch_pretrained(tmp_path)  # the presets' pretrained files are checked at parse time, whatever the targets
     # the annotation targets of each preset (the tree has annotation files but no images)
     targets = {
         "ov_coco": ["results/annotations/coco/instances_val2017.65.min.json"]
@@ -213,13 +215,36 @@ def test_presets_on_a_generated_reference_tree(snakemake_bin, tmp_path, coco_cat
 
 
 def test_dry_run_config_switch_reaches_every_stage(snakemake_bin, tmp_path):
-    """`--config dry_run=true` (YAML's spelling, as the README writes it) shrinks the teacher and the trainings."""
+    """`--config dry_run=true` (YAML's spelling, as the README writes it) shrinks the teacher and every stage that
+    reads images, trains or builds an ensemble; the evaluation marks its metrics."""
     proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--config", "dry_run=true")
     out = proc.stdout + proc.stderr
     teacher = [line for line in out.splitlines() if "python -m pipeline.teacher" in line]
     assert len(teacher) == 1 and "--steps 20" in teacher[0]
-    trains = [line for line in out.splitlines() if "python -m pipeline.train" in line and " fit " in line]
-    assert len(trains) == 3 and all("--dry-run" in line for line in trains)
+
+    def commands(*words: str) -> list[str]:
+        return [line for line in out.splitlines() if all(w in line for w in words)]
+
+    expected = {  # command words -> number of jobs (3 experiments, 2 splits, 3 kinds x 2 splits x 2 shards)
+        ("python -m pipeline.train", " fit "): 3,
+        ("python -m pipeline.train", " predict "): 3,
+        ("python -m pipeline.evaluate",): 3,
+        ("python -m pipeline.prompts", " vild "): 1,
+        ("python -m pipeline.prompts", " ml "): 1,
+        ("python -m pipeline.proposals", " train "): 1,
+        ("python -m pipeline.proposals", " predict "): 2,
+        ("python -m pipeline.proposals", " recall "): 1,
+        ("python -m pipeline.oake.globals",): 4,
+        ("python -m pipeline.oake.blocks",): 4,
+        ("python -m pipeline.oake.objects",): 4,
+        ("python -m pipeline.oake.verify",): 6,
+    }
+    for words, n in expected.items():
+        lines = commands(*words)
+        assert len(lines) == n and all("--dry-run" in line for line in lines), (words, lines)
+    plain = snakemake(snakemake_bin, tmp_path, "-n", "-p")
+    assert "python -m pipeline.evaluate" in plain.stdout + plain.stderr
+    assert "--dry-run" not in plain.stdout + plain.stderr
 
 
 def test_scene_settings_do_not_rerun_the_captions_or_the_teacher(snakemake_bin, tmp_path):

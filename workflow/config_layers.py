@@ -62,7 +62,8 @@ def _types(prop: Mapping) -> set[str]:
 
 
 def coerce(value: Any, prop: Mapping) -> Any:
-    """``value`` with strings read as YAML where the schema property ``prop`` wants no string (recursively)."""
+    """``value`` with strings read as YAML where the schema property ``prop`` wants no string, and ``null`` read as
+    None where it also allows null (``--config 'train={load_from: null}'``), recursively."""
     if isinstance(value, dict):
         props = prop.get("properties", {})
         return {k: coerce(v, props.get(k, {})) for k, v in value.items()}
@@ -70,6 +71,8 @@ def coerce(value: Any, prop: Mapping) -> Any:
         items = prop.get("items", {})
         return [coerce(v, items) for v in value]
     types = _types(prop)
+    if value == "null" and "null" in types:
+        return None
     if isinstance(value, str) and types and "string" not in types:
         try:
             parsed = yaml.safe_load(value)
@@ -96,4 +99,3 @@ def layered(cli: Mapping, project_file: str | Path, workdir_file: str | Path | N
     if "dataset" not in on_top or on_top["dataset"] == project.get("dataset", "demo"):
         config = merge(project, on_top)
     return config
-

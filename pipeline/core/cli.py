@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline.core.progress import PROGRESS_ATTR, on_terminal
 
 
 def add_log_argument(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +34,19 @@ class _BriefFormatter(logging.Formatter):
         return super().format(record)
 
 
+def _not_progress(record: logging.LogRecord) -> bool:
+    return not getattr(record, PROGRESS_ATTR, False)
+
+
 def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
     """Log to stderr and, when given, to ``log_file`` (appended; Snakemake's ``log:`` path).
 
-    Records logged with ``extra={"brief": True}`` carry their traceback to ``log_file`` only."""
+    Records logged with ``extra={"brief": True}`` carry their traceback to ``log_file`` only. Progress lines
+    (:mod:`pipeline.core.progress`) skip stderr when it is a terminal: the bar shows them there."""
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(_BriefFormatter(LOG_FORMAT))
+    if on_terminal():
+        stderr.addFilter(_not_progress)
     handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +54,37 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handlers.append(file_handler)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True)
+
+
+class _ToLogFiles(logging.Handler):
+    """Hands records to the root logger's file handlers (the ``--log`` file); not a ``FileHandler`` itself, so
+    mmengine writes no parameter-initialisation table through it."""
+
+    def __init__(self, targets: list[logging.Handler]) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for target in self.targets:
+            target.handle(record)
+
+
+@contextmanager
+def also_to_log_file(logger: logging.Logger) -> Iterator[None]:
+    """Inside the block, also write the records of ``logger`` to the ``--log`` file of :func:`setup_logging`: for a
+    logger that does not propagate to the root, such as the ``MMLogger`` of an mmengine ``Runner`` (its iteration
+    lines with loss, lr and ETA), at the root logger's level (mmengine's debug lines stay out unless ``-v``).
+    Nothing changes when no log file is set up."""
+    root = logging.getLogger()
+    targets = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    handler = _ToLogFiles(targets)
+    handler.setLevel(root.getEffectiveLevel())
+    if targets:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def dispatch(parser: argparse.ArgumentParser, argv=None):

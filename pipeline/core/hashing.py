@@ -20,3 +20,16 @@ def sha256_files(paths: Iterable[str | Path]) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+_CACHE: dict[tuple, str] = {}
+
+
+def sha256_files_cached(paths: Iterable[str | Path]) -> str:
+    """:func:`sha256_files`, computed once per process for the same files (path, inode, size and mtime unchanged);
+    for large inputs read by several loaders in one process (CLIP weights, ~350 MB)."""
+    files = sorted(Path(p).resolve() for p in paths)
+    key = tuple((str(p), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in ((p, p.stat()) for p in files))
+    if key not in _CACHE:
+        _CACHE[key] = sha256_files(files)
+    return _CACHE[key]

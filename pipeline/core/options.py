@@ -42,6 +42,22 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """argparse ``type`` of a ``KEY=VALUE`` option (``--prompt vild=results/prompts/vild.pth``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def dict_action(**kwargs) -> argparse.Action:
+    """mmengine's ``DictAction`` (dotted-key ``--cfg-options``), imported as the parser is built (mmengine is slow to
+    import)."""
+    from mmengine.config import DictAction
+
+    return DictAction(**kwargs)
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args:

@@ -2,12 +2,14 @@
 
 OV-COCO uses the OVR-CNN 48/17 split (method §2.1), both lists in COCO-id order; the 15 COCO classes outside the
 65 are dropped. OV-LVIS takes novel = the 337 rare (``frequency == 'r'``) categories and base = the 866 common and
-frequent ones, both in LVIS-id order. The demo dataset takes its split from the config. In every case the
-remapped category id is the index in ``bases + novels``: bases first, 0-based.
+frequent ones, both in LVIS-id order. The demo dataset and a user's dataset (``dataset: custom``,
+:func:`custom_split`) take their split from the config, by name. In every case the remapped category id is the
+index in ``bases + novels``: bases first, 0-based.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -60,7 +62,8 @@ class Split:
 def check_split(split: Split, categories: Sequence[Mapping], source: str) -> None:
     """Raise :class:`VocabError` naming ``source`` and the offending names if ``split`` does not fit.
 
-    Checks: no duplicate name inside a list, base and novel disjoint, every name present in ``categories``.
+    Checks: no duplicate name inside a list, base and novel disjoint, every name present in ``categories`` (the
+    message gives the :func:`closest` category names of each unknown one).
     """
     for label, names in (("base", split.bases), ("novel", split.novels)):
         seen: set[str] = set()
@@ -70,10 +73,25 @@ def check_split(split: Split, categories: Sequence[Mapping], source: str) -> Non
     both = sorted(set(split.bases) & set(split.novels))
     if both:
         raise VocabError(f"{source}: split is not disjoint: {both} are both base and novel")
-    known = {c["name"] for c in categories}
-    missing = [n for n in split.names if n not in known]
+    known = [c["name"] for c in categories]
+    known_set = set(known)
+    missing = [n for n in split.names if n not in known_set]
     if missing:
-        raise VocabError(f"{source}: split names not among the file's categories: {missing}")
+        hints = "; ".join(f"{n!r}: closest {closest(n, known)}" for n in missing[:5])
+        raise VocabError(f"{source}: split names not among the file's categories: {missing} ({hints})")
+
+
+def closest(name: str, known: Sequence[str], n: int = 3) -> list[str]:
+    """Up to ``n`` names of ``known`` most similar to ``name`` (difflib ratio, ignoring case), best first; the
+    best single match when none reaches the similarity cutoff (0.6)."""
+    folded: dict[str, str] = {}
+    for k in known:
+        folded.setdefault(k.casefold(), k)
+    keys = list(folded)
+    matches = difflib.get_close_matches(name.casefold(), keys, n=n) or difflib.get_close_matches(
+        name.casefold(), keys, n=1, cutoff=0.0
+    )
+    return [folded[m] for m in matches]
 
 
 def ordered_by_id(names: Iterable[str], categories: Sequence[Mapping]) -> tuple[str, ...]:
@@ -103,3 +121,21 @@ def named_split(base: Sequence[str], novel: Sequence[str], categories: Sequence[
     split = Split(tuple(base), tuple(novel))
     check_split(split, categories, source)
     return Split(ordered_by_id(base, categories), ordered_by_id(novel, categories))
+
+
+def custom_split(novel: Sequence[str], base: Sequence[str] | None, categories: Sequence[Mapping], source: str) -> Split:
+    """The split of a user's dataset (``dataset: custom``), given by name and put in id order.
+
+    ``base`` None (or empty) = every category of ``categories`` that is not novel; an explicit ``base`` leaves the
+    categories named in neither list out of the split (as OV-COCO leaves 15 COCO classes out). Raises
+    :class:`VocabError` naming ``source`` for the checks of :func:`check_split` (an unknown name comes with the
+    closest category names) and for a split without a base or a novel class.
+    """
+    if not base:
+        novel_set = set(novel)
+        base = [c["name"] for c in categories if c["name"] not in novel_set]
+    split = named_split(base, novel, categories, source)
+    for label, names in (("base", split.bases), ("novel", split.novels)):
+        if not names:
+            raise VocabError(f"{source}: the split has no {label} class (categories: {len(categories)})")
+    return split

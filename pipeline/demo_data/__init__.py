@@ -22,6 +22,10 @@ single-object crops of every class, base and novel alike (CLIP saw everything; t
 ``train`` has N crops per class; ``test`` (held out, zero-shot evaluation) has ``--caption-test-per-class``.
 The CLIP teacher (:mod:`pipeline.teacher`) draws the same crops in memory with :func:`draw_caption_crop`.
 
+With ``--custom DIR`` the same scenes are also written as a user's own COCO-format dataset (``dataset: custom``)
+with non-contiguous ids, names with spaces, hyphens, upper case and accents, and nested image folders
+(:mod:`pipeline.demo_data.custom`).
+
 Every image is drawn from its own seed ``(seed, split, index)``, so the dataset is identical across runs and
 machines whatever the order of generation.
 """
@@ -34,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core import atomic, cli
+from pipeline.demo_data.custom import write_custom
 from pipeline.demo_data.dataset import (
     coco_url,
     frequencies,
@@ -177,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write only the captioned crops (rule demo_captions: they depend on the classes and the seed alone)",
     )
+    p.add_argument(
+        "--custom",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the scenes as a custom-format dataset under DIR (pipeline.demo_data.custom)",
+    )
     cli.add_log_argument(p)
     return p
 
@@ -203,5 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise DemoDataError("--captions-only needs --captions-per-class >= 1")
     if not args.captions_only:
         run(opts)
+        if args.custom is not None:
+            write_custom(opts.out_dir, args.custom)
     if args.captions_per_class > 0:
         write_captions(opts, args.captions_per_class, args.caption_test_per_class)

@@ -13,9 +13,9 @@ import logging
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from pipeline.core import atomic
+from pipeline.core.progress import track
 from pipeline.world.captions import CaptionOptions, draw_caption_crop
 from pipeline.world.draw import SPLIT_INDEX, DemoOptions, DrawnObject, draw_image
 from pipeline.world.grammar import SHAPE_SYNONYMS, split_kind
@@ -39,7 +39,7 @@ def generate_split(opts: DemoOptions, split: str) -> tuple[dict, list[tuple[dict
     folder = opts.out_dir / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations, drawn = [], [], []
-    for index in tqdm(range(count), desc=f"demo {split}", unit="img", leave=False):
+    for index in track(range(count), f"demo {split}", unit="img", logger=log):
         img, objects = draw_image(opts, split, index)
         iid = image_id(opts, split, index)
         name = f"{iid:012d}.jpg"
@@ -154,7 +154,7 @@ def write_captions(
         folder = opts.out_dir / "captions" / split
         folder.mkdir(parents=True, exist_ok=True)
         records = []
-        for index in tqdm(range(per * len(opts.specs)), desc=f"captions {split}", unit="img", leave=False):
+        for index in track(range(per * len(opts.specs)), f"captions {split}", unit="img", logger=log):
             crop = draw_caption_crop(opts.specs, opts.seed, split, index, caption_opts)
             name = f"{index:06d}.png"
             with atomic.atomic_path(folder / name, suffix=".png") as tmp:

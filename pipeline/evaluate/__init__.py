@@ -31,6 +31,11 @@ Undefined values
     A summary over categories that have no ground truth is ``-1`` in pycocotools / lvis-api; here it is
     ``null`` (JSON) / an empty CSV cell, never a number. Every other value is in percent (100 x the APIs').
 
+Dry run (``--dry-run``)
+    Only the dry-run image set is evaluated, in every file: that of ``--coco`` when given, else of ``--lvis``
+    (its first images, those a dry run's train predict read: :mod:`pipeline.core.dry_run`); ``metrics.json`` says
+    ``"dry_run": true`` (else false) and the log warns that the numbers are not results.
+
 Outputs (each written atomically)
     ``DIR/metrics.json``::
 
@@ -50,7 +55,8 @@ Outputs (each written atomically)
          "open_ended": {"accuracy", "not_in_vocab_rate", "base_accuracy", "novel_accuracy",   # with --regions
                         "base_named_novel_rate",
                         "object_base_accuracy", "object_novel_accuracy"},  # regions with object_embeddings
-         "inputs": {name: {"path", "sha256"}}}
+         "inputs": {name: {"path", "sha256"}},
+         "dry_run": true | false}                                                  # --dry-run: not a result
 
     The aliases use the reference's names (``COCO_{B}_{N}_`` = all, ``COCO_{B}_`` = base, ``COCO_{N}_`` =
     novel, with B / N the numbers of base / novel categories) and hold the same percent values.
@@ -98,6 +104,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.core import atomic
+from pipeline.core import dry_run as dry
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import Command, option
 from pipeline.evaluate.coco import COCO_MAX_DETS, coco_dt, coco_gt, coco_report, coco_stats, run_coco_eval
@@ -173,6 +180,12 @@ class EvaluateOptions:
     )
     synonyms: Path | None = option(None, help="extra synonyms JSON {name: [synonym, ...]}")
     relationships: Path | None = option(None, help="LAC relationships JSON (adds LAC levels)")
+    dry_run: bool = option(
+        False,
+        help=f"the detections come from a dry run: evaluate the first {dry.IMAGES} images of the first file only; "
+        "metrics.json says dry_run (not results)",
+        action="store_true",
+    )
 
     def __post_init__(self) -> None:
         if self.coco is None and self.lvis is None:
@@ -204,11 +217,15 @@ def run(options: EvaluateOptions) -> None:
     dets = load_detections(options.detections)
     inputs = {"detections": options.detections}
     gts: dict[str, Json] = {}
+    keep: list[int] | None = None  # dry run: the dry-run image set of the first file, evaluated in every file
     for kind in ("coco", "lvis"):
         path = getattr(options, kind)
         if path is None:
             continue
         gts[kind] = load_gt(path, lvis=kind == "lvis")
+        if options.dry_run:  # the images a dry run's train predict read
+            keep = dry.record_ids(gts[kind]["images"]) if keep is None else keep
+            gts[kind] = dry.restrict(gts[kind], keep)
         check_detections(dets, gts[kind], str(options.detections), str(path))
         if options.num_base is not None:
             check_remapped(gts[kind], str(path), options.num_base)
@@ -251,8 +268,11 @@ def run(options: EvaluateOptions) -> None:
     atomic.write_json(out / "pr_curves.json", pr)
     if oe is not None:
         atomic.write_json(out / "open_ended.json", oe, compact=False)
-    atomic.write_json(out / "metrics.json", build_metrics(coco, lvis, oe, inputs), compact=False)
+    metrics = {**build_metrics(coco, lvis, oe, inputs), "dry_run": options.dry_run}
+    atomic.write_json(out / "metrics.json", metrics, compact=False)
     log.info("metrics -> %s", out / "metrics.json")
+    if options.dry_run:
+        log.warning("%s: %s", out / "metrics.json", dry.WARNING)
 
 
 COMMAND = Command("python -m pipeline.evaluate", __doc__, EvaluateOptions, run)

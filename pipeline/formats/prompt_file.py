@@ -1,8 +1,10 @@
 """Prompt files ``results/prompts/{name}.pth``: class embeddings picked by class name.
 
 A prompt file is a dict ``names: list[str]`` (K distinct class names), ``embeddings: float32 [K, D]`` (row ``i``
-belongs to ``names[i]``), ``meta: dict[str, str]`` (how it was made) and, for learned prompts, the floats
-``scaler`` and ``bias``. Only tensors, strings and floats: it loads with ``torch.load(path, weights_only=True)``.
+belongs to ``names[i]``), ``meta: dict[str, str]`` (how it was made; ``meta["dry_run"] == "True"``: by a dry
+run, shrunk ensembles, not for results) and, for learned prompts, the floats ``scaler`` and ``bias`` and, when
+known, ``context: float32 [n_ctx, W]`` (the learned context token embeddings that embed any other name the same
+way). Only tensors, strings and floats: it loads with ``torch.load(path, weights_only=True)``.
 Readers pick rows by name with :func:`select`, never by position.
 """
 
@@ -27,6 +29,7 @@ def save(
     meta: Mapping[str, str],
     scaler: float | None = None,
     bias: float | None = None,
+    context: torch.Tensor | None = None,
 ) -> None:
     """Write a prompt file atomically (tensors, strings and floats only: ``weights_only`` loadable)."""
     embeddings = embeddings.detach().float().cpu().contiguous()
@@ -39,6 +42,8 @@ def save(
     obj: dict = {"names": list(names), "embeddings": embeddings, "meta": {k: str(v) for k, v in meta.items()}}
     if scaler is not None:
         obj["scaler"], obj["bias"] = float(scaler), float(bias)
+    if context is not None:
+        obj["context"] = context.detach().float().cpu().contiguous()
     with atomic.atomic_path(path, suffix=".pth") as tmp:
         torch.save(obj, tmp)
 

@@ -18,20 +18,19 @@ from typing import Any, Literal
 
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from pipeline.core import cli, images
+from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
 from pipeline.core.options import add_arguments, from_args, option
+from pipeline.core.progress import Progress
 from pipeline.formats import feature_cache as cache
 
 log = logging.getLogger(__name__)
 
 STAGE_VERSION = 1
-DRY_RUN_IMAGES = 4
-DRY_RUN_PROPOSALS = 5
 _ON_BAD_IMAGE = images.ON_BAD_IMAGE  # (the field ``images`` hides the module inside ExtractOptions)
 
 
@@ -74,7 +73,9 @@ class ExtractOptions:
         help="an unreadable image stops the job (error) or is skipped and listed in the shard's skipped attr",
         choices=_ON_BAD_IMAGE,
     )
-    dry_run: bool = option(False, help=f"first {DRY_RUN_IMAGES} images of the shard only", action="store_true")
+    dry_run: bool = option(
+        False, help=f"only the shard's images among the first {dry.IMAGES} of the split", action="store_true"
+    )
     compression: Literal["none", "gzip"] = option(
         "none", help="final shard: contiguous and memory-mapped (none) or gzip-compressed rows"
     )
@@ -102,10 +103,12 @@ def load_model(opts: ExtractOptions):
 
 
 def shard_items(opts: ExtractOptions) -> list[ImageItem]:
+    """The images of this shard, ascending id; under ``dry_run`` those in the split's dry-run set
+    (:mod:`pipeline.core.dry_run`: the union over the shards is the set; a shard may get none)."""
     items = list_images(opts.annotations, opts.images)
     ids = set(cache.shard_image_ids([it.image_id for it in items], opts.shards, opts.shard))
     items = [it for it in items if it.image_id in ids]
-    return items[:DRY_RUN_IMAGES] if opts.dry_run else items
+    return dry.select(items, opts.annotations) if opts.dry_run else items
 
 
 def run(
@@ -144,11 +147,11 @@ def run(
         loader = DataLoader(
             _Images(todo, prepare),
             batch_size=opts.batch_images,
-            num_workers=opts.workers,
+            num_workers=opts.workers if todo else 0,  # a dry-run shard may have no image: no workers to start
             collate_fn=list,
             persistent_workers=False,
         )
-        bar = tqdm(total=len(todo), desc=f"oake {kind} {opts.output.parent.name}/{opts.output.name}", unit="img")
+        bar = Progress(len(todo), f"oake {kind} {opts.output.parent.name}/{opts.output.name}", unit="img", logger=log)
         for batch in loader:
             good = [r for r in batch if "error" not in r]
             outputs = iter(forward(good)) if good else iter(())

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline.core import cli
+from pipeline.core import dry_run as dry
 from pipeline.core.device import autocast
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
@@ -87,14 +88,15 @@ def run(opts: ObjectsOptions) -> dict:
     encoder = vision.ObjectAwareEncoder(clip.model.visual)
     attrs = {
         **clip.provenance(),
-        "preprocessing": "adaptive square sqrt(8wh), standard 224, object-aware forward",
+        # the mask on the unrounded square (the reference's): another value in a partial shard restarts it
+        "preprocessing": "adaptive square sqrt(8wh), standard 224, mask on the unrounded square, object-aware forward",
         "proposals": str(opts.proposals),
         "proposals_sha256": sha256_file(opts.proposals),
         "min_side": geometry.MIN_OBJECT_SIDE,
         "background_bias": vision.BACKGROUND_BIAS,
         "mini_batch": encoder.mini_batch,
     }
-    limit = extract.DRY_RUN_PROPOSALS if opts.dry_run else None
+    limit = dry.OBJECTS_PER_IMAGE if opts.dry_run else None
     forward = make_forward(encoder, device, opts.precision)
     return extract.run(
         opts,

@@ -1,8 +1,9 @@
 """Check final OAKE shards (the reference's ``auto_fix``, done once over the cache instead of per file).
 
 For every shard: readable, rows finite and unit-norm within fp16 tolerance, CSR offsets consistent, image ids equal
-to the shard's share of the annotation file (``--shards``; the index comes from ``shard-{i:03d}.h5``). Bad shards
-are listed; with ``--fix`` they are removed so that the next ``snakemake`` run rebuilds exactly those.
+to the shard's share of the annotation file (``--shards``; the index comes from ``shard-{i:03d}.h5``; with
+``--dry-run-cache`` the share of the dry-run image set, :mod:`pipeline.core.dry_run`). Bad shards are listed; with
+``--fix`` they are removed so that the next ``snakemake`` run rebuilds exactly those.
 
 ``python -m pipeline.oake.verify --annotations A --shards N results/oake/demo/objects/val/shard-*.h5 [--fix]``
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.core import atomic, cli, images
+from pipeline.core import dry_run as dry
 from pipeline.core.options import add_arguments, from_args, option
 from pipeline.formats import feature_cache as cache
 
@@ -27,20 +29,24 @@ SHARD_NAME = re.compile(r"shard-(\d+)\.h5$")
 def check(
     shards: Sequence[Path], annotations: Path | None, num_shards: int | None, dry_run: bool = False
 ) -> dict[Path, list[str]]:
-    """Problems per shard path (only bad shards are in the result).
+    """Problems per shard path (only bad shards are in the result). The ids of a shard are compared with its share
+    of ``annotations`` (given ``num_shards``); with ``dry_run``, with its share of the dry-run image set.
 
     Raises:
         ValueError: ``annotations`` is unreadable or has no ``images`` list of records with ids (names the file).
     """
-    all_ids = None
+    all_ids, kept = None, None
     if annotations is not None:
-        all_ids = [int(im["id"]) for im in images.image_records(annotations)]
+        records = images.image_records(annotations)
+        all_ids = [int(im["id"]) for im in records]
+        kept = set(dry.record_ids(records)) if dry_run else None
     bad: dict[Path, list[str]] = {}
     for path in shards:
         expected = None
         match = SHARD_NAME.search(path.name)
-        if all_ids is not None and num_shards and match and not dry_run:
+        if all_ids is not None and num_shards and match:
             expected = cache.shard_image_ids(all_ids, num_shards, int(match.group(1)))
+            expected = expected if kept is None else [i for i in expected if i in kept]
         problems = cache.verify_shard(path, expected)
         if problems:
             bad[path] = problems
@@ -54,7 +60,11 @@ class VerifyOptions:
     shards: tuple[Path, ...] = field(metadata={})  # positional: added by build_parser, not an option
     annotations: Path | None = option(None, help="the annotation file the shards were made from")
     num_shards: int | None = option(None, help="number of shards of the split", flag="--shards")
-    dry_run_cache: bool = option(False, help="shards were made with dry_run (ids not compared)", action="store_true")
+    dry_run_cache: bool = option(
+        False,
+        help="shards were made with dry_run (ids compared with the shard's share of the dry-run set)",
+        action="store_true",
+    )
     fix: bool = option(False, help="remove bad shards so that they are rebuilt", action="store_true")
     report: Path | None = option(None, help="write the result as JSON (output)")
 

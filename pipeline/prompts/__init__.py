@@ -3,6 +3,8 @@
 Every file is a dict ``names: list[str]``, ``embeddings: float32 [K, D]`` (+ ``scaler``, ``bias`` for learned
 prompts) and ``meta: dict[str, str]`` (how it was made, the CLIP weights included); it loads with
 ``torch.load(path, weights_only=True)``. Consumers pick rows by name with :func:`select`, never by position.
+``--dry-run`` (vild, text, vision-avg, ml) keeps every name and shrinks the ensembles and the training
+(:mod:`pipeline.core.dry_run`); ``meta["dry_run"]`` records it (multimodal: either input's).
 
 Subcommands::
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 
 from pipeline.core import atomic
+from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.options import Stage, option
 from pipeline.core.templates import vild_templates
@@ -87,6 +90,7 @@ class VildOptions(VocabularyOptions):
     """vild: the 74 ViLD templates, per-template L2 norm, mean."""
 
     renormalize: bool = option(False, help="L2-normalise the template mean (reference: off)", action="store_true")
+    dry_run: bool = option(False, help=f"only the first {dry.TEMPLATES} templates (every name)", action="store_true")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +108,9 @@ class TextOptions(VocabularyOptions):
     normalize_first: bool = option(
         False, help="average L2-normalised sentence features (MM-OVOD averages raw ones)", action="store_true"
     )
+    dry_run: bool = option(
+        False, help=f"only the first {dry.TEMPLATES} sentences of each class (every name)", action="store_true"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +122,11 @@ class VisionAvgOptions(VocabularyOptions):
     images: Path = option(help="image root of the exemplars' file_name")
     context: float = option(0.4, help="square crop enlargement (MM-OVOD avg: 0.4)")
     num_augs: int = option(5, help="TTA views per exemplar (MM-OVOD: 5)")
+    dry_run: bool = option(
+        False,
+        help=f"{dry.EXEMPLARS} exemplar(s) per class, {dry.EXEMPLAR_VIEWS} view(s) each (every name)",
+        action="store_true",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +147,9 @@ class MLOptions(ClipOptions):
     val_annotations: Path | None = option(None, help="remapped val file with every class (for novel mAP)")
     val_globals: tuple[Path, ...] = option((), help="OAKE globals shards of val")
     epochs: int = option(4, help="training epochs")
+    dry_run: bool = option(
+        False, help=f"{dry.ML_EPOCHS} epoch(s) on at most {dry.ML_IMAGES} images (every name)", action="store_true"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,20 +185,22 @@ def run_vild(opts: VildOptions) -> None:
 
     names = vocabulary(opts.names_from)
     clip = _clip(opts)
+    templates = vild_templates()[: dry.TEMPLATES if opts.dry_run else None]
     start = time.perf_counter()
-    emb = text.vild_embeddings(clip.model, names, renormalize=opts.renormalize)
+    emb = text.vild_embeddings(clip.model, names, renormalize=opts.renormalize, progress=True, templates=templates)
     seconds = time.perf_counter() - start
     log.info(
         "vild: %d names x %d templates in %.1f s (%.1f names/s)",
         len(names),
-        len(vild_templates()),
+        len(templates),
         seconds,
         len(names) / seconds,
     )
     meta = {
         "kind": "vild",
-        "templates": str(len(vild_templates())),
+        "templates": str(len(templates)),
         "renormalized": str(opts.renormalize),
+        "dry_run": str(opts.dry_run),
         **clip.provenance(),
     }
     save(opts.output, names, emb, meta)
@@ -207,11 +224,13 @@ def run_text(opts: TextOptions) -> None:
         atomic.read_json(opts.descriptions),
         str(opts.descriptions),
         normalize_first=opts.normalize_first,
+        max_sentences=dry.TEMPLATES if opts.dry_run else None,
     )
     meta = {
         "kind": "mmovod_text",
         "descriptions": str(opts.descriptions),
         "normalize_first": str(opts.normalize_first),
+        "dry_run": str(opts.dry_run),
         **clip.provenance(),
     }
     save(opts.output, names, emb, meta)
@@ -223,19 +242,19 @@ def run_vision_avg(opts: VisionAvgOptions) -> None:
 
     names = vocabulary(opts.names_from)
     clip = _clip(opts)
+    exemplars = mmovod.load_exemplars(opts.exemplars, opts.categories)
+    num_augs = dry.EXEMPLAR_VIEWS if opts.dry_run else opts.num_augs
+    if opts.dry_run:
+        exemplars = {name: list(ex)[: dry.EXEMPLARS] for name, ex in exemplars.items()}
     emb = mmovod.vision_avg_classifier(
-        clip.model,
-        names,
-        mmovod.load_exemplars(opts.exemplars, opts.categories),
-        opts.images,
-        context=opts.context,
-        num_augs=opts.num_augs,
+        clip.model, names, exemplars, opts.images, context=opts.context, num_augs=num_augs
     )
     meta = {
         "kind": "mmovod_vision_avg",
         "exemplars": str(opts.exemplars),
         "context": str(opts.context),
-        "num_augs": str(opts.num_augs),
+        "num_augs": str(num_augs),
+        "dry_run": str(opts.dry_run),
         **clip.provenance(),
     }
     save(opts.output, names, emb, meta)
@@ -248,7 +267,9 @@ def run_multimodal(opts: MultimodalOptions) -> None:
     a, b = load(opts.text), load(opts.vision)
     names = list(a["names"])
     emb = mmovod.fuse(select(a, names, str(opts.text)), select(b, names, str(opts.vision)))
-    save(opts.output, names, emb, {"kind": "mmovod_multimodal", "text": str(opts.text), "vision": str(opts.vision)})
+    dry_run = any(p.get("meta", {}).get("dry_run") == "True" for p in (a, b))  # made of a dry run's file
+    meta = {"kind": "mmovod_multimodal", "text": str(opts.text), "vision": str(opts.vision), "dry_run": str(dry_run)}
+    save(opts.output, names, emb, meta)
 
 
 @STAGE.command("ml", MLOptions, "learned multi-label prompt on OAKE globals")
@@ -264,7 +285,9 @@ def run_ml(opts: MLOptions) -> None:
     base, novel = names[: opts.num_base], names[opts.num_base :]
     clip = _clip(opts)
     images, labels, _ = ml.image_labels(train, [ShardReader(p) for p in opts.globals], opts.num_base)
-    ml_opts = ml.MLOptions(epochs=opts.epochs)
+    if opts.dry_run:
+        images, labels = images[: dry.ML_IMAGES], labels[: dry.ML_IMAGES]
+    ml_opts = ml.MLOptions(epochs=dry.ML_EPOCHS if opts.dry_run else opts.epochs)
     log.info("ml prompt: %d images, %d base classes, %d novel", len(images), len(base), len(novel))
     learner, history = ml.train(clip.model, names, base, images, labels, ml_opts)
     meta = {
@@ -272,6 +295,7 @@ def run_ml(opts: MLOptions) -> None:
         "epochs": str(ml_opts.epochs),
         "loss_history": ",".join(f"{v:.5f}" for v in history),
         "train_images": str(len(images)),
+        "dry_run": str(opts.dry_run),
         **clip.provenance(),
     }
     if opts.val_annotations and opts.val_globals and novel:
@@ -282,7 +306,15 @@ def run_ml(opts: MLOptions) -> None:
         log.info("ml prompt: novel mAP on val %s", meta["val_novel_map"])
     with torch.no_grad():
         emb = learner.text_embeddings().cpu()
-    save(opts.output, names, emb, meta, scaler=float(learner.scaler.detach()), bias=float(learner.bias.detach()))
+    save(
+        opts.output,
+        names,
+        emb,
+        meta,
+        scaler=float(learner.scaler.detach()),
+        bias=float(learner.bias.detach()),
+        context=learner.ctx.detach(),
+    )
 
 
 @STAGE.command("sample-exemplars", SampleExemplarsOptions, "MM-OVOD exemplar sampling")

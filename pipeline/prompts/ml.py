@@ -5,7 +5,8 @@ class text = name with ``_`` -> space plus "."; the CLIP text tower is frozen; t
 projected and L2-normalised. Learnable ``scaler`` (init 20) and ``bias`` (init 4): logits = (image . text) *
 scaler - bias. Images are the OAKE globals (L2-normalised CLIP [CLS]); labels = base classes present in each
 training image; Asymmetric Loss (gamma- 4, gamma+ 0, clip 0.05, weight 640); Adam lr 5e-2, weight decay 1e-3,
-4 epochs, batch 16. The output holds every class's text embedding plus ``scaler`` and ``bias``.
+4 epochs, batch 16. The output holds every class's text embedding plus ``scaler``, ``bias`` and the learned
+``context`` (so that other names can be embedded with it: ``pipeline.models.clip.text.context_embeddings``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.core.progress import Progress
 from pipeline.models.clip import text
 from pipeline.models.detector.losses import asymmetric_loss
 
@@ -56,21 +58,13 @@ class PromptLearner(nn.Module):
             ctx = clip_model.token_embedding(init[1 : 1 + n_ctx].to(device)).clone()
         self.ctx = nn.Parameter(ctx.float())
         self.n_ctx = n_ctx
-        placeholder = " ".join(["X"] * n_ctx)
-        self.register_buffer(
-            "tokens",
-            text.tokenize([f"{placeholder} {n.replace('_', ' ')}." for n in names]).to(device),
-            persistent=False,
-        )
+        self.register_buffer("tokens", text.context_tokens(names, n_ctx).to(device), persistent=False)
         self.scaler = nn.Parameter(torch.tensor(opts.scaler_init, device=device))
         self.bias = nn.Parameter(torch.tensor(opts.bias_init, device=device))
 
     def text_embeddings(self) -> torch.Tensor:
         """``[K, D]`` L2-normalised class embeddings with the current context."""
-        emb = self.clip.token_embedding(self.tokens).float()
-        ctx = self.ctx[None].expand(len(self.tokens), -1, -1)
-        emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx :]], 1)
-        return text.encode_tokens(self.clip, self.tokens, token_embeddings=emb)
+        return text.encode_with_context(self.clip, self.tokens, self.ctx)
 
     def forward(self, images: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.text_embeddings()
@@ -104,6 +98,8 @@ def train(
     images, labels = images.float().to(device), labels.float().to(device)
     history = []
     gen = torch.Generator().manual_seed(opts.seed)
+    steps = opts.epochs * -(-len(images) // opts.batch_size)
+    bar = Progress(steps, f"ml prompt: {opts.epochs} epochs of {len(images)} images", unit="step", logger=log)
     for epoch in range(opts.epochs):
         order = torch.randperm(len(images), generator=gen)
         total, count = 0.0, 0
@@ -118,6 +114,8 @@ def train(
             loss.backward()
             optim.step()
             total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.4f}")
+            bar.update()
         history.append(total / max(count, 1))
         log.info(
             "ml prompt epoch %d/%d: loss %.4f, scaler %.3f, bias %.3f",
@@ -127,6 +125,7 @@ def train(
             float(learner.scaler.detach()),
             float(learner.bias.detach()),
         )
+    bar.close()
     return learner, history
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from pipeline.core import atomic
+from pipeline.core.progress import track
 from pipeline.formats.prompt_file import PromptError
 from pipeline.models.clip import preprocess, text
 
@@ -40,9 +40,15 @@ def _description_key(name: str, descriptions: Mapping[str, Sequence[str]]) -> st
 
 
 def text_classifier(
-    model, names: Sequence[str], descriptions: Mapping[str, Sequence[str]], source: str, normalize_first: bool = False
+    model,
+    names: Sequence[str],
+    descriptions: Mapping[str, Sequence[str]],
+    source: str,
+    normalize_first: bool = False,
+    max_sentences: int | None = None,
 ) -> torch.Tensor:
-    """``[K, D]`` unit rows from ``descriptions`` (keys: the class name, or the name with ``_`` -> space)."""
+    """``[K, D]`` unit rows from ``descriptions`` (keys: the class name, or the name with ``_`` -> space), each
+    from the first ``max_sentences`` sentences of its class (``None``: all)."""
     if not isinstance(descriptions, Mapping):
         raise PromptError(f"{source}: expected a JSON object {{class name: [sentences]}}")
     keys = {n: _description_key(n, descriptions) for n in names}
@@ -50,8 +56,8 @@ def text_classifier(
     if missing:
         raise PromptError(f"{source}: no descriptions for classes {missing[:20]}")
     rows = []
-    for name in names:
-        sentences = list(descriptions[keys[name]])
+    for name in track(names, "text classifier", unit="class", logger=log):
+        sentences = list(descriptions[keys[name]])[:max_sentences]
         feats = text.encode_text(model, sentences, normalize=normalize_first)
         rows.append(feats.mean(0))
     return F.normalize(torch.stack(rows), dim=-1)
@@ -140,7 +146,7 @@ def vision_avg_classifier(
         raise PromptError(f"exemplars: none for classes {missing[:20]}")
     device = model.visual.conv1.weight.device
     rows = []
-    for c, name in enumerate(tqdm(names, desc="exemplars", unit="class", leave=False)):
+    for c, name in enumerate(track(names, "exemplars", unit="class", logger=log)):
         views = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TTA_SEED + num_augs + c)

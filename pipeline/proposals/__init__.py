@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``);
+    train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``), by default
+             mmdet's RPN 1x from an ImageNet backbone (:mod:`pipeline.proposals.schedule`);
              resumable: restarts from the last checkpoint of its work dir when the same run made it (options,
              input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``)
     predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``;
@@ -29,19 +30,20 @@ from pathlib import Path
 import torch
 
 from pipeline.core import atomic, cli, images, workdir
+from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
 from pipeline.core.images import ON_BAD_IMAGE, list_images
 from pipeline.core.options import Stage, option
+from pipeline.core.progress import track
 from pipeline.formats import proposal_file
-from pipeline.proposals import recall
+from pipeline.proposals import recall, schedule
 from pipeline.proposals.reference import load_proposal_pickle
 
 log = logging.getLogger(__name__)
 STAGE = Stage("python -m pipeline.proposals", __doc__)
 
-DRY_RUN_ITERS = 4
-DRY_RUN_IMAGES = 4
+IMAGENET_R50 = "pretrained/torchvision/resnet50-0676ba61.pth"  # the reference's path of torchvision's ImageNet R50
 BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
 
 
@@ -133,16 +135,23 @@ class TrainOptions:
     work_dir: Path = option(help="checkpoints and logs; final.pth (output)")
     depth: int = option(50, help="ResNet depth of the backbone", choices=sorted(BACKBONE_CHANNELS))
     arch: str = option("rpn", help=ARCH_HELP, choices=sorted(ARCHS))
-    backbone_init: str = option("random", help="random, torchvision:PATH or detector:PATH (SoCo)")
-    iters: int = option(1000, help="training iterations")
+    backbone_init: str = option(
+        "torchvision:" + IMAGENET_R50, help="random, torchvision:PATH (ImageNet ResNet) or detector:PATH (SoCo)"
+    )
+    epochs: float = option(12.0, help="schedule length in epochs over the training images (mmdet's RPN 1x)")
+    iters: int | None = option(None, help="training iterations (none: --epochs)")
+    steps: tuple[float, ...] = option((8, 11), help="epochs after which lr x0.1 (with --iters: the same fractions)")
     batch_size: int = option(2, help="images per GPU")
-    lr: float = option(0.02, help="SGD learning rate")
+    lr: float = option(0.02, help="SGD learning rate for --lr-batch images per iteration")
+    lr_batch: int = option(16, help="images per iteration --lr is for (scaled linearly to gpus x batch size)")
     scale: int = option(800, help="short side of the training images")
     workers: int = option(2, help="data loader workers per process")
     checkpoint_every: int = option(200, help="iterations between checkpoints")
     seed: int = option(3407, help="random seed")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
-    dry_run: bool = option(False, help=f"{DRY_RUN_ITERS} iterations on {DRY_RUN_IMAGES} images", action="store_true")
+    dry_run: bool = option(
+        False, help=f"{dry.ITERS} iterations on the first {dry.IMAGES} images of --annotations", action="store_true"
+    )
     argv: tuple[str, ...] = field(default=())  # the raw arguments, for the torchrun relaunch (not an option)
 
 
@@ -161,7 +170,7 @@ class PredictOptions:
         help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
         choices=ON_BAD_IMAGE,
     )
-    dry_run: bool = option(False, help=f"only the first {DRY_RUN_IMAGES} images", action="store_true")
+    dry_run: bool = option(False, help=f"only the first {dry.IMAGES} images of --annotations", action="store_true")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,9 @@ class RecallOptions:
     annotations: Path = option(help="remapped val file with every class (input)")
     num_base: int = option(help="number of base classes (ids 0..K-1)")
     output: Path = option(help="recall.json (output)")
+    dry_run: bool = option(
+        False, help=f"only the ground truth of the first {dry.IMAGES} images of --annotations", action="store_true"
+    )
 
 
 Options = TrainOptions | PredictOptions | ImportOptions | RecallOptions
@@ -192,17 +204,35 @@ def train_config(args: TrainOptions | argparse.Namespace) -> dict:
     data = atomic.read_json(args.annotations)
     classes = tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
     train_pipeline, _ = _pipelines(args.scale)
-    iters = DRY_RUN_ITERS if args.dry_run else args.iters
+    try:
+        sched = schedule.schedule(
+            images=schedule.training_images(data),
+            epochs=args.epochs,
+            iters=dry.ITERS if args.dry_run else args.iters,
+            steps=args.steps,
+            lr=args.lr,
+            lr_batch=args.lr_batch,
+            batch=args.gpus * args.batch_size,
+        )
+    except ValueError as err:
+        raise ValueError(f"{args.annotations}: {err}") from None
+    iters = sched.iters
+    # LVIS records name their image by coco_url (split folder included): mmdet's LVIS dataset, prefix one folder up
+    lvis = bool(data["images"]) and "file_name" not in data["images"][0]
+    images = Path(args.images).resolve()
     dataset = dict(
-        type="CocoDataset",
+        type="LVISV1Dataset" if lvis else "CocoDataset",
         data_root="",
         ann_file=str(Path(args.annotations).resolve()),
-        data_prefix=dict(img=str(Path(args.images).resolve()) + "/"),
+        data_prefix=dict(img=str(images.parent if lvis else images) + "/"),
         metainfo=dict(classes=classes),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
         pipeline=train_pipeline,
-        indices=DRY_RUN_IMAGES if args.dry_run else None,
     )
+    if args.dry_run:  # the dry-run image set (pipeline.core.dry_run), after mmdet's filter
+        from pipeline.models.detector.datasets import restrict_images
+
+        restrict_images(dataset, dry.image_ids(args.annotations))
     return dict(
         model=rpn_model(args.depth, args.backbone_init, args.arch),
         work_dir=str(args.work_dir),
@@ -216,9 +246,9 @@ def train_config(args: TrainOptions | argparse.Namespace) -> dict:
         ),
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1),
         optim_wrapper=dict(
-            type="OptimWrapper", optimizer=dict(type="SGD", lr=args.lr, momentum=0.9, weight_decay=1e-4)
+            type="OptimWrapper", optimizer=dict(type="SGD", lr=sched.lr, momentum=0.9, weight_decay=1e-4)
         ),
-        param_scheduler=[dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=min(500, iters))],
+        param_scheduler=sched.param_scheduler(),
         default_hooks=dict(
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=1 if iters < 50 else 20),
@@ -242,6 +272,11 @@ def train_config(args: TrainOptions | argparse.Namespace) -> dict:
 @STAGE.command("train", TrainOptions, "train a class-agnostic RPN on base annotations")
 def run_train(opts: TrainOptions) -> None:
     cli.check_gpus(opts.gpus)
+    kind, _, path = opts.backbone_init.partition(":")
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"--backbone-init {opts.backbone_init}: no file {path} (relative to {Path.cwd()})")
+    if kind == "random":
+        log.warning("the RPN starts from random weights (--backbone-init random); mmdet's RPN starts from ImageNet")
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
         workdir.guard_work_dir(opts.work_dir, train_config(opts), dirs=[opts.images], run={"gpus": opts.gpus})
     if cli.relaunch_under_torchrun("pipeline.proposals", opts.gpus, opts.argv):
@@ -256,9 +291,14 @@ def run_train(opts: TrainOptions) -> None:
     compat.allow_mmengine_checkpoints()
     register_all_modules()
     cfg = Config(train_config(opts))
+    steps = [m for s in cfg.param_scheduler if s.type == "MultiStepLR" for m in s.milestones]
+    log.info(
+        "schedule: %d iterations, lr %g, x0.1 after %s", cfg.train_cfg.max_iters, cfg.optim_wrapper.optimizer.lr, steps
+    )
     workdir.initial_weights(cfg, opts.work_dir)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    with cli.also_to_log_file(runner.logger):  # iteration, loss, lr, ETA in the --log file too
+        runner.train()
     if runner.rank != 0:
         return
     final = Path(opts.work_dir) / "final.pth"
@@ -296,13 +336,12 @@ def predict(
     An unreadable image follows ``on_bad_image`` (:mod:`pipeline.core.images`): ``error`` raises ``ValueError`` naming
     it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
     import numpy as np
-    from tqdm import tqdm
 
     _, test_pipeline = _pipelines(int(meta["scale"]))
     policy = images.ImagePolicy(on_bad_image)
     pipeline = images.mmcv_test_pipeline(test_pipeline, policy)
     ids, boxes, scores = [], [], []
-    for item in tqdm(items, desc="proposals", unit="img"):
+    for item in track(items, "proposals", unit="img", logger=log):
         data = pipeline(item)
         if data is None:
             ids.append(item.image_id)
@@ -324,7 +363,7 @@ def run_predict(opts: PredictOptions) -> None:
     model, meta = load_rpn(opts.checkpoint, device)
     items = list_images(opts.annotations, opts.images)
     if opts.dry_run:
-        items = items[:DRY_RUN_IMAGES]
+        items = dry.select(items, opts.annotations)
     start = time.perf_counter()
     ids, boxes, scores, skipped = predict(model, meta, items, device, opts.max_per_img, opts.on_bad_image)
     log.info("%d images in %.1f s, %d skipped as unreadable", len(ids), time.perf_counter() - start, len(skipped))
@@ -353,11 +392,12 @@ def run_import(opts: ImportOptions) -> None:
 
 @STAGE.command("recall", RecallOptions, "average recall of base and novel boxes")
 def run_recall(opts: RecallOptions) -> None:
-    report = recall.recall_report(
-        atomic.read_json(opts.annotations), proposal_file.ProposalFile(opts.proposals), opts.num_base
-    )
+    data = atomic.read_json(opts.annotations)
+    if opts.dry_run:  # the dry-run proposals cover only the dry-run image set
+        data = dry.restrict(data)
+    report = recall.recall_report(data, proposal_file.ProposalFile(opts.proposals), opts.num_base)
     log.info("proposal recall: base %s | novel %s", report["base"], report["novel"])
-    atomic.write_json(opts.output, report, compact=False)
+    atomic.write_json(opts.output, {**report, "dry_run": opts.dry_run}, compact=False)
 
 
 run, build_parser, main = STAGE.run, STAGE.build_parser, STAGE.main

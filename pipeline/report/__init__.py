@@ -16,13 +16,17 @@ Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_cur
   experiment over its ``baseline_*`` (same suffix; means over the seeds), the CLIP teacher's zero-shot accuracy
   (``--teacher``), the OAKE throughput and disk figures and the train step-time ratio from the benchmark files when
   they exist, the numerics environment of every training (``final.pth`` meta), and the list of plots;
-* ``pr_curves.png``: precision-recall at IoU 0.5, base and novel mean curves per experiment;
-* ``per_class_ap.png``: AP50 per class, bars coloured base / novel, one panel per experiment;
-* ``loss_curves.png``: total and per-branch training losses per experiment;
-* ``transfer.png``: base and novel AP50 (means over the seeds) per experiment, with the teacher's zero-shot accuracy.
+* ``summary.html``: the same summary as one HTML page, tables inline (:mod:`pipeline.report.html`);
+* ``pr_curves.png``, ``per_class_ap.png``, ``loss_curves.png``, ``transfer.png`` (:mod:`pipeline.report.plots`);
+* with ``--val-annotations``, ``val_gallery_<run>.png`` per run and a section in ``summary.md``: the same few val
+  images, ground truth beside the run's detections, novel classes tagged (:mod:`pipeline.report.val_gallery`);
+* with ``--detect-dir``, a gallery section in ``summary.md``: the pictures of ``pipeline.detect`` (an experiment with
+  a free vocabulary), linked relative to the report folder (``pipeline.report.gallery``).
 
 A missing optional file leaves its section out and says so; a missing or malformed metrics file is an error
-naming it.
+naming it. Runs converted from the reference's released checkpoints (``train.import``) get their published figures
+beside the measured ones (:mod:`pipeline.report.published`). When any metrics file says ``dry_run``, the summary
+and every plot are marked DRY RUN (:mod:`pipeline.report.marks`).
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ from pathlib import Path
 
 from pipeline.core import atomic
 from pipeline.core.options import Command
+from pipeline.report import marks, published, val_gallery
 from pipeline.report import seeds as report_seeds
+from pipeline.report.gallery import gallery_lines
+from pipeline.report.html import summary_html
 from pipeline.report.options import ReportOptions
+from pipeline.report.plots import plot_losses, plot_per_class, plot_pr_curves, plot_transfer
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,6 @@ COLUMNS = [
     ("apc", "APc"),
     ("apf", "APf"),
 ]
-LOSS_KEYS = ("loss", "loss_cls", "loss_clip_objects", "loss_clip_blocks", "loss_clip_global", "loss_block")
 
 
 class ReportError(ValueError):
@@ -261,90 +268,6 @@ def summary_markdown(
     return "\n".join(out)
 
 
-def _save(fig, path: Path) -> None:
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-
-
-def plot_pr_curves(experiments, curves: dict[str, dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, split in zip(axes, ("base", "novel"), strict=True):
-        for i, e in enumerate(experiments):
-            data = curves.get(e)
-            block = (data or {}).get("coco") or (data or {}).get("lvis")
-            mean = (block or {}).get("mean", {}).get(split)
-            if mean is not None:
-                ax.plot(data["recall"], mean, label=e, color=f"C{i}")
-        ax.set(title=f"{split} classes (IoU 0.5)", xlabel="recall", xlim=(0, 1), ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("precision")
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(loc="upper right", fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_per_class(experiments, per_class: dict[str, list], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(experiments))
-    fig, axes = plt.subplots(n, 1, figsize=(14, 3.4 * n), squeeze=False, layout="constrained")
-    for ax, e in zip(axes[:, 0], experiments, strict=True):
-        rows = [r for r in per_class.get(e) or [] if r.get("iou_type", "bbox") == "bbox"]
-        dataset = rows[0]["dataset"] if rows else None
-        rows = [r for r in rows if r.get("dataset") == dataset][:80]  # a readable number of bars
-        names = [r["name"] for r in rows]
-        values = [r["ap50"] if r["ap50"] is not None else 0.0 for r in rows]
-        colours = ["tab:blue" if r["split"] == "base" else "tab:orange" for r in rows]
-        ax.bar(range(len(rows)), values, color=colours)
-        ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
-        ax.set(title=f"{e}: AP50 per class (blue base, orange novel)", ylabel="AP50", ylim=(0, 100))
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_transfer(experiments, metrics: dict[str, dict], teacher: dict | None, path: Path) -> None:
-    """Novel and base AP50 (``metrics``: means over the seeds) side by side per experiment, with the teacher's
-    zero-shot accuracy (held-out crops, base / novel) as reference lines when a teacher report is given."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * max(1, len(experiments)), 4), layout="constrained")
-    x = range(len(experiments))
-    for offset, key, colour, label in ((-0.2, "base_ap50", "tab:blue", "base AP50"),
-                                        (0.2, "novel_ap50", "tab:orange", "novel AP50")):  # fmt: skip
-        values = [metrics[e].get(key) or 0.0 for e in experiments]
-        bars = ax.bar([i + offset for i in x], values, width=0.4, color=colour, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
-    zs = ((teacher or {}).get("zero_shot") or {}).get("crops", {}).get("vild", {})
-    for key, style in (("base", "--"), ("novel", ":")):
-        if zs.get(key) is not None:
-            ax.axhline(100 * zs[key], color="grey", linestyle=style, label=f"teacher zero-shot acc., {key}")
-    ax.set_xticks(list(x), experiments)
-    ax.set(ylabel="percent", ylim=(0, 125), title="Open-vocabulary transfer: base vs novel AP50")
-    ax.legend(fontsize=8, loc="upper center", ncol=2)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_losses(experiments, scalars: dict[str, list], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(LOSS_KEYS), figsize=(3.2 * len(LOSS_KEYS), 3.2))
-    for ax, key in zip(axes, LOSS_KEYS, strict=True):
-        for i, e in enumerate(experiments):  # one colour per experiment in every panel
-            rows = [r for r in scalars.get(e, []) if key in r]
-            if rows:
-                ax.plot([r["iter"] for r in rows], [r[key] for r in rows], label=e, color=f"C{i}")
-        ax.set(title=key, xlabel="iteration")
-        ax.grid(alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
-
-
 def run(options: ReportOptions) -> None:
     """Write the report (``summary.md`` and the plots) into ``options.out_dir``."""
     import matplotlib
@@ -361,19 +284,36 @@ def run(options: ReportOptions) -> None:
     # every plot is written (Snakemake declares them); a panel without data stays empty and the summary says so
     plots = ["pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"]
     teacher = _optional_json(options.teacher)
-    plot_pr_curves(experiments, curves, options.out_dir / plots[0])
-    plot_per_class(experiments, per_class, options.out_dir / plots[1])
-    plot_losses(experiments, scalars, options.out_dir / plots[2])
-    plot_transfer(list(groups), means, teacher, options.out_dir / plots[3])
+    dry_run = marks.is_dry_run(metrics)
+    plot_pr_curves(experiments, curves, options.out_dir / plots[0], dry_run)
+    plot_per_class(experiments, per_class, options.out_dir / plots[1], dry_run)
+    plot_losses(experiments, scalars, options.out_dir / plots[2], dry_run)
+    plot_transfer(list(groups), means, teacher, options.out_dir / plots[3], dry_run)
     missing = [e for e in experiments if not curves[e]] + [e for e in experiments if not scalars.get(e)]
     if missing:
         log.warning("no curves or training scalars for %s: their panels are empty", sorted(set(missing)))
     env = report_seeds.environment_lines(options.train_dir, runs)
     text = summary_markdown(runs, metrics, _optional_json(options.recall), options.bench_dir, teacher, plots, env)
+    released = published.released_lines(options.train_dir, runs, metrics)
+    if released:
+        text += "\n".join(["", "## Released checkpoints: published vs measured (percent)", "", *released, ""])
+    if options.detect_dir is not None:
+        text += "\n".join(["", "## Detection gallery", "", *gallery_lines(options.detect_dir, options.out_dir), ""])
+    if options.val_annotations is not None:
+        shown = val_gallery.write_gallery(
+            options.val_annotations, options.val_images, options.evaluate_dir, runs, options.num_base,
+            options.out_dir, options.gallery_images, options.gallery_threshold,
+        )  # fmt: skip
+        text += "\n".join(["", "## Val gallery: ground truth | detections", "", *shown])
+    if dry_run:
+        text = marks.mark_summary(text)
+        log.warning("report: the metrics come from a dry run: the summary and the plots are marked %s", marks.MARK)
     with atomic.atomic_path(options.out_dir / "summary.md", suffix=".md") as tmp:
         Path(tmp).write_text(text)
+    with atomic.atomic_path(options.out_dir / "summary.html", suffix=".html") as tmp:
+        Path(tmp).write_text(summary_html(text))
     log.info("report: %d runs of %d experiments, %d plots -> %s", len(runs), len(groups), len(plots), options.out_dir)
-    print(metrics_table(runs, metrics))
+    print((marks.TABLE_NOTE + "\n\n" if dry_run else "") + metrics_table(runs, metrics))
 
 
 COMMAND = Command("python -m pipeline.report", __doc__, ReportOptions, run)

@@ -108,20 +108,26 @@ def seed_lines(groups: dict[str, list[str]], metrics: dict[str, dict]) -> list[s
     return lines
 
 
-def training_environment(train_dir: Path, run: str) -> dict | None:
-    """The ``environment`` record in ``<train_dir>/<run>/final.pth`` (pipeline.train's meta); ``None`` when the
-    file or the record is missing."""
+def training_meta(train_dir: Path, run: str) -> dict:
+    """The ``meta`` of ``<train_dir>/<run>/final.pth`` (pipeline.models.detector.checkpoint); ``{}`` when the file is
+    missing or unreadable (the report then only lacks what it says)."""
     path = train_dir / run / "final.pth"
     if not path.is_file():
-        return None
+        return {}
     import torch
 
     try:  # memory-mapped: the weights are not read
         meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("meta", {})
-    except Exception as err:  # an unreadable checkpoint only loses this line of the report
-        log.warning("%s: no environment read (%s)", path, err)
-        return None
-    return meta.get("environment")
+    except Exception as err:  # an unreadable checkpoint only loses its lines of the report
+        log.warning("%s: no meta read (%s)", path, err)
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def training_environment(train_dir: Path, run: str) -> dict | None:
+    """The ``environment`` record in ``<train_dir>/<run>/final.pth`` (pipeline.train's meta); ``None`` when the
+    file or the record is missing."""
+    return training_meta(train_dir, run).get("environment")
 
 
 def environment_lines(train_dir: Path | None, runs: Sequence[str]) -> list[str]:

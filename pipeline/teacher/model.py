@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -20,21 +21,19 @@ from pipeline.core import atomic
 from pipeline.teacher.options import TeacherError, TeacherOptions
 from pipeline.world.grammar import CAPTION_TEMPLATES, class_synonyms
 
+log = logging.getLogger(__name__)
+
 
 def create_model(opts: TeacherOptions):
     """The untrained teacher: open_clip ``CLIP`` of ``opts.model``, initialised from ``opts.seed``."""
-    import open_clip
+    from pipeline.models.clip import configs, create_architecture
 
-    from pipeline.models.clip import configs
-
-    configs.register()
     if opts.model not in configs.known_models():
         raise TeacherError(f"teacher --model {opts.model!r} is not a known CLIP config")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(opts.seed)
-        model = open_clip.create_model(opts.model, pretrained=None).float()
-        if opts.downsample > 1:
-            block_constant_init(model.visual, opts.downsample)
+    model = create_architecture(opts.model, seed=opts.seed).float()
+    if opts.downsample > 1:
+        block_constant_init(model.visual, opts.downsample)
+    log.info("CLIP %s: weights teacher (initialised from seed %d, trained by this stage)", opts.model, opts.seed)
     return model
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from pipeline.core.progress import Progress
 from pipeline.teacher.data import CaptionBatches
 from pipeline.teacher.model import TokenRows, caption_token_ids, encode_image_downsampled
 from pipeline.teacher.options import TeacherError, TeacherOptions
@@ -74,7 +74,7 @@ def train(model, opts: TeacherOptions) -> dict:
     )
     losses: list[float] = []
     total = opts.steps if opts.steps is not None else int(math.ceil(opts.seconds))
-    bar = tqdm(total=total, desc="teacher", unit="step" if opts.steps is not None else "s", mininterval=2.0)
+    bar = Progress(total, "teacher", unit="step" if opts.steps is not None else "s", logger=log)
     start = time.perf_counter()
     progress, shown = 0.0, 0
     for step, (images, tokens, categories) in enumerate(loader):
@@ -102,7 +102,12 @@ def train(model, opts: TeacherOptions) -> dict:
         bar.update(max(0, min(now, total) - shown))
         shown = max(shown, min(now, total))
         if (step + 1) % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+            bar.set_postfix(
+                step=step + 1,
+                loss=f"{np.mean(losses[-50:]):.3f}",
+                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                scale=f"{model.logit_scale.exp().item():.1f}",
+            )
             log.debug("step %d: loss %.4f", step + 1, np.mean(losses[-50:]))
     bar.close()
     seconds = time.perf_counter() - start

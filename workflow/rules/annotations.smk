@@ -1,6 +1,7 @@
 # Open-vocabulary annotation files (method section 2): ids remapped 0-based base-first.
 # The all-class files (suffix all, 65 or 1203) hold every split class; the base files
 # (suffix base, 48 or 866) keep all images and categories but only base annotations.
+# dataset custom: the user's COCO-format files (config custom), checked at parse time and again here.
 
 
 rule annotations_coco:
@@ -95,6 +96,29 @@ if DATASET == "demo":
         shell:
             "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
             " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+
+
+if DATASET == "custom":
+
+    rule annotations_custom:
+        input:
+            annotations=custom_annotations,
+            images=custom_images,
+        output:
+            all="results/annotations/custom/{split}.all.json",
+            base="results/annotations/custom/{split}.base.json",
+        log:
+            "results/logs/annotations_custom/{split}.log",
+        conda:
+            "../../envs/pipeline.yaml"
+        params:
+            novel=config["custom"]["novel"],
+            base=custom_base_arg,
+        shell:
+            "python -m pipeline.annotations --log {log} custom --input {input.annotations:q}"
+            " --images {input.images:q} --split {wildcards.split}"
+            " --out-all {output.all} --out-base {output.base}"
+            " --novel {params.novel:q} {params.base}"
 
 
 rule annotations_min:

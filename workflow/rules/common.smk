@@ -44,7 +44,7 @@ wildcard_constraints:
     folder="train|val|train2017|val2017",
     kind="globals|blocks|objects",
     shard="[0-9]{3}",
-    dataset="demo|coco|lvis",
+    dataset="demo|coco|lvis|custom",
 
 
 def coco_source(wildcards):
@@ -55,6 +55,11 @@ def coco_source(wildcards):
 def lvis_source(wildcards):
     """Original LVIS v1 annotation file of one split (LVIS images are the COCO 2017 images)."""
     return f"{DATA_ROOT}/lvis_v1/annotations/lvis_v1_{wildcards.split}.json"
+
+
+def custom_source(split):
+    """The user's annotation file of one split (dataset custom)."""
+    return config["custom"][f"{split}_annotations"]
 
 
 def lvis_train_source(wildcards):
@@ -79,6 +84,12 @@ def annotation_targets():
             "results/annotations/lvis/lvis_v1_train.norare.json",
             "results/annotations/lvis/lvis_v1_train_cat_info.json",
         ]
+    if DATASET == "custom":
+        return expand(
+            "results/annotations/custom/{split}.{view}.json",
+            split=SPLITS,
+            view=["base", "all"],
+        ) + ["results/annotations/custom/val.all.min.json"]
     return expand(
         "results/annotations/demo/{prefix}{split}.{view}.json",
         prefix=["", "lvis_"],
@@ -95,6 +106,7 @@ def all_classes_file(dataset, split):
     """The remapped annotation file with every class of ``dataset`` (base and novel)."""
     return {
         "demo": f"results/annotations/demo/{split}.all.json",
+        "custom": f"results/annotations/custom/{split}.all.json",
         "coco": f"results/annotations/coco/instances_{split}2017.65.json",
         "lvis": f"results/annotations/lvis/lvis_v1_{split}.1203.json",
     }[dataset]
@@ -104,6 +116,8 @@ def image_dir(dataset, split):
     """Image folder of a split (LVIS images are the COCO 2017 images)."""
     if dataset == "demo":
         return f"results/demo_data/images/{split}"
+    if dataset == "custom":
+        return config["custom"][f"{split}_images"]
     return f"{DATA_ROOT}/coco/{split}2017"
 
 
@@ -117,13 +131,16 @@ def clip_weights_arg(wildcards, input):
     return "random" if CLIP_WEIGHTS == "random" else input.weights
 
 
-OAKE_FOLDERS = ["train", "val"] if DATASET == "demo" else ["train2017", "val2017"]
+OAKE_FOLDERS = (
+    ["train", "val"] if DATASET in ("demo", "custom") else ["train2017", "val2017"]
+)
 
 
 def base_file(dataset, split):
     """The remapped annotation file with base annotations only."""
     return {
         "demo": f"results/annotations/demo/{split}.base.json",
+        "custom": f"results/annotations/custom/{split}.base.json",
         "coco": f"results/annotations/coco/instances_{split}2017.48.json",
         "lvis": f"results/annotations/lvis/lvis_v1_{split}.866.json",
     }[dataset]
@@ -133,6 +150,8 @@ def num_base():
     """Number of base classes: remapped ids 0..K-1 are the bases."""
     if DATASET == "demo":
         return len(config["demo"]["base"])
+    if DATASET == "custom":
+        return CUSTOM_SPLIT.num_bases  # checked at parse time (config.smk)
     return {"coco": 48, "lvis": 866}[DATASET]
 
 
@@ -155,6 +174,8 @@ def oake_source(wildcards):
     split = folder_split(wildcards.folder)
     if DATASET == "demo":
         return f"results/demo_data/annotations/instances_{split}.json"
+    if DATASET == "custom":
+        return custom_source(split)
     if DATASET == "lvis":
         return f"{DATA_ROOT}/lvis_v1/annotations/lvis_v1_{split}.json"
     return f"{DATA_ROOT}/coco/annotations/instances_{split}2017.json"
@@ -162,7 +183,7 @@ def oake_source(wildcards):
 
 def predict_annotations():
     """The images the detector runs on: those of the evaluation file (COCO: the .min file, as the reference)."""
-    if DATASET in ("demo", "coco"):
+    if DATASET in ("demo", "coco", "custom"):
         return all_classes_file(DATASET, "val").replace(".json", ".min.json")
     return all_classes_file(DATASET, "val")
 

@@ -29,10 +29,11 @@ rule evaluate:
     params:
         args=evaluate_args,
         out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.evaluate --log {log} --detections {input.detections}"
         " --out-dir {params.out_dir} {params.args}"
-        " --regions {input.regions} --vocab {input.vocab}"
+        " --regions {input.regions} --vocab {input.vocab} {params.dry}"
 
 
 rule report:
@@ -50,12 +51,26 @@ rule report:
         ),
         recall=f"results/proposals/{DATASET}/recall.json",
         teacher=teacher_targets(),
+        detect=detect_targets(),
+        detections=expand(
+            "results/evaluate/{experiment}/detections.json",
+            experiment=experiment_runs(),
+        ),
+        val_annotations=predict_annotations(),
+        val_images=image_dir(DATASET, "val"),
     output:
         summary=report(
             "results/report/summary.md",
             caption="../report/summary.rst",
             category="Summary",
         ),
+        html=report(
+            "results/report/summary.html",
+            caption="../report/summary_html.rst",
+            category="Summary",
+            labels={"view": "summary table (inline)"},
+        ),
+        gallery=report_gallery(),
         pr=report(
             "results/report/pr_curves.png",
             caption="../report/pr_curves.rst",
@@ -82,10 +97,15 @@ rule report:
         "../../envs/pipeline.yaml"
     params:
         experiments=experiment_runs(),
+        num_base=num_base(),
         teacher=lambda wildcards, input: (
             f"--teacher {input.teacher}" if input.teacher else ""
         ),
+        detect=lambda wildcards, input: (
+            f"--detect-dir {Path(input.detect[0]).parent}" if input.detect else ""
+        ),
     shell:
-        "python -m pipeline.report --log {log} --experiments {params.experiments} {params.teacher}"
+        "python -m pipeline.report --log {log} --experiments {params.experiments} {params.teacher} {params.detect}"
         " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall}"
-        " --bench-dir results/bench --out-dir results/report"
+        " --bench-dir results/bench --out-dir results/report --val-annotations {input.val_annotations}"
+        " --val-images {input.val_images} --num-base {params.num_base}"

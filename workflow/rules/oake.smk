@@ -54,6 +54,42 @@ use rule oake_globals as oake_objects with:
         kind="objects",
 
 
+# The reference's released features (oake.import) replace extraction of the kinds they name: the same shards,
+# verified the same way; objects then need no proposals.
+if oake_imported_kinds():
+
+    rule oake_import:
+        input:
+            sources=oake_import_sources,
+            annotations=oake_source,
+        output:
+            "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+        log:
+            "results/logs/oake_import/{dataset}/{kind}/{folder}/shard-{shard}.log",
+        benchmark:
+            "results/benchmarks/oake_import/{dataset}/{kind}/{folder}/shard-{shard}.tsv"
+        wildcard_constraints:
+            kind="|".join(oake_imported_kinds()),
+        conda:
+            "../../envs/clip.yaml"
+        params:
+            model=config["clip"]["model"],
+            shards=config["oake"]["shards"],
+            index=shard_index,
+            compression=config["oake"]["compression"],
+            kind_args=oake_import_kind_args,
+            dry="--dry-run" if config["dry_run"] else "",
+        shell:
+            "python -m pipeline.released --log {log} features --kind {wildcards.kind}"
+            " --source {input.sources:q} --annotations {input.annotations}"
+            " --model {params.model} --output {output} --shards {params.shards} --shard {params.index}"
+            " --compression {params.compression} {params.kind_args} {params.dry}"
+
+    ruleorder: oake_import > oake_globals
+    ruleorder: oake_import > oake_blocks
+    ruleorder: oake_import > oake_objects
+
+
 rule oake_verify:
     input:
         shards=oake_shards,

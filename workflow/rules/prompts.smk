@@ -20,10 +20,11 @@ rule prompts_vild:
         model=config["clip"]["model"],
         weights=clip_weights_arg,
         renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.prompts --log {log} vild --names-from {input.vocab}"
         " --model {params.model} --weights {params.weights:q}"
-        " {params.renormalize} --output {output}"
+        " {params.renormalize} {params.dry} --output {output}"
 
 
 rule prompts_detpro:
@@ -71,9 +72,10 @@ rule prompts_mmovod_text:
     params:
         model=config["clip"]["model"],
         weights=clip_weights_arg,
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.prompts --log {log} text --names-from {input.vocab}"
-        " --descriptions {input.descriptions}"
+        " --descriptions {input.descriptions} {params.dry}"
         " --model {params.model} --weights {params.weights:q} --output {output}"
 
 
@@ -99,10 +101,11 @@ rule prompts_mmovod_vision_avg:
         weights=clip_weights_arg,
         context=config["prompts"]["exemplars"]["context"],
         num_augs=config["prompts"]["exemplars"]["num_augs"],
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.prompts --log {log} vision-avg --names-from {input.vocab}"
         " --exemplars {input.exemplars} --categories {input.categories} --images {input.images}"
-        " --context {params.context} --num-augs {params.num_augs}"
+        " --context {params.context} --num-augs {params.num_augs} {params.dry}"
         " --model {params.model} --weights {params.weights:q} --output {output}"
 
 
@@ -143,9 +146,33 @@ rule prompts_ml:
         weights=clip_weights_arg,
         num_base=num_base(),
         epochs=config["prompts"]["ml_epochs"],
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.prompts --log {log} ml --train-annotations {input.train}"
         " --num-base {params.num_base} --globals {input.globals_train}"
         " --val-annotations {input.val} --val-globals {input.globals_val}"
-        " --epochs {params.epochs} --model {params.model} --weights {params.weights:q}"
+        " --epochs {params.epochs} {params.dry} --model {params.model} --weights {params.weights:q}"
         " --output {output}"
+
+
+# The reference's prompt files (prompts.import: its released ml_coco.pth) replace building the names they give.
+if prompt_imports():
+
+    rule prompts_import:
+        input:
+            prompt=imported_prompt,
+            vocab=imported_prompt_vocab,
+        output:
+            "results/prompts/{name}.pth",
+        log:
+            "results/logs/prompts_import/{name}.log",
+        wildcard_constraints:
+            name="|".join(prompt_imports()),
+        conda:
+            "../../envs/clip.yaml"
+        shell:
+            "python -m pipeline.released --log {log} prompt --input {input.prompt:q}"
+            " --names-from {input.vocab} --kind {wildcards.name} --output {output}"
+
+    ruleorder: prompts_import > prompts_ml
+    ruleorder: prompts_import > prompts_vild

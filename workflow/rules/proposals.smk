@@ -24,6 +24,7 @@ else:
         input:
             annotations=base_file(DATASET, "train"),
             images=image_dir(DATASET, "train"),
+            weights=rpn_init_weights,
         output:
             "results/proposals/{dataset}/rpn/final.pth",
         log:
@@ -39,10 +40,17 @@ else:
             work_dir=rpn_work_dir,
             arch=config["proposals"]["arch"],
             depth=config["proposals"]["depth"],
-            backbone_init=config["proposals"]["backbone_init"],
-            iters=config["proposals"]["iters"],
+            backbone_init=rpn_backbone_init,
+            epochs=config["proposals"]["epochs"],
+            iters=(
+                f"--iters {config['proposals']['iters']}"
+                if config["proposals"]["iters"]
+                else ""
+            ),
+            steps=" ".join(str(s) for s in config["proposals"]["steps"]),
             batch_size=config["proposals"]["batch_size"],
             lr=config["proposals"]["lr"],
+            lr_batch=config["proposals"]["lr_batch"],
             scale=config["proposals"]["scale"],
             gpus=config["proposals"]["gpus"],
             dry="--dry-run" if config["dry_run"] else "",
@@ -50,8 +58,9 @@ else:
             "python -m pipeline.proposals --log {log.main} train --annotations {input.annotations}"
             " --images {input.images} --work-dir {params.work_dir} --arch {params.arch}"
             " --depth {params.depth}"
-            " --backbone-init {params.backbone_init:q} --iters {params.iters}"
-            " --batch-size {params.batch_size} --lr {params.lr} --scale {params.scale}"
+            " --backbone-init {params.backbone_init:q} --epochs {params.epochs} {params.iters}"
+            " --steps {params.steps} --batch-size {params.batch_size} --lr {params.lr}"
+            " --lr-batch {params.lr_batch} --scale {params.scale}"
             " --gpus {params.gpus}"
             " {params.dry} > {log.runner} 2>&1"
 
@@ -73,10 +82,12 @@ else:
         params:
             max_per_img=config["proposals"]["max_per_img"],
             on_bad_image=config["oake"]["on_bad_image"],
+            dry="--dry-run" if config["dry_run"] else "",
         shell:
             "python -m pipeline.proposals --log {log} predict --checkpoint {input.checkpoint}"
             " --annotations {input.annotations} --images {input.images}"
-            " --max-per-img {params.max_per_img} --on-bad-image {params.on_bad_image} --output {output}"
+            " --max-per-img {params.max_per_img} --on-bad-image {params.on_bad_image}"
+            " {params.dry} --output {output}"
 
 
 rule proposals_recall:
@@ -91,6 +102,8 @@ rule proposals_recall:
         "../../envs/mmdet.yaml"
     params:
         num_base=num_base(),
+        dry="--dry-run" if config["dry_run"] else "",
     shell:
         "python -m pipeline.proposals --log {log} recall --proposals {input.proposals}"
-        " --annotations {input.annotations} --num-base {params.num_base} --output {output}"
+        " --annotations {input.annotations} --num-base {params.num_base} {params.dry}"
+        " --output {output}"

@@ -36,6 +36,33 @@ rule train:
         " 2>&1 | tee -a {log.runner}.history > {log.runner}"
 
 
+# train.import: a released checkpoint of the reference converted into final.pth instead of training (the file is
+# read without running its code; every tensor mapped to the experiment's model or an error listing them)
+if config["train"]["import"]:
+
+    ruleorder: train_import > train
+
+    rule train_import:
+        input:
+            unpack(train_import_inputs),
+        output:
+            "results/train/{experiment}/final.pth",
+        log:
+            "results/logs/train_import/{experiment}.log",
+        wildcard_constraints:
+            experiment=imported_experiments(),
+        conda:
+            "../../envs/mmdet.yaml"
+        params:
+            prompts=train_shard_args,
+            options=train_import_options,
+            num_base=num_base(),
+        shell:
+            "python -m pipeline.released --log {log} detector --checkpoint {input.checkpoint}"
+            " --experiment {wildcards.experiment} --names-from {input.names} --num-base {params.num_base}"
+            " {params.prompts} {params.options} --output {output}"
+
+
 rule train_predict:
     input:
         checkpoint="results/train/{experiment}/final.pth",

@@ -115,14 +115,27 @@ def crop_box(square) -> tuple[int, int, int, int]:
     return tuple(int(round(v)) for v in square)
 
 
-def foreground_mask(box, crop: tuple[int, int, int, int], grid: int) -> np.ndarray:
-    """``[grid, grid]`` bool, True = foreground: the proposal translated into the crop's pixel grid (inclusive
-    bounds), nearest-neighbour resized to ``grid`` (source pixel ``floor(g * S / grid)``)."""
-    cx1, cy1, cx2, cy2 = crop
-    bx1, by1, bx2, by2 = (float(v) for v in box)
-    w, h = cx2 - cx1, cy2 - cy1
-    xs = np.floor(np.arange(grid) * w / grid)
-    ys = np.floor(np.arange(grid) * h / grid)
-    in_x = (xs >= bx1 - cx1) & (xs <= bx2 - cx1)
-    in_y = (ys >= by1 - cy1) & (ys <= by2 - cy1)
+def nearest_sources(size: int, grid: int) -> np.ndarray:
+    """``[grid]`` int64: the source index of each output cell of a nearest-neighbour resize of ``size`` samples to
+    ``grid`` as PyTorch's ``F.interpolate(mode="nearest")`` computes it: ``min(floor(g * s), size - 1)`` with the
+    scale ``s = size / grid`` and the product in float32."""
+    scale = np.float32(size) / np.float32(grid)
+    return np.minimum(np.floor(np.arange(grid, dtype=np.float32) * scale).astype(np.int64), size - 1)
+
+
+def foreground_mask(box, square, grid: int) -> np.ndarray:
+    """``[grid, grid]`` bool, True = foreground, as the reference builds it on the UNROUNDED adaptive ``square``
+    (xyxy floats; the crop PIL takes is rounded, the mask is not): the proposal translated to the square's corner,
+    sampled at the integer positions ``0 .. ceil(side) - 1`` of each axis (inclusive bounds: ``x1 <= p <= x2``),
+    then nearest-neighbour resized to ``grid`` (:func:`nearest_sources`). Computed in float32 as the reference."""
+    sx1, sy1, sx2, sy2 = np.asarray(square, dtype=np.float32)
+    bx1, by1, bx2, by2 = np.asarray(box, dtype=np.float32)
+    axes = []
+    for lo, hi, start, end in ((bx1, bx2, sx1, sx2), (by1, by2, sy1, sy2)):
+        size = int(np.ceil(end - start))
+        if size < 1:
+            raise ValueError(f"object square {tuple(map(float, square))}: side < 1 pixel")
+        positions = nearest_sources(size, grid).astype(np.float32)
+        axes.append((positions >= lo - start) & (positions <= hi - start))
+    in_x, in_y = axes
     return in_y[:, None] & in_x[None, :]

@@ -3,7 +3,9 @@
 Everything becomes an open_clip ``CLIP`` in float32 eval mode, the model the OAKE variants and the text encoder
 run on. Nothing is downloaded: a missing file is an error that says what is expected and how to get it.
 ``weights="random"`` builds the named architecture from a fixed seed (demo and tests); the returned
-:class:`LoadedClip` records it and the log warns.
+:class:`LoadedClip` records it and the log warns. Every load logs the model name, the weights path and their
+sha256 (hashed once per process), or ``random (seed N)``; open_clip's own "No pretrained weights loaded"
+notice is dropped, since the project sets the weights itself (:func:`create_architecture`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from pipeline.core import safe_pickle
-from pipeline.core.hashing import sha256_files
+from pipeline.core.hashing import sha256_files_cached
 from pipeline.models.clip import configs, convert
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,40 @@ class LoadedClip:
             "clip_source": self.source,
             "clip_weights_hash": self.weights_hash,
         }
+
+
+def _is_random_init_notice(record: logging.LogRecord) -> bool:
+    """open_clip's "No pretrained weights loaded for model ... Model initialized randomly" (a root-logger warning
+    of ``open_clip.factory.create_model``)."""
+    return "open_clip" in record.pathname and record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _without_random_init_notice() -> Iterator[None]:
+    """Drop open_clip's random-initialisation notice inside the block (other records pass)."""
+    loggers = [logging.getLogger(), logging.getLogger("open_clip"), logging.getLogger("open_clip.factory")]
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not _is_random_init_notice(record)
+
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)
+
+
+def create_architecture(name: str, seed: int | None = None, **kwargs) -> CLIP:
+    """``open_clip.create_model(name, pretrained=None, **kwargs)`` for a model whose weights the project sets
+    itself (a checkpoint loaded next, a seeded init, a training from scratch): initialised from ``seed`` when given
+    (the global RNG is left as it was), without open_clip's "initialized randomly" notice."""
+    configs.register()
+    with _without_random_init_notice(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return open_clip.create_model(name, pretrained=None, **kwargs)
 
 
 def _check_name(name: str) -> None:
@@ -196,10 +234,9 @@ def load_clip(name: str, weights: str, device: str | torch.device = "cpu", seed:
     """
     if weights == RANDOM:
         _check_name(name)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = open_clip.create_model(name, pretrained=None)
+        model = create_architecture(name, seed=seed)
         log.warning("CLIP %s has RANDOM weights (clip.weights: random): embeddings carry no knowledge", name)
+        log.info("CLIP %s: weights random (seed %d)", name, seed)
         return LoadedClip(_finish(model, device), name, RANDOM, RANDOM, f"random-seed{seed}")
     path = Path(weights)
     if not path.exists():
@@ -208,11 +245,18 @@ def load_clip(name: str, weights: str, device: str | torch.device = "cpu", seed:
         if not (path / "config.json").exists():
             raise CLIPLoadError(f"{path}: a Hugging Face CLIP folder needs config.json; {_HOW_TO_GET}")
         model, files = _load_hf_folder(path)
-        return LoadedClip(_finish(model, device), name, str(path), "hf-folder", sha256_files(files))
+        return _loaded(_finish(model, device), name, path, "hf-folder", files)
     _check_name(name)
     state, source = _read_state_dict(path)
     openai = source == "openai-jit" or any(k in state for k in _OPENAI_EXTRA_KEYS)
     # OpenAI weights were trained with QuickGELU; open_clip's plain names use GELU.
-    model = open_clip.create_model(name, pretrained=None, force_quick_gelu=openai)
+    model = create_architecture(name, force_quick_gelu=openai)
     _load_into(model, state, path, name)
-    return LoadedClip(_finish(model, device), name, str(path), source, sha256_files([path]))
+    return _loaded(_finish(model, device), name, path, source, [path])
+
+
+def _loaded(model: CLIP, name: str, path: Path, source: str, files: list[Path]) -> LoadedClip:
+    """The :class:`LoadedClip` of weights read from ``files``, logged with their sha256."""
+    digest = sha256_files_cached(files)
+    log.info("CLIP %s: weights %s (sha256 %s, %s)", name, path, digest, source)
+    return LoadedClip(model, name, str(path), source, digest)

@@ -74,9 +74,9 @@ def object_inputs(image: Image.Image, boxes: np.ndarray, grid: int) -> tuple[tor
     """``[N, 3, 224, 224]`` uint8 crops and ``[N, grid, grid]`` bool foreground masks for ``boxes [N, 4]``."""
     crops, masks = [], []
     for box in boxes:
-        cb = geometry.crop_box(geometry.adaptive_square(box, *image.size))
-        crops.append(standard_uint8(image.crop(cb)))  # PIL pads outside the image with black
-        masks.append(torch.from_numpy(geometry.foreground_mask(box, cb, grid)))
+        square = geometry.adaptive_square(box, *image.size)
+        crops.append(standard_uint8(image.crop(geometry.crop_box(square))))  # PIL pads outside the image with black
+        masks.append(torch.from_numpy(geometry.foreground_mask(box, square, grid)))
     if not crops:
         return torch.zeros(0, 3, 224, 224, dtype=torch.uint8), torch.zeros(0, grid, grid, dtype=torch.bool)
     return torch.stack(crops), torch.stack(masks)

@@ -7,6 +7,7 @@ than padding to 77.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import open_clip
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
+from pipeline.core.progress import track
 from pipeline.core.templates import vild_templates
 
 _TOKENIZER = None
@@ -70,14 +72,49 @@ def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256, normal
     return torch.cat(out).cpu()
 
 
-def vild_embeddings(model, names: Sequence[str], renormalize: bool = False, batch_size: int = 1024) -> torch.Tensor:
-    """``[K, D]``: per template, encode all names (L2-normalised rows); mean over the 74 templates.
+def context_tokens(names: Sequence[str], n_ctx: int, context_length: int = 77) -> torch.Tensor:
+    """``[K, L]`` tokens of ``"X X ... X <name>."`` (``n_ctx`` placeholders, ``_`` in a name read as a space): the
+    learned-context prompt, whose placeholder embeddings :func:`encode_with_context` replaces."""
+    placeholder = " ".join(["X"] * n_ctx)
+    return tokenize([f"{placeholder} {n.replace('_', ' ')}." for n in names], context_length)
+
+
+def encode_with_context(model: CLIP, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``[K, D]`` L2-normalised features of ``tokens [K, L]`` (from :func:`context_tokens`) with the placeholder
+    embeddings replaced by the learned ``context [n_ctx, W]`` (right after [SOT]; CoOp)."""
+    emb = model.token_embedding(tokens).float()
+    ctx = context.to(emb)[None].expand(len(tokens), -1, -1)
+    emb = torch.cat([emb[:, :1], ctx, emb[:, 1 + context.shape[0] :]], 1)
+    return encode_tokens(model, tokens, token_embeddings=emb)
+
+
+@torch.inference_mode()
+def context_embeddings(model: CLIP, names: Sequence[str], context: torch.Tensor) -> torch.Tensor:
+    """``[K, D]`` float32 on CPU: the names embedded with a learned context (the ``ml`` prompt's)."""
+    device = model.token_embedding.weight.device
+    tokens = context_tokens(names, context.shape[0], model.context_length).to(device)
+    return encode_with_context(model, tokens, context.to(device)).float().cpu()
+
+
+def vild_embeddings(
+    model,
+    names: Sequence[str],
+    renormalize: bool = False,
+    batch_size: int = 1024,
+    progress: bool = False,
+    templates: Sequence[str] | None = None,
+) -> torch.Tensor:
+    """``[K, D]``: per template, encode all names (L2-normalised rows); mean over the templates (``None``: the 74
+    ViLD templates; a dry run passes fewer).
 
     Faithful default: the mean is not renormalised (norm < 1); ``renormalize=True`` makes rows unit-norm.
+    ``progress`` logs progress over the templates (:mod:`pipeline.core.progress`).
     """
     total = None
-    templates = vild_templates()
-    for template in templates:
+    templates = vild_templates() if templates is None else list(templates)
+    desc = f"vild: {len(names)} names x {len(templates)} templates"
+    loop = track(templates, desc, unit="template", logger=logging.getLogger(__name__)) if progress else templates
+    for template in loop:
         emb = encode_text(model, [template.format(n) for n in names], batch_size=batch_size)
         total = emb if total is None else total + emb
     mean = total / len(templates)

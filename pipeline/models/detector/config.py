@@ -87,6 +87,18 @@ def prompt_kinds(cfg) -> set[str]:
     return {d["prompts"] for d in classifier_nodes(cfg)}
 
 
+def set_class_counts(cfg, num_classes: int, num_base: int) -> None:
+    """Set every ``num_classes`` / ``num_base`` of a filled config's model (heads, RoI head, classifiers); a mask head
+    with a mask per class is an error (its weights depend on the classes)."""
+    for node in _walk(cfg.model):
+        if str(node.get("type", "")).endswith("MaskHead") and not node.get("class_agnostic", False):
+            raise ValueError("a mask head with a mask per class cannot take another number of classes")
+        if "num_classes" in node:
+            node["num_classes"] = num_classes
+        if "num_base" in node:
+            node["num_base"] = num_base
+
+
 def set_iters(cfg, iters: int) -> None:
     """Run ``iters`` iterations: the schedule's lr steps keep their fractions of the run (an epoch schedule becomes
     an iteration schedule: LVIS 2x steps at 16/24 and 19/24), warm-ups are capped, checkpoints at most every run."""
@@ -175,7 +187,10 @@ def fill_runtime(
     if annotations is not None:
         dataset.ann_file = str(Path(annotations).resolve())
     if images is not None:
-        dataset.data_prefix = dict(img=str(Path(images).resolve()) + "/")
+        # mmdet's LVIS datasets name an image by its coco_url path, split folder included (train2017/<id>.jpg): their
+        # prefix is the folder that holds the split folders (data_root/coco/)
+        folder = Path(images).resolve()
+        dataset.data_prefix = dict(img=str(folder.parent if "LVIS" in str(dataset.type) else folder) + "/")
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
     cfg.launcher = "pytorch" if world_size > 1 else "none"
@@ -197,9 +212,16 @@ def detector_config(
     workers: int | None = None,
     world_size: int = 1,
     cuda: bool = False,
+    backbone: str | None = None,
 ):
-    """The complete ``Config`` of an experiment for ``mmengine.Runner.from_cfg`` (or for building the model)."""
+    """The complete ``Config`` of an experiment for ``mmengine.Runner.from_cfg`` (or for building the model).
+
+    ``backbone``: an ImageNet ResNet state dict in torchvision's layout (``resnet50-0676ba61.pth``) that initialises
+    the backbone (``init_cfg`` Pretrained, applied before ``load_from``); the backbone then runs in pytorch style,
+    the layout those weights were trained in (the reference's caffe style goes with its SoCo ``load_from``)."""
     cfg = read_config(experiment, options)
+    if backbone is not None:
+        cfg.model.backbone.update(style="pytorch", init_cfg=dict(type="Pretrained", checkpoint=str(backbone)))
     if iters is not None:
         set_iters(cfg, iters)
     if batch_size is not None:

@@ -34,3 +34,25 @@ def oake_kind_args(wildcards, input):
     if kind == "objects":
         return f"--proposals {input.proposals} --storage {config['oake']['object_storage']}"
     return ""
+
+
+def oake_imported_kinds():
+    """The kinds whose shards come from the reference's released features (oake.import) instead of extraction."""
+    return [
+        k for k in ("globals", "blocks", "objects") if config["oake"]["import"].get(k)
+    ]
+
+
+def oake_import_sources(wildcards):
+    """The release folders and archives of one kind (oake.import.<kind>), as a list."""
+    value = config["oake"]["import"][wildcards.kind]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def oake_import_kind_args(wildcards):
+    """The arguments one kind of import adds: the block-0 box (blocks), the storage (objects)."""
+    if wildcards.kind == "blocks":
+        return f"--block0-box {config['oake']['block0_box']}"
+    if wildcards.kind == "objects":
+        return f"--storage {config['oake']['object_storage']}"
+    return ""

@@ -22,3 +22,20 @@ def prompt_targets():
         "mmovod_multimodal": "mmovod_multimodal",
     }
     return [f"results/prompts/{names[k]}.pth" for k in config["prompts"]["kinds"]]
+
+
+def prompt_imports():
+    """The prompt files taken from the reference's files (prompts.import) instead of being built."""
+    return [name for name, path in config["prompts"]["import"].items() if path]
+
+
+def imported_prompt(wildcards):
+    """The reference's prompt file of one name (prompts.import.<name>)."""
+    return config["prompts"]["import"][wildcards.name]
+
+
+def imported_prompt_vocab(wildcards):
+    """The annotation files whose class names an imported prompt must hold: those of the file it replaces."""
+    if wildcards.name == "vild":
+        return prompt_vocab_files(wildcards)
+    return [all_classes_file(DATASET, "val")]

@@ -16,6 +16,10 @@ def train_inputs(wildcards):
     }
     if config["train"]["init"] == "proposals":
         inputs["init"] = f"results/proposals/{DATASET}/rpn/final.pth"
+    # the initial weights from elsewhere (config.smk checked that they exist): load_from, backbone
+    for key in ("train.options.load_from", "train.load_from", "train.backbone"):
+        if key in PRETRAINED:
+            inputs[key.rsplit(".", 1)[1]] = PRETRAINED[key]
     # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
     # missing one at run time)
     files = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
@@ -45,22 +49,58 @@ def train_shard_args(wildcards, input):
     return " ".join(args)
 
 
-def train_options(wildcards):
-    """train.iters / batch_size / options as pipeline.train arguments (shell-quoted)."""
+def train_options(wildcards, input):
+    """train.iters / batch_size / options and the initial weights (inputs init, load_from, backbone) as
+    pipeline.train arguments (shell-quoted)."""
     t = config["train"]
     args = []
     if t["iters"] is not None:
         args += ["--iters", str(t["iters"])]
     if t["batch_size"] is not None:
         args += ["--batch-size", str(t["batch_size"])]
+    if "backbone" in input.keys():
+        args += ["--backbone", input.backbone]
     options = dict(t["options"])
-    if t["init"] == "proposals":
-        options["load_from"] = f"results/proposals/{DATASET}/rpn/final.pth"
+    for key in (
+        "init",
+        "load_from",
+    ):  # the proposal RPN, or the file of train.load_from / options.load_from
+        if key in input.keys():
+            options["load_from"] = input[key]
     if options:
         args += ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
     if config["dry_run"]:
         args.append("--dry-run")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def train_import_inputs(wildcards):
+    """What converting a released checkpoint (train.import) reads: the file, the class names, the prompt files and
+    the detector configs of train_inputs (no images, annotations, caches or initial weights).
+    """
+    inputs = {
+        k: v
+        for k, v in train_inputs(wildcards).items()
+        if k in ("names", "configs") or k.startswith("prompt_")
+    }
+    inputs["checkpoint"] = config["train"]["import"][wildcards.experiment]
+    return inputs
+
+
+def train_import_options(wildcards):
+    """train.options (but load_from: the released weights replace every initial weight) as the converter's
+    --cfg-options (shell-quoted): the imported model is configured as the trained one would be.
+    """
+    options = {k: v for k, v in config["train"]["options"].items() if k != "load_from"}
+    if not options:
+        return ""
+    args = ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def imported_experiments():
+    """The experiments of train.import as a wildcard pattern (names are [A-Za-z0-9_]: the schema's pattern)."""
+    return "|".join(config["train"]["import"])
 
 
 def _detector_configs():

@@ -1,0 +1,291 @@
+"""``python -m pipeline.released detector``: a released detector checkpoint of the reference -> ``final.pth``.
+
+The reference (LutingWang/OADP, mmdet 2.25 / mmcv 1.7) releases ``work_dirs/oadp_ov_coco/iter_32000.pth`` and
+``work_dirs/oadp_ov_lvis/epoch_24.pth``: mmcv's ``torch.save`` of ``{"meta", "state_dict"[, "optimizer"]}``, where
+``meta`` holds plain values (``env_info`` and ``config`` text, ``mmdet_version``, ``mmcv_version``, ``classes``,
+``iter``, ``epoch``, ``time``, ``hook_msgs``, ``fp16``) and ``state_dict`` an ``OrderedDict`` of tensors named after
+the reference's modules. The file is read by :func:`read_released` without running any of its code, every tensor is
+renamed by :data:`KEY_TABLE` (or, for the step counters of the reference's loss weights, by :func:`counter_keys`)
+and checked against the experiment's model built here: a key without a rule, a key the model lacks, a tensor the
+model has that the file lacks and a tensor of another shape or kind are one error listing every one of them, naming
+the file. The converted model is written as ``pipeline.train fit`` writes ``final.pth``
+(:mod:`pipeline.models.detector.checkpoint`), with ``meta["imported"]`` saying where it came from; predict, evaluate
+and the report take it as a trained experiment.
+
+:func:`to_reference` and :func:`write_reference_checkpoint` are the inverse (this project's state dict -> the
+reference's file layout), used to check the table on a model trained here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+import re
+import shlex
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipeline.core import atomic
+from pipeline.core.hashing import sha256_file
+from pipeline.core.options import dict_action, key_value, option
+from pipeline.core.safe_pickle import UnsafePickleError, read_torch_archive
+from pipeline.released import STAGE
+
+log = logging.getLogger(__name__)
+
+#: (reference key prefix, this project's): a tensor is renamed by the longest prefix that starts its key, in either
+#: direction. The reference's heads are attributes ``_object_head`` / ``_block_head`` / ``_global_head`` and its text
+#: classifiers keep the projection in ``_linear`` and the background row in ``_bg_embedding``; every other module has
+#: mmdet's names in both (ResNet ``conv1``, ``bn1``, ``layerN.M.{conv,bn}K``, ``downsample``; FPN
+#: ``{lateral,fpn}_convs.N.{conv,bn}``; ``rpn_conv`` / ``rpn_cls`` / ``rpn_reg``; ConvFC heads ``shared_convs.N.{conv,
+#: bn}``, ``shared_fcs.N``, ``fc_reg``; FCN mask head ``convs.N.conv``, ``upsample``, ``conv_logits``).
+KEY_TABLE: tuple[tuple[str, str], ...] = (
+    ("backbone.", "backbone."),
+    ("neck.", "neck."),
+    ("rpn_head.", "rpn_head."),
+    ("roi_head.bbox_head.", "roi_head.bbox_head."),
+    ("roi_head.bbox_head.fc_cls._linear.", "roi_head.bbox_head.fc_cls.linear."),
+    ("roi_head.bbox_head.fc_cls._bg_embedding", "roi_head.bbox_head.fc_cls.background"),
+    ("roi_head._object_head.", "roi_head.object_head."),
+    ("roi_head._object_head.fc_cls._linear.", "roi_head.object_head.fc_cls.linear."),
+    ("roi_head._object_head.fc_cls._bg_embedding", "roi_head.object_head.fc_cls.background"),
+    ("roi_head._block_head.", "roi_head.block_head."),
+    ("roi_head._block_head.fc_cls._linear.", "roi_head.block_head.fc_cls.linear."),
+    ("roi_head._block_head.fc_cls._bg_embedding", "roi_head.block_head.fc_cls.background"),
+    ("_global_head._classifier._linear.", "global_head.classifier.linear."),
+    ("roi_head.mask_head.", "roi_head.mask_head."),
+)
+EXTRA_STATE = "_extra_state"  # the warm-up counters here (``get_extra_state`` of OADPRoIHead and OADP)
+_ONLY = "a released detector checkpoint may only hold tensors and plain values"
+
+
+class ReleasedFormatError(ValueError):
+    """A released file that is not in the reference's format or does not fit the experiment (names the file)."""
+
+
+def rename(key: str, table: tuple[tuple[str, str], ...] = KEY_TABLE) -> str | None:
+    """``key`` renamed by its longest matching prefix of ``table`` (pairs ``(from, to)``); ``None`` without one."""
+    best = max((row for row in table if key.startswith(row[0])), key=lambda row: len(row[0]), default=None)
+    return None if best is None else best[1] + key[len(best[0]) :]
+
+
+REVERSE_TABLE = tuple((here, ref) for ref, here in KEY_TABLE)
+
+
+def counter_keys(model) -> dict[str, tuple[str, str]]:
+    """The reference's loss-weight step counters (0-dim int64 ``_steps`` buffers of todd's schedulers) that a model
+    of this structure has, each mapped to ``(extra-state key, schedule)`` here.
+
+    The distiller's losses are ``_distiller._losses.{i}.0`` in the reference's config order: objects, global, blocks,
+    block relations (those of the heads the model has); the block and global ASL losses are the heads' ``_loss``."""
+    roi_state = f"roi_head.{EXTRA_STATE}"
+    has_object = getattr(model.roi_head, "object_head", None) is not None
+    has_block = getattr(model.roi_head, "block_head", None) is not None
+    has_global = getattr(model, "global_head", None) is not None
+    distill = [(roi_state, "object")] if has_object else []
+    distill += [(EXTRA_STATE, "mse")] if has_global else []
+    distill += [(roi_state, "block"), (roi_state, "relation")] if has_block else []
+    out = {f"_distiller._losses.{i}.0._weight._steps": target for i, target in enumerate(distill)}
+    if has_block:
+        out["roi_head._block_head._loss._weight._steps"] = (roi_state, "block_asl")
+    if has_global:
+        out["_global_head._loss._weight._steps"] = (EXTRA_STATE, "asl")
+    return out
+
+
+_COUNTER = re.compile(r"^(_distiller\._losses\.\d+\.0|.*\._loss)\._weight\._steps$")
+
+
+def read_released(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of a released mmdet-2 checkpoint, unpickled with tensors and plain containers only.
+
+    Raises:
+        UnsafePickleError: the pickle names anything else (code it would run); nothing it names was run.
+        ReleasedFormatError: not a torch zip archive, unreadable, or no ``state_dict`` of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReleasedFormatError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ReleasedFormatError(
+            f"{path}: not a torch zip archive (what torch.save writes since torch 1.6, and mmcv for the released "
+            "checkpoints); nothing was unpickled"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            obj = read_torch_archive(zf, _ONLY)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: refused: {err}") from None
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        raise ReleasedFormatError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
+    if not isinstance(state, Mapping):
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise ReleasedFormatError(f"{path}: no 'state_dict' mapping (found {found}): not an mmcv checkpoint")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ReleasedFormatError(f"{path}: state_dict entries that are not named tensors: {bad[:10]}")
+    meta = obj.get("meta")
+    return dict(state), dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(list(t.shape))
+
+
+def to_project(source: Mapping[str, torch.Tensor], model, where: str) -> dict:
+    """The state dict for ``model`` from a released one: tensors renamed by :data:`KEY_TABLE` (floats cast to the
+    model's dtype), counters into the warm-up schedules, the model's own extra state otherwise.
+
+    Raises:
+        ReleasedFormatError: every key without a rule or a place in the model, every tensor of the model that
+            ``source`` lacks, every tensor of another shape or kind (``where`` names the file and experiment)."""
+    target = model.state_dict()
+    counters = counter_keys(model)
+    out = {k: copy.deepcopy(v) for k, v in target.items() if k.endswith(EXTRA_STATE)}
+    unmatched, unexpected, wrong, taken = [], [], [], set()
+    for key, value in source.items():
+        if _COUNTER.match(key):
+            if key not in counters:
+                unexpected.append(f"{key} (a loss-weight counter of a head this model does not have)")
+            elif value.ndim != 0 or value.is_floating_point():
+                wrong.append(f"{key} {value.dtype} {_shape(value)} (expected a 0-dim integer step counter)")
+            else:
+                state_key, schedule = counters[key]
+                out[state_key][schedule] = {"iteration": int(value)}
+                taken.add(key)
+            continue
+        new = rename(key)
+        # the name must rename back to the key: this project's own names (fc_cls.linear) are not the reference's
+        if new is None or rename(new, REVERSE_TABLE) != key:
+            unmatched.append(key)
+        elif new not in target or new.endswith(EXTRA_STATE):
+            unexpected.append(f"{key} (-> {new})")
+        elif value.shape != target[new].shape:
+            wrong.append(f"{key} {_shape(value)} (the model's {new} is {_shape(target[new])})")
+        elif value.is_floating_point() != target[new].is_floating_point():
+            wrong.append(f"{key} {value.dtype} (the model's {new} is {target[new].dtype})")
+        else:
+            out[new] = value.to(target[new].dtype)
+    missing = [f"{rename(k, REVERSE_TABLE) or '(no rule)'} (-> {k})" for k in target if k not in out]
+    missing += [f"{k} (-> {counters[k][0]}[{counters[k][1]!r}])" for k in counters if k not in taken]
+    problems = [
+        (unmatched, "keys without a rule of the key table"),
+        (unexpected, "keys this model has no place for"),
+        (missing, "tensors of this model that the file lacks"),
+        (wrong, "tensors of another shape or kind"),
+    ]
+    if any(found for found, _ in problems):
+        lines = [f"{where}: the released checkpoint does not fit the model:"]
+        for found, what in problems:
+            if found:
+                lines.append(f"  {len(found)} {what}: " + ", ".join(found[:30]) + (" ..." if len(found) > 30 else ""))
+        lines.append(
+            "  (is the experiment's config the one the file was trained with? e.g. the released OV-LVIS "
+            "epoch_24.pth has no global head: experiment oadp_ov_lvis_released)"
+        )
+        raise ReleasedFormatError("\n".join(lines))
+    return out
+
+
+def to_reference(state_dict: Mapping, model) -> OrderedDict:
+    """This project's state dict of ``model`` in the reference's names (:data:`KEY_TABLE` backwards), with the
+    warm-up schedules as the reference's 0-dim int64 step counters; ``OrderedDict`` with ``_metadata``, as mmcv
+    saves it."""
+    out: OrderedDict = OrderedDict()
+    for key, value in state_dict.items():
+        if key.endswith(EXTRA_STATE):
+            continue
+        ref = rename(key, REVERSE_TABLE)
+        if ref is None:
+            raise ValueError(f"{key}: no rule of the key table")
+        out[ref] = value.detach().cpu()
+    for ref, (state_key, schedule) in counter_keys(model).items():
+        out[ref] = torch.tensor(int(state_dict[state_key][schedule]["iteration"]))
+    out._metadata = OrderedDict({"": {"version": 1}})  # type: ignore[attr-defined]
+    return out
+
+
+def write_reference_checkpoint(path: str | Path, state_dict: Mapping, meta: Mapping, optimizer=None) -> None:
+    """Write ``{"meta", "state_dict"[, "optimizer"]}`` as mmcv's ``save_checkpoint`` does (``torch.save``)."""
+    obj = {"meta": dict(meta), "state_dict": state_dict}
+    if optimizer is not None:
+        obj["optimizer"] = optimizer
+    with atomic.atomic_path(path, suffix=".pth") as tmp:
+        torch.save(obj, tmp)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def imported_meta(path: Path, meta: Mapping) -> dict:
+    """``meta["imported"]`` of the converted ``final.pth``: the file, its sha256 and the released meta's plain
+    values (``mmdet_version``, ``iter``, ``env_info``, ``config`` text ...; the number of ``classes``)."""
+    out = {"checkpoint": str(path), "sha256": sha256_file(path), "format": "mmdet 2 checkpoint of LutingWang/OADP"}
+    out["meta"] = {str(k): v for k, v in meta.items() if isinstance(v, _PLAIN)}
+    if isinstance(meta.get("classes"), list | tuple):
+        out["meta"]["num_classes"] = len(meta["classes"])
+    return out
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """detector: a released detector checkpoint of the reference -> final.pth of an experiment."""
+
+    checkpoint: Path = option(help="the released file, e.g. work_dirs/oadp_ov_coco/iter_32000.pth (input)")
+    experiment: str = option(help="the experiment it becomes (= its config name unless --config)")
+    names_from: Path = option(help="remapped file with every class (input)")
+    num_base: int = option(help="number of base classes (ids 0..K-1)")
+    output: Path = option(help="final.pth (output)")
+    config: str | None = option(None, help="config name or .py file (none: the experiment's)")
+    cfg_options: dict | None = option(
+        None, help="dotted-key overrides, as mmdet's tools", nargs="+", action=dict_action
+    )
+    prompt: tuple[tuple[str, str], ...] = option(
+        (), help="KIND=FILE prompt file (inputs; repeatable)", type=key_value, action="append"
+    )
+    argv: tuple[str, ...] = field(default=())  # the raw arguments, recorded in final.pth (not an option)
+
+
+@STAGE.command("detector", DetectorOptions, "a released detector checkpoint -> final.pth of an experiment")
+def run_detector(opts: DetectorOptions) -> None:
+    from mmdet.registry import MODELS
+
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.checkpoint import stored_prompts, write_checkpoint
+    from pipeline.models.detector.config import detector_config
+
+    state, source_meta = read_released(opts.checkpoint)  # a refused file stops here, before anything is built
+    cats = sorted(atomic.read_json(opts.names_from)["categories"], key=lambda c: c["id"])
+    cfg = detector_config(
+        opts.config or opts.experiment,
+        names=[c["name"] for c in cats],
+        num_base=opts.num_base,
+        prompts=dict(opts.prompt),
+        options=opts.cfg_options,
+    )
+    register_modules()
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(to_project(state, model, f"{opts.checkpoint} (experiment {opts.experiment})"))
+    meta = {
+        "experiment": opts.experiment,
+        "argv": shlex.join(opts.argv),
+        "config": cfg.to_dict(),
+        "prompts": stored_prompts(cfg),
+        "imported": imported_meta(opts.checkpoint, source_meta),
+    }
+    write_checkpoint(opts.output, model.state_dict(), meta)
+    log.info(
+        "%s: %d tensors (mmdet %s, iteration %s) -> %s",
+        opts.checkpoint,
+        len(state),
+        source_meta.get("mmdet_version", "?"),
+        source_meta.get("iter", "?"),
+        opts.output,
+    )

@@ -1,0 +1,33 @@
+"""The report's detection gallery: the pictures of ``pipeline.detect`` (a trained experiment with a free
+vocabulary), linked from ``summary.md``.
+
+:func:`gallery_lines` reads ``<detect dir>/detections.json`` (records with ``category_name`` and ``file_name``) and
+lists ``<detect dir>/pictures/*.jpg``; the links are relative to the report folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from pipeline.core import atomic
+
+
+def gallery_lines(detect_dir: Path, out_dir: Path) -> list[str]:
+    """Markdown: one line of counts per name, then every picture (at most 12), linked relative to ``out_dir``."""
+    detections = atomic.read_json(detect_dir / "detections.json")
+    if not isinstance(detections, list) or any("category_name" not in d for d in detections):
+        raise ValueError(f"{detect_dir / 'detections.json'}: not a detections file of pipeline.detect")
+    pictures = sorted((detect_dir / "pictures").glob("*.jpg"))
+    rel = Path(os.path.relpath(detect_dir, out_dir)).as_posix()
+    counts = Counter(d["category_name"] for d in detections)
+    lines = [
+        f"`{detect_dir.name}` with a free vocabulary: {len(detections)} detections on {len(pictures)} images "
+        f"(all pictures: [index.html]({rel}/index.html)). Detections per name:",
+        "",
+        ", ".join(f"{name} {n}" for name, n in counts.most_common()) or "(none)",
+        "",
+    ]
+    lines += [f"![{p.stem}]({rel}/pictures/{p.name})" for p in pictures[:12]]
+    return lines

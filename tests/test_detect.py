@@ -1,0 +1,210 @@
+"""pipeline.detect: a trained detector with any vocabulary. With the training vocabulary it gives what predict gives,
+a reordered vocabulary relabels the same detections, pictures have the images' sizes; the vocabulary, rendering and
+learned-context helpers it rests on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import DEMO4, REPO, TINY, make_demo_split
+
+
+def _checkpoint(tmp_path: Path, experiment: str = "vild_demo") -> Path:
+    """A demo split (2 val images) and ``tmp_path/final.pth`` of an untrained, seeded detector whose classifiers
+    read a vild prompt file of the tiny random CLIP, saved as ``pipeline.train fit`` saves it."""
+    from mmdet.registry import MODELS
+
+    from pipeline import prompts, train
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import detector_config
+
+    demo = make_demo_split(tmp_path, num_train=1, num_val=2)
+    vild = tmp_path / "vild.pth"
+    prompts.main(
+        ["vild", "--names-from", str(tmp_path / "train.all.json"), "--model", TINY, "--weights", "random"]
+        + ["--device", "cpu", "--output", str(vild)]
+    )
+    register_modules()
+    cfg = detector_config(experiment, names=list(DEMO4), num_base=3, prompts={"vild": str(vild)})
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    meta = {"experiment": experiment, "argv": "", "config": cfg.to_dict(), "prompts": train.stored_prompts(cfg)}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "final.pth")
+    return demo
+
+
+def _detect(tmp_path: Path, demo: Path, vocabulary: str, out: str, *extra: str) -> list[dict]:
+    from pipeline import detect
+
+    detect.main(
+        ["--checkpoint", str(tmp_path / "final.pth"), "--images", str(demo / "images/val"), "--vocabulary", vocabulary,
+         "--clip-model", TINY, "--clip-weights", "random", "--device", "cpu", "--score-thr", "0.3",
+         "--out-dir", str(tmp_path / out), *extra]
+    )  # fmt: skip
+    return json.loads((tmp_path / out / "detections.json").read_text())
+
+
+def _key(d: dict, name: str | int) -> tuple:
+    return (d["image_id"], name, tuple(d["bbox"]))
+
+
+def _assert_same(a: dict[tuple, float], b: dict[tuple, float]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+
+
+@pytest.mark.slow
+def test_detect_with_the_training_vocabulary_is_predict_and_reordering_relabels(tmp_path):
+    from pipeline import train
+
+    demo = _checkpoint(tmp_path)
+    train.main(
+        ["predict", "--checkpoint", str(tmp_path / "final.pth"), "--annotations", str(tmp_path / "val.all.json"),
+         "--images", str(demo / "images/val"), "--output", str(tmp_path / "predict.json"), "--device", "cpu",
+         "--score-thr", "0.3"]
+    )  # fmt: skip
+    predicted = json.loads((tmp_path / "predict.json").read_text())
+    assert predicted, "the untrained detector should score some boxes above 0.3"
+    same = _detect(tmp_path, demo, ", ".join(DEMO4), "same")
+    assert [d["category_name"] for d in same] == [DEMO4[d["category_id"]] for d in same]
+    _assert_same({_key(d, d["category_id"]): d["score"] for d in same},
+                 {_key(d, d["category_id"]): d["score"] for d in predicted})  # fmt: skip
+
+    reordered = list(reversed(DEMO4))  # bases no longer first: the ensemble still treats them as base
+    other = _detect(tmp_path, demo, ", ".join(reordered), "reordered")
+    assert [d["category_name"] for d in other] == [reordered[d["category_id"]] for d in other]
+    _assert_same({_key(d, d["category_name"]): d["score"] for d in other},
+                 {_key(d, d["category_name"]): d["score"] for d in same})  # fmt: skip
+
+    val = json.loads((tmp_path / "val.all.json").read_text())
+    for im in val["images"]:
+        picture = tmp_path / "same/pictures" / Path(im["file_name"]).with_suffix(".jpg").name
+        with Image.open(picture) as p:
+            assert p.size == (im["width"], im["height"])
+    page = (tmp_path / "same/index.html").read_text()
+    assert all(f"pictures/{Path(im['file_name']).stem}.jpg" in page for im in val["images"])
+
+
+@pytest.mark.slow
+def test_names_in_no_class_list_and_a_vocabulary_file(tmp_path, capsys):
+    """An ensemble detector (object head) with novel names: ids index the vocabulary as given, the file form reads
+    one name per line, and a CLIP other than the prompts' is refused naming the checkpoint."""
+    from pipeline.core import cli
+    from pipeline.detect import main
+
+    demo = _checkpoint(tmp_path)
+    (tmp_path / "vocab.txt").write_text("# shapes\na striped shape\nred star\n\nblue square\n")
+    dets = _detect(tmp_path, demo, str(tmp_path / "vocab.txt"), "file", "--score-thr", "0.0")
+    names = ["a striped shape", "red star", "blue square"]
+    assert dets and {d["category_name"] for d in dets} <= set(names)
+    assert all(d["category_name"] == names[d["category_id"]] for d in dets)
+    assert "<td>a striped shape</td><td>novel</td>" in (tmp_path / "file/index.html").read_text()
+    assert "<td>blue square</td><td>base</td>" in (tmp_path / "file/index.html").read_text()
+    argv = ["--checkpoint", str(tmp_path / "final.pth"), "--images", str(demo / "images/val"), "--vocabulary", "x",
+            "--clip-model", "OADP-Small-ViT-32", "--clip-weights", "random", "--device", "cpu",
+            "--out-dir", str(tmp_path / "no")]  # fmt: skip
+    assert cli.run_main(main, argv) == 2 and not (tmp_path / "no/detections.json").exists()
+    assert "prompts were made with CLIP OADP-Tiny-ViT-32 random" in capsys.readouterr().err
+
+
+def test_vocabulary_parsing(tmp_path):
+    from pipeline.detect.vocabulary import image_items, parse_vocabulary
+
+    assert parse_vocabulary(" red star,a striped shape , ") == ["red star", "a striped shape"]
+    (tmp_path / "v.txt").write_text("red star\n# comment\n\nblue circle\n")
+    assert parse_vocabulary(str(tmp_path / "v.txt")) == ["red star", "blue circle"]
+    with pytest.raises(ValueError, match=r"repeated names \['red star'\]"):
+        parse_vocabulary("red star, red star")
+    with pytest.raises(ValueError, match="no class names"):
+        parse_vocabulary(" , ")
+    for name in ("000000000012.jpg", "000000000003.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    items = image_items([tmp_path])
+    assert [(it.image_id, it.path.name) for it in items] == [(3, "000000000003.png"), (12, "000000000012.jpg")]
+    assert [it.image_id for it in image_items([tmp_path], limit=1)] == [3]  # the first N in path order
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/cat.jpg").write_bytes(b"")
+    items = image_items([tmp_path / "sub/cat.jpg", tmp_path / "000000000012.jpg"])
+    assert [(it.image_id, it.path.name) for it in items] == [(1, "000000000012.jpg"), (2, "cat.jpg")]
+    with pytest.raises(ValueError, match="no such image file or folder"):
+        image_items([tmp_path / "missing.jpg"])
+
+
+def test_base_first_keeps_each_group_in_order():
+    from pipeline.models.detector.inference import base_first
+
+    ordered, num_base, position = base_first(["x", "b2", "y", "b1"], ["b1", "b2", "b3"])
+    assert (ordered, num_base, position) == (["b2", "b1", "x", "y"], 2, [1, 3, 0, 2])
+
+
+def test_labels_stay_inside_the_image_and_read_on_their_colour():
+    from pipeline.core.render import class_colour, draw_detections, label_position, text_colour
+
+    assert label_position((10, 30, 50, 60), (40, 12), (100, 80)) == (10, 18)  # above the box
+    assert label_position((10, 5, 50, 60), (40, 12), (100, 80)) == (10, 5)  # no room above: inside
+    assert label_position((90, 5, 99, 60), (40, 12), (100, 80)) == (60, 5)  # shifted left into the image
+    assert text_colour((255, 255, 0)) == (0, 0, 0) and text_colour((0, 0, 160)) == (255, 255, 255)
+    assert class_colour("red star") == class_colour("red star") != class_colour("a striped shape")
+    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    out = draw_detections(image, [(40, 2, 63, 20)], ["a very long class name"], [0.87])
+    assert out.size == image.size and image.getpixel((50, 2)) == (128, 128, 128)  # the input is left as it was
+    assert out.getpixel((50, 20)) == class_colour("a very long class name")  # the box's bottom edge
+
+
+def test_learned_context_embeds_new_names_as_the_ml_prompt_does():
+    from pipeline.models.clip import load_clip, text
+    from pipeline.prompts import ml
+
+    clip = load_clip(TINY, "random")
+    learner = ml.PromptLearner(clip.model, ["red star", "a striped shape"], ml.MLOptions())
+    with torch.no_grad():
+        learner.ctx.add_(0.1)  # a "learned" context, not the initial one
+        expected = learner.text_embeddings()
+    got = text.context_embeddings(clip.model, ["a striped shape", "red star"], learner.ctx.detach())
+    torch.testing.assert_close(got, expected.flip(0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_demo_plans_detect_and_its_gallery(snakemake_bin, tmp_path):
+    cmd = [snakemake_bin, "-n", "-p", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "--checkpoint results/train/vild_demo/final.pth" in out and "results/detect/vild_demo/index.html" in out
+    assert "--vocabulary 'red circle, green square" in out and "a striped shape" in out
+    assert "--detect-dir results/detect/vild_demo" in out
+    assert "results/export_instructcv/gt/image_pairs_evaluation" in out
+    assert "--detections results/evaluate/vild_demo/detections.json" in out
+    off = subprocess.run([*cmd, "--config", "detect={experiment: null}", "export_instructcv={sources: []}"],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert off.returncode == 0 and "pipeline.detect" not in off.stdout and "--detect-dir" not in off.stdout
+    assert "python -m pipeline.export_instructcv" not in off.stdout
+
+
+def test_report_gallery_links_the_pictures_relative_to_the_report(tmp_path):
+    from pipeline.report.gallery import gallery_lines
+
+    detect_dir = tmp_path / "results/detect/vild_demo"
+    (detect_dir / "pictures").mkdir(parents=True)
+    for stem in ("000000000130", "000000000129"):
+        Image.new("RGB", (8, 8)).save(detect_dir / f"pictures/{stem}.jpg")
+    dets = [{"image_id": 129, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.9, "category_name": "red star"}] * 2
+    (detect_dir / "detections.json").write_text(json.dumps(dets))
+    lines = gallery_lines(detect_dir, tmp_path / "results/report")
+    assert "2 detections on 2 images" in lines[0] and "(../detect/vild_demo/index.html)" in lines[0]
+    assert "red star 2" in lines
+    assert lines[-2:] == [
+        "![000000000129](../detect/vild_demo/pictures/000000000129.jpg)",
+        "![000000000130](../detect/vild_demo/pictures/000000000130.jpg)",
+    ]
+    (detect_dir / "detections.json").write_text(json.dumps([{"image_id": 1}]))
+    with pytest.raises(ValueError, match="not a detections file of pipeline.detect"):
+        gallery_lines(detect_dir, tmp_path / "results/report")

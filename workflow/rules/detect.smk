@@ -1,0 +1,61 @@
+# A trained experiment with any vocabulary on any images (detect), and detection image pairs with instructions in
+# InstructCV's layout (export_instructcv). Config: detect.*, export_instructcv.*; inputs in inputs/detect.smk.
+
+
+# The images are passed as the configured paths (files or folders); the rule's inputs are the folders holding
+# them, so that a folder made by another rule (the demo's val images) is built first.
+rule detect:
+    input:
+        unpack(detect_inputs),
+    output:
+        detections="results/detect/{experiment}/detections.json",
+        pictures=directory("results/detect/{experiment}/pictures"),
+        index="results/detect/{experiment}/index.html",
+    log:
+        "results/logs/detect/{experiment}.log",
+    benchmark:
+        "results/benchmarks/detect/{experiment}.tsv"
+    conda:
+        "../../envs/mmdet.yaml"
+    resources:
+        gpu=1,
+    params:
+        images=detect_image_args(),
+        vocabulary=detect_vocabulary_arg,
+        model=config["clip"]["model"],
+        weights=clip_weights_arg,
+        score_thr=config["detect"]["score_thr"],
+        max_drawn=config["detect"]["max_drawn"],
+        max_images=(
+            f"--max-images {config['detect']['max_images']}"
+            if config["detect"]["max_images"]
+            else ""
+        ),
+        out_dir=lambda wildcards, output: str(Path(output.detections).parent),
+    shell:
+        "python -m pipeline.detect --log {log} --checkpoint {input.checkpoint} --images {params.images}"
+        " --vocabulary {params.vocabulary:q} --clip-model {params.model} --clip-weights {params.weights:q}"
+        " --score-thr {params.score_thr} --max-drawn {params.max_drawn} {params.max_images}"
+        " --out-dir {params.out_dir}"
+
+
+rule export_instructcv:
+    input:
+        unpack(export_instructcv_inputs),
+    output:
+        directory("results/export_instructcv/{source}/image_pairs_{part}"),
+    log:
+        "results/logs/export_instructcv/{source}.{part}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    params:
+        detections=export_instructcv_detections_args,
+        score_thr=config["export_instructcv"]["score_thr"],
+        templates=config["export_instructcv"]["templates"],
+        seed=config["export_instructcv"]["seed"],
+        on_bad_image=config["oake"]["on_bad_image"],
+    shell:
+        "python -m pipeline.export_instructcv --log {log} --annotations {input.annotations}"
+        " --images {input.images} {params.detections} --score-thr {params.score_thr}"
+        " --templates {params.templates:q} --seed {params.seed}"
+        " --on-bad-image {params.on_bad_image} --out-dir {output}"
