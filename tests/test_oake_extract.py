@@ -331,3 +331,25 @@ def test_a_skipped_image_is_named_by_file_and_id(tmp_path, demo):
     # verify accepts a shard with a skipped image: its id is in the shard, with no rows
     ann = str(demo / "annotations/instances_val.json")
     assert oake_verify.main([str(tmp_path / "s.h5"), "--annotations", ann, "--shards", "1"])["bad"] == {}
+
+
+def test_lvis_images_are_found_in_the_coco_folder_their_coco_url_names(tmp_path):
+    """LVIS v1 val lists COCO train2017 images too: each file is found in the split folder its coco_url names."""
+    from pipeline.core.images import list_images
+
+    ann = tmp_path / "lvis_v1_val.json"
+    records = [
+        {"id": 139, "coco_url": "http://images.cocodataset.org/val2017/000000000139.jpg"},
+        {"id": 9, "coco_url": "http://images.cocodataset.org/train2017/000000000009.jpg"},
+        {"id": 5, "file_name": "sub/a.jpg"},
+    ]
+    ann.write_text(json.dumps({"images": records}))
+    items = list_images(ann, tmp_path / "coco/val2017")
+    assert [(it.image_id, it.path) for it in items] == [
+        (5, tmp_path / "coco/val2017/sub/a.jpg"),
+        (9, tmp_path / "coco/val2017/../train2017/000000000009.jpg"),
+        (139, tmp_path / "coco/val2017/../val2017/000000000139.jpg"),
+    ]
+    ann.write_text(json.dumps({"images": [{"id": 3, "coco_url": "000000000003.jpg"}]}))
+    with pytest.raises(ValueError, match=r"lvis_v1_val\.json: image 3 has neither file_name nor a coco_url"):
+        list_images(ann, tmp_path)

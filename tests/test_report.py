@@ -330,24 +330,24 @@ def test_a_dry_runs_report_says_dry_run_in_the_title_every_table_and_every_figur
 
 
 def _gallery_data(root):
-    """Two 40x30 grey val images; categories 0, 1 base and 2 novel (num_base 2). Image 2 holds the novel box."""
+    """Two 160x120 grey val images; categories 0, 1 base and 2 novel (num_base 2). Image 2 holds the novel box."""
     from PIL import Image
 
     for name in ("a.png", "b.png"):
         (root / "val").mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (40, 30), (128, 128, 128)).save(root / "val" / name)
+        Image.new("RGB", (160, 120), (128, 128, 128)).save(root / "val" / name)
     annotations = {
-        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
-                   {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [5, 5, 10, 10]},
-                        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [20, 12, 12, 12]}],
+        "images": [{"id": 1, "file_name": "a.png", "width": 160, "height": 120},
+                   {"id": 2, "file_name": "b.png", "width": 160, "height": 120}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "bbox": [10, 10, 30, 30]},
+                        {"id": 2, "image_id": 2, "category_id": 2, "bbox": [80, 60, 40, 40]}],
         "categories": [{"id": 0, "name": "ball"}, {"id": 1, "name": "cup"}, {"id": 2, "name": "kite"}],
     }  # fmt: skip
     _write(root / "val.json", annotations)
     # image 2: the top detection (kite 0.9) is drawn, the second (cup 0.2) is not: one ground-truth box there
     detections = [
-        {"image_id": 2, "category_id": 2, "bbox": [18, 10, 14, 14], "score": 0.9},
-        {"image_id": 2, "category_id": 1, "bbox": [1, 1, 10, 20], "score": 0.2},
+        {"image_id": 2, "category_id": 2, "bbox": [70, 50, 50, 50], "score": 0.9},
+        {"image_id": 2, "category_id": 1, "bbox": [2, 60, 20, 50], "score": 0.2},
     ]
     _write(root / "evaluate" / "x_demo" / "detections.json", detections)
     _write(root / "evaluate" / "x_demo" / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
@@ -367,15 +367,16 @@ def test_val_gallery_puts_ground_truth_beside_the_top_detections_and_tags_novel_
     )
     picture = Image.open(out / "val_gallery_x_demo.png").convert("RGB")
     caption = 22  # pipeline.report.val_gallery.CAPTION_PX
-    assert picture.size == (2 * 40, 2 * (30 + caption))  # two sides, two rows
+    w, h = 160, 120
+    assert picture.size == (2 * w, 2 * (h + caption))  # two sides, two rows
     # row 0 is image 2 (it has a novel box): its ground truth on the left, outlined in the colour of "kite [novel]"
     novel = class_colour("kite [novel]")
-    assert picture.getpixel((20, caption + 23)) == novel  # bottom edge of gt box [20, 12, 32, 24]
-    assert picture.getpixel((40 + 18, caption + 23)) == novel  # left edge of the detection [18, 10, 32, 24]
-    assert picture.getpixel((40 + 1, caption + 15)) == (128, 128, 128)  # the cup (2nd of 1 allowed) not drawn
+    assert picture.getpixel((100, caption + 100)) == novel  # bottom edge of gt box [80, 60, 120, 100]
+    assert picture.getpixel((w + 70, caption + 75)) == novel  # left edge of the detection [70, 50, 120, 100]
+    assert picture.getpixel((w + 2, caption + 85)) == (128, 128, 128)  # the cup (2nd of 1 allowed) not drawn
     # row 1 is image 1: ball (base) on the left, no detections on the right
-    assert picture.getpixel((5, 2 * caption + 30 + 15)) == class_colour("ball")
-    assert picture.getpixel((40 + 5, 2 * caption + 30 + 15)) == (128, 128, 128)
+    assert picture.getpixel((10, 2 * caption + h + 30)) == class_colour("ball")  # left edge of [10, 10, 40, 40]
+    assert picture.getpixel((w + 10, 2 * caption + h + 30)) == (128, 128, 128)
     text = (out / "summary.md").read_text()
     assert "## Val gallery" in text and "![x_demo: ground truth | detections](val_gallery_x_demo.png)" in text
     with pytest.raises(ValueError, match="--val-annotations needs --val-images and --num-base"):

@@ -58,21 +58,41 @@ def image_records(annotation_file: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def list_images(annotation_file: str | Path, image_dir: str | Path) -> list[ImageItem]:
-    """Every image of an (original, unfiltered) COCO- or LVIS-format file, ascending id.
+def image_relpath(record: Mapping[str, Any]) -> str:
+    """The file of one image record of a COCO- or LVIS-format file, relative to the split's image folder.
 
-    The file is ``file_name`` under ``image_dir``; LVIS records have no file name and use the last component of
-    ``coco_url`` (LVIS images are the COCO 2017 images, ``image_dir`` is the split's COCO folder).
+    ``file_name`` as it is. LVIS records have no file name: their ``coco_url`` ends with the COCO split folder and
+    the file (``.../train2017/000000000139.jpg``), and the image folder is one split folder beside it, so the file
+    is ``../train2017/000000000139.jpg`` (LVIS v1 val holds COCO train2017 images as well as val2017 ones).
+
+    Raises:
+        ValueError: the record has neither ``file_name`` nor a ``coco_url`` with a folder and a file.
+    """
+    if record.get("file_name"):
+        return str(record["file_name"])
+    parts = str(record.get("coco_url", "")).rstrip("/").split("/")
+    if len(parts) < 2 or not parts[-1]:
+        raise ValueError(f"image {record.get('id')} has neither file_name nor a coco_url with a folder and a file")
+    return f"../{parts[-2]}/{parts[-1]}"
+
+
+def image_path(record: Mapping[str, Any], image_dir: str | Path) -> Path:
+    """The file of one image record under the split's image folder ``image_dir`` (:func:`image_relpath`)."""
+    return Path(image_dir) / image_relpath(record)
+
+
+def list_images(annotation_file: str | Path, image_dir: str | Path) -> list[ImageItem]:
+    """Every image of an (original, unfiltered) COCO- or LVIS-format file, ascending id, at :func:`image_path`.
 
     Raises:
         ValueError: see :func:`image_records`; or an image has neither ``file_name`` nor ``coco_url``.
     """
     items = []
     for im in image_records(annotation_file):
-        name = im.get("file_name") or str(im.get("coco_url", "")).rsplit("/", 1)[-1]
-        if not name:
-            raise ValueError(f"{annotation_file}: image {im.get('id')} has neither file_name nor coco_url")
-        items.append(ImageItem(int(im["id"]), Path(image_dir) / name))
+        try:
+            items.append(ImageItem(int(im["id"]), image_path(im, image_dir)))
+        except ValueError as err:
+            raise ValueError(f"{annotation_file}: {err}") from None
     return sorted(items, key=lambda it: it.image_id)
 
 

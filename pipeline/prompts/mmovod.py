@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.core import atomic
+from pipeline.core import atomic, images
 from pipeline.core.progress import track
 from pipeline.formats.prompt_file import PromptError
 from pipeline.models.clip import preprocess, text
@@ -70,7 +70,7 @@ def sample_exemplars(data: Mapping, k: int = 5, seed: int = 42, min_area: float 
     Returns:
         a list (one entry per category, sorted by id) of lists of annotation dicts with ``file_name`` added.
     """
-    files = {im["id"]: im.get("file_name") or im["coco_url"].split("/")[-1] for im in data["images"]}
+    files = {im["id"]: images.image_relpath(im) for im in data["images"]}
     out = []
     for cat in sorted(data["categories"], key=lambda c: c["id"]):
         pool = [

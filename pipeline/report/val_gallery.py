@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from pipeline.core import atomic
+from pipeline.core.images import image_path
 from pipeline.core.render import draw_detections
 from pipeline.formats import annotation_file
 
@@ -66,7 +67,7 @@ def gallery_picture(
             dets[d["image_id"]].append(d)
     rows = []
     for im in images:
-        path = image_dir / im["file_name"]
+        path = image_path(im, image_dir)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image {im['id']} of the val gallery is missing")
         picture = Image.open(path).convert("RGB")
@@ -84,7 +85,7 @@ def gallery_picture(
         )  # fmt: skip
         rows.append(
             (
-                _captioned(left, f"{im['file_name']}: ground truth ({len(gts[im['id']])})"),
+                _captioned(left, f"{path.name}: ground truth ({len(gts[im['id']])})"),
                 _captioned(right, f"top {len(dets[im['id']])} detections (score >= {threshold:g})"),
             )
         )
