@@ -122,7 +122,8 @@ def test_demo_data_and_annotations_run(snakemake_bin, tmp_path):
     assert [c["name"] for c in lvis_all["categories"]][3:] == ["red square", "blue circle"]  # rare = novel
     for name in ("lvis_train.norare.json", "lvis_train_cat_info.json", "lvis_train.base.json"):
         assert (ann / name).stat().st_size > 0
-    assert (tmp_path / "results/logs/demo_data/demo_data.log").read_text().count("demo train") == 1
+    demo_log = (tmp_path / "results/logs/demo_data/demo_data.log").read_text()
+    assert demo_log.count("demo train") == 1 and "drawing train images: 5/5 img (100%)" in demo_log  # one handler
     for kind in ("globals", "blocks"):
         for folder in ("train", "val"):
             report = json.loads((tmp_path / f"results/oake/demo/{kind}/{folder}/verify.json").read_text())

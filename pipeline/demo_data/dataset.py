@@ -39,7 +39,7 @@ def generate_split(opts: DemoOptions, split: str) -> tuple[dict, list[tuple[dict
     folder = opts.out_dir / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations, drawn = [], [], []
-    for index in track(range(count), f"demo {split}", unit="img", logger=log):
+    for index in track(range(count), f"drawing {split} images", unit="img", logger=log):
         img, objects = draw_image(opts, split, index)
         iid = image_id(opts, split, index)
         name = f"{iid:012d}.jpg"
