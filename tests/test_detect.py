@@ -206,5 +206,10 @@ def test_report_gallery_links_the_pictures_relative_to_the_report(tmp_path):
         "![000000000130](../detect/vild_demo/pictures/000000000130.jpg)",
     ]
     (detect_dir / "detections.json").write_text(json.dumps([{"image_id": 1}]))
+    with pytest.raises(ValueError, match=r"detections\.json: detection #0 has no 'category_id'"):
+        gallery_lines(detect_dir, tmp_path / "results/report")
+    (detect_dir / "detections.json").write_text(
+        json.dumps([{k: v for k, v in dets[0].items() if k != "category_name"}])
+    )
     with pytest.raises(ValueError, match="not a detections file of pipeline.detect"):
         gallery_lines(detect_dir, tmp_path / "results/report")

@@ -253,6 +253,19 @@ def test_cli_writes_checkpoint_and_report(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("budget", "steps", "seconds"),
+    [([], 20, None), (["--steps", "500"], 20, None), (["--steps", "3"], 3, None), (["--seconds", "60"], 20, 60.0)],
+)
+def test_dry_run_caps_the_steps(budget, steps, seconds):
+    """--dry-run trains at most dry_run.TEACHER_STEPS steps, whatever the budget; a time budget is kept."""
+    args = teacher.build_parser().parse_args(
+        ["--classes", *DEMO4, *budget, "--dry-run", "--output", "c.pt", "--zeroshot", "z.json"]
+    )
+    opts = teacher.options_from_args(args)
+    assert (opts.steps, opts.seconds) == (steps, seconds)
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--classes", *DEMO4, "--novel", "blue star"], "not among --classes"),

@@ -221,7 +221,7 @@ def test_dry_run_config_switch_reaches_every_stage(snakemake_bin, tmp_path):
     proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--config", "dry_run=true")
     out = proc.stdout + proc.stderr
     teacher = [line for line in out.splitlines() if "python -m pipeline.teacher" in line]
-    assert len(teacher) == 1 and "--steps 20" in teacher[0]
+    assert len(teacher) == 1 and "--dry-run" in teacher[0]
 
     def commands(*words: str) -> list[str]:
         return [line for line in out.splitlines() if all(w in line for w in words)]

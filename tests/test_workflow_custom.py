@@ -4,6 +4,7 @@ job, and a generated custom dataset with odd ids and names run end to end."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -70,6 +71,32 @@ def test_bad_custom_input_is_refused_before_any_job(snakemake_bin, tmp_path, kin
     assert proc.returncode != 0
     assert "invalid custom dataset (config key 'custom')" in out and message in out, out[-3000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_paths_with_spaces_reach_every_command_whole(snakemake_bin, tmp_path):
+    """A working directory and a dataset folder with spaces in their names: every planned command's path arguments
+    survive the shell (one argument each), and the annotation jobs run."""
+    workdir = tmp_path / "my runs" / "first try"
+    workdir.mkdir(parents=True)
+    paths = write_custom_dataset(tmp_path / "my data")
+    proc = snakemake(snakemake_bin, workdir, custom_config(paths, ["étoile rouge"]), "-n", "-p")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith("Shell command: ") and "python -m pipeline" in line]
+    commands = [shlex.split(line.removeprefix("Shell command: ")) for line in lines]
+    images = [cmd[cmd.index("--images") + 1] for cmd in commands if "--images" in cmd]
+    assert len(images) >= 4 and set(images) == {paths["train_images"], paths["val_images"]}, images
+    annotations = [cmd[cmd.index("--annotations") + 1] for cmd in commands if "--annotations" in cmd]
+    assert any(a == paths["train_annotations"] for a in annotations), annotations
+    target = "results/annotations/custom/val.all.min.json"
+    proc = subprocess.run(
+        [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1", target],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert json.loads((workdir / target).read_text())["images"]
 
 
 def test_custom_keys_are_required(snakemake_bin, tmp_path):

@@ -9,7 +9,8 @@ A dry run keeps every stage's code path and shrinks its work; every stage reads 
   set, whatever the shard count; a shard may get none), detector training (its set, after mmdet's filter of
   images without base boxes), proposal recall. train predict reads the first :data:`IMAGES` images of its own
   file (the ``.min`` file of val for COCO and the demo: the first annotated images);
-* :data:`ITERS` iterations for each training (the RPN of proposals, the detector);
+* :data:`ITERS` iterations for each training (the RPN of proposals, the detector); the demo's CLIP teacher
+  trains at most :data:`TEACHER_STEPS` steps;
 * :data:`OBJECTS_PER_IMAGE` proposals per image in OAKE objects;
 * prompts: the vocabulary stays complete, only the ensembles shrink: :data:`TEMPLATES` ViLD templates and MM-OVOD
   description sentences per class, :data:`EXEMPLARS` exemplar with :data:`EXEMPLAR_VIEWS` view per class; the
@@ -29,6 +30,7 @@ from pipeline.core import images
 
 IMAGES = 8
 ITERS = 4
+TEACHER_STEPS = 20
 OBJECTS_PER_IMAGE = 5
 TEMPLATES = 2
 EXEMPLARS = 1

@@ -76,14 +76,8 @@ def run(opts: DetectOptions) -> list[dict]:
     from mmengine.config import Config
 
     from pipeline.models.clip import load_clip
-    from pipeline.models.detector.inference import (
-        Vocabulary,
-        base_first,
-        detect_image,
-        load_detector,
-        read_checkpoint,
-        trained_classes,
-    )
+    from pipeline.models.detector.checkpoint import read_checkpoint
+    from pipeline.models.detector.inference import Vocabulary, base_first, detect_image, load_detector, trained_classes
 
     names = parse_vocabulary(opts.vocabulary)
     items = image_items(opts.images, opts.max_images)

@@ -114,12 +114,12 @@ from pipeline.evaluate.detections import (
     Json,
     check_detections,
     check_remapped,
-    load_detections,
     load_gt,
 )
 from pipeline.evaluate.lvis import LVIS_MAX_DETS, lvis_dt, lvis_gt, lvis_report, lvis_stats, run_lvis_eval
 from pipeline.evaluate.metrics import PER_CLASS_COLUMNS, PR_IOU, _write_csv, build_metrics
 from pipeline.evaluate.open_ended import open_ended_report
+from pipeline.formats.detections import load as load_detections
 
 __all__ = [
     "COCO_MAX_DETS",

@@ -1,11 +1,10 @@
 """The inputs of the ``evaluate`` stage: detections and ground-truth annotation files, checked before any
 evaluation runs.
 
-Detections (:func:`load_detections`)
-    COCO result format, a JSON list of ``{image_id: int, category_id: int, bbox: [x, y, w, h], score: float}``
-    (+ an optional RLE ``segmentation``); every value finite, ``w, h >= 0``. An empty list is valid.
-    :func:`check_detections` requires every ``image_id`` / ``category_id`` to be an image / category of the
-    annotation file.
+Detections
+    COCO result format, read and checked by :func:`pipeline.formats.detections.load` (``load_detections`` of
+    :mod:`pipeline.evaluate`). :func:`check_detections` requires every ``image_id`` / ``category_id`` to be an
+    image / category of the annotation file.
 
 Ground truth (:func:`load_gt`)
     A remapped annotation file (``pipeline.formats.annotation_file``: ``images``, ``annotations``,
@@ -19,13 +18,11 @@ Errors are :class:`EvaluationError` (a ``ValueError``) naming the file and the o
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import atomic
 from pipeline.formats import annotation_file
 
 Json = dict[str, Any]
@@ -34,35 +31,6 @@ LVIS_FREQUENCIES = ("r", "c", "f")
 
 class EvaluationError(ValueError):
     """Unusable evaluation input; the message names the file and the offending id or key."""
-
-
-def load_detections(path: str | Path) -> list[Json]:
-    """Read a COCO-result detections file and check every record's fields and types."""
-    data = atomic.read_json(path)
-    if not isinstance(data, list):
-        raise EvaluationError(f"{path}: expected a JSON list of detections, got {type(data).__name__}")
-    for i, det in enumerate(data):
-        if not isinstance(det, dict):
-            raise EvaluationError(f"{path}: detection #{i} is not an object")
-        for key in ("image_id", "category_id", "bbox", "score"):
-            if key not in det:
-                raise EvaluationError(f"{path}: detection #{i} has no '{key}'")
-        for key in ("image_id", "category_id"):
-            if not isinstance(det[key], int) or isinstance(det[key], bool):
-                raise EvaluationError(f"{path}: detection #{i} has a non-integer {key} {det[key]!r}")
-        bbox = det["bbox"]
-        if (
-            not isinstance(bbox, list)
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
-            or bbox[2] < 0
-            or bbox[3] < 0
-        ):
-            raise EvaluationError(f"{path}: detection #{i} has a bbox that is not finite [x, y, w>=0, h>=0]: {bbox}")
-        score = det["score"]
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
-            raise EvaluationError(f"{path}: detection #{i} has a non-finite score {score!r}")
-    return data
 
 
 def check_detections(dets: Sequence[Json], gt: Json, det_source: str, gt_source: str) -> None:

@@ -11,13 +11,13 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from pipeline.core import atomic
+from pipeline.formats import detections as detections_file
 
 
 def gallery_lines(detect_dir: Path, out_dir: Path) -> list[str]:
     """Markdown: one line of counts per name, then every picture (at most 12), linked relative to ``out_dir``."""
-    detections = atomic.read_json(detect_dir / "detections.json")
-    if not isinstance(detections, list) or any("category_name" not in d for d in detections):
+    detections = detections_file.load(detect_dir / "detections.json")
+    if any("category_name" not in d for d in detections):
         raise ValueError(f"{detect_dir / 'detections.json'}: not a detections file of pipeline.detect")
     pictures = sorted((detect_dir / "pictures").glob("*.jpg"))
     rel = Path(os.path.relpath(detect_dir, out_dir)).as_posix()

@@ -20,6 +20,7 @@ from pipeline.core import atomic
 from pipeline.core.images import image_path
 from pipeline.core.render import draw_detections
 from pipeline.formats import annotation_file
+from pipeline.formats import detections as detections_file
 
 CAPTION_PX = 22
 
@@ -121,9 +122,7 @@ def write_gallery(
     ]
     for e in experiments:
         source = evaluate_dir / e / "detections.json"
-        detections = atomic.read_json(source)
-        if not isinstance(detections, list) or any("score" not in d or "bbox" not in d for d in detections):
-            raise ValueError(f"{source}: not a COCO-format detections file (records with bbox and score)")
+        detections = detections_file.load(source)
         name = f"val_gallery_{e}.png"
         picture = gallery_picture(annotations, images, image_dir, detections, num_base, threshold)
         with atomic.atomic_path(out_dir / name, suffix=".png") as tmp:

@@ -46,7 +46,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.core import atomic, cli
+from pipeline.core import atomic, cli, dry_run
 from pipeline.teacher.data import AUG_STREAM, CaptionBatches, caption_test_set, crop_uint8, normalize, read_caption_set
 from pipeline.teacher.model import (
     TokenRows,
@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="training steps (bit-reproducible budget)")
     p.add_argument("--seconds", type=float, default=None, help="training time budget (default 240 without --steps)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"train at most {dry_run.TEACHER_STEPS} steps (pipeline.core.dry_run)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -224,13 +229,16 @@ def options_from_args(args: argparse.Namespace) -> TeacherOptions:
         rest = [c for c in args.classes if c not in args.novel]
         if sorted(args.base) != sorted(rest):
             raise TeacherError(f"teacher --base {args.base} is not --classes minus --novel {rest}")
-    seconds = args.seconds if (args.seconds is not None or args.steps is not None) else 240.0
+    steps = args.steps
+    if args.dry_run:
+        steps = min(steps or dry_run.TEACHER_STEPS, dry_run.TEACHER_STEPS)
+    seconds = args.seconds if (args.seconds is not None or steps is not None) else 240.0
     return TeacherOptions(
         classes=tuple(args.classes),
         novel=tuple(args.novel),
         model=args.model,
         seed=args.seed,
-        steps=args.steps,
+        steps=steps,
         seconds=seconds,
         batch_size=args.batch_size,
         lr=args.lr,

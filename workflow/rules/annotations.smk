@@ -15,8 +15,8 @@ rule annotations_coco:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.annotations --log {log} coco --input {input}"
-        " --out-all {output.all} --out-base {output.base}"
+        "python -m pipeline.annotations --log {log:q} coco --input {input:q}"
+        " --out-all {output.all:q} --out-base {output.base:q}"
 
 
 rule annotations_lvis:
@@ -30,8 +30,8 @@ rule annotations_lvis:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.annotations --log {log} lvis --input {input}"
-        " --out-all {output.all} --out-base {output.base}"
+        "python -m pipeline.annotations --log {log:q} lvis --input {input:q}"
+        " --out-all {output.all:q} --out-base {output.base:q}"
 
 
 rule annotations_lvis_extras:
@@ -45,8 +45,8 @@ rule annotations_lvis_extras:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
-        " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+        "python -m pipeline.annotations --log {log:q} lvis-extras --input {input:q}"
+        " --out-norare {output.norare:q} --out-cat-info {output.cat_info:q}"
 
 
 if DATASET == "demo":
@@ -65,8 +65,8 @@ if DATASET == "demo":
             base=config["demo"]["base"],
             novel=config["demo"]["novel"],
         shell:
-            "python -m pipeline.annotations --log {log} demo --input {input}"
-            " --out-all {output.all} --out-base {output.base}"
+            "python -m pipeline.annotations --log {log:q} demo --input {input:q}"
+            " --out-all {output.all:q} --out-base {output.base:q}"
             " --base {params.base:q} --novel {params.novel:q}"
 
     rule annotations_demo_lvis:
@@ -80,8 +80,8 @@ if DATASET == "demo":
         conda:
             "../../envs/pipeline.yaml"
         shell:
-            "python -m pipeline.annotations --log {log} lvis --input {input}"
-            " --out-all {output.all} --out-base {output.base}"
+            "python -m pipeline.annotations --log {log:q} lvis --input {input:q}"
+            " --out-all {output.all:q} --out-base {output.base:q}"
 
     rule annotations_demo_lvis_extras:
         input:
@@ -94,8 +94,8 @@ if DATASET == "demo":
         conda:
             "../../envs/pipeline.yaml"
         shell:
-            "python -m pipeline.annotations --log {log} lvis-extras --input {input}"
-            " --out-norare {output.norare} --out-cat-info {output.cat_info}"
+            "python -m pipeline.annotations --log {log:q} lvis-extras --input {input:q}"
+            " --out-norare {output.norare:q} --out-cat-info {output.cat_info:q}"
 
 
 if DATASET == "custom":
@@ -115,9 +115,9 @@ if DATASET == "custom":
             novel=config["custom"]["novel"],
             base=custom_base_arg,
         shell:
-            "python -m pipeline.annotations --log {log} custom --input {input.annotations:q}"
+            "python -m pipeline.annotations --log {log:q} custom --input {input.annotations:q}"
             " --images {input.images:q} --split {wildcards.split}"
-            " --out-all {output.all} --out-base {output.base}"
+            " --out-all {output.all:q} --out-base {output.base:q}"
             " --novel {params.novel:q} {params.base}"
 
 
@@ -133,4 +133,4 @@ rule annotations_min:
     conda:
         "../../envs/pipeline.yaml"
     shell:
-        "python -m pipeline.annotations --log {log} min --input {input} --output {output}"
+        "python -m pipeline.annotations --log {log:q} min --input {input:q} --output {output:q}"

@@ -16,13 +16,13 @@ rule demo_data:
         out_dir=demo_out_dir,
         opts=demo_options(),
     shell:
-        "python -m pipeline.demo_data --out-dir {params.out_dir}"
+        "python -m pipeline.demo_data --out-dir {params.out_dir:q}"
         " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q}"
         " --sizes {params.opts[sizes]} --objects {params.opts[objects]}"
         " --num-train {params.opts[num_train]} --num-val {params.opts[num_val]}"
         " --crowd-prob {params.opts[crowd_prob]} --novel-in-train {params.opts[novel_in_train]}"
         " --seed {params.opts[seed]}"
-        " --log {log}"
+        " --log {log:q}"
 
 
 # Captioned crops of every class, base and novel (the CLIP teacher's kind of data; "test" is its held-out
@@ -56,8 +56,8 @@ rule demo_captions:
             )
         },
     shell:
-        "python -m pipeline.demo_data --out-dir {params.out_dir} --captions-only"
+        "python -m pipeline.demo_data --out-dir {params.out_dir:q} --captions-only"
         " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q} --seed {params.opts[seed]}"
         " --captions-per-class {params.opts[captions_per_class]}"
         " --caption-test-per-class {params.opts[caption_test_per_class]}"
-        " --log {log}"
+        " --log {log:q}"

@@ -33,10 +33,10 @@ rule detect:
         ),
         out_dir=lambda wildcards, output: str(Path(output.detections).parent),
     shell:
-        "python -m pipeline.detect --log {log} --checkpoint {input.checkpoint} --images {params.images}"
+        "python -m pipeline.detect --log {log:q} --checkpoint {input.checkpoint:q} --images {params.images:q}"
         " --vocabulary {params.vocabulary:q} --clip-model {params.model} --clip-weights {params.weights:q}"
         " --score-thr {params.score_thr} --max-drawn {params.max_drawn} {params.max_images}"
-        " --out-dir {params.out_dir}"
+        " --out-dir {params.out_dir:q}"
 
 
 rule export_instructcv:
@@ -55,7 +55,7 @@ rule export_instructcv:
         seed=config["export_instructcv"]["seed"],
         on_bad_image=config["oake"]["on_bad_image"],
     shell:
-        "python -m pipeline.export_instructcv --log {log} --annotations {input.annotations}"
-        " --images {input.images} {params.detections} --score-thr {params.score_thr}"
+        "python -m pipeline.export_instructcv --log {log:q} --annotations {input.annotations:q}"
+        " --images {input.images:q} {params.detections} --score-thr {params.score_thr}"
         " --templates {params.templates:q} --seed {params.seed}"
-        " --on-bad-image {params.on_bad_image} --out-dir {output}"
+        " --on-bad-image {params.on_bad_image} --out-dir {output:q}"

@@ -31,9 +31,9 @@ rule evaluate:
         out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.evaluate --log {log} --detections {input.detections}"
-        " --out-dir {params.out_dir} {params.args}"
-        " --regions {input.regions} --vocab {input.vocab} {params.dry}"
+        "python -m pipeline.evaluate --log {log:q} --detections {input.detections:q}"
+        " --out-dir {params.out_dir:q} {params.args}"
+        " --regions {input.regions:q} --vocab {input.vocab:q} {params.dry}"
 
 
 rule report:
@@ -105,7 +105,7 @@ rule report:
             f"--detect-dir {Path(input.detect[0]).parent}" if input.detect else ""
         ),
     shell:
-        "python -m pipeline.report --log {log} --experiments {params.experiments} {params.teacher} {params.detect}"
-        " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall}"
-        " --bench-dir results/bench --out-dir results/report --val-annotations {input.val_annotations}"
-        " --val-images {input.val_images} --num-base {params.num_base}"
+        "python -m pipeline.report --log {log:q} --experiments {params.experiments} {params.teacher} {params.detect}"
+        " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall:q}"
+        " --bench-dir results/bench --out-dir results/report --val-annotations {input.val_annotations:q}"
+        " --val-images {input.val_images:q} --num-base {params.num_base}"

@@ -32,11 +32,11 @@ rule oake_globals:
         kind_args=oake_kind_args,
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.oake.{wildcards.kind} --annotations {input.annotations} --images {input.images}"
-        " --output {output} --shards {params.shards} --shard {params.index}"
+        "python -m pipeline.oake.{wildcards.kind} --annotations {input.annotations:q} --images {input.images:q}"
+        " --output {output:q} --shards {params.shards} --shard {params.index}"
         " --model {params.model} --weights {params.weights:q}"
         " --precision {params.precision} --on-bad-image {params.on_bad_image}"
-        " --compression {params.compression} {params.kind_args} {params.dry} --log {log}"
+        " --compression {params.compression} {params.kind_args} {params.dry} --log {log:q}"
 
 
 use rule oake_globals as oake_blocks with:
@@ -80,9 +80,9 @@ if oake_imported_kinds():
             kind_args=oake_import_kind_args,
             dry="--dry-run" if config["dry_run"] else "",
         shell:
-            "python -m pipeline.released --log {log} features --kind {wildcards.kind}"
-            " --source {input.sources:q} --annotations {input.annotations}"
-            " --model {params.model} --output {output} --shards {params.shards} --shard {params.index}"
+            "python -m pipeline.released --log {log:q} features --kind {wildcards.kind}"
+            " --source {input.sources:q} --annotations {input.annotations:q}"
+            " --model {params.model} --output {output:q} --shards {params.shards} --shard {params.index}"
             " --compression {params.compression} {params.kind_args} {params.dry}"
 
     ruleorder: oake_import > oake_globals
@@ -104,5 +104,5 @@ rule oake_verify:
         shards=config["oake"]["shards"],
         dry="--dry-run-cache" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.oake.verify {input.shards} --annotations {input.annotations}"
-        " --shards {params.shards} {params.dry} --report {output} --log {log}"
+        "python -m pipeline.oake.verify {input.shards:q} --annotations {input.annotations:q}"
+        " --shards {params.shards} {params.dry} --report {output:q} --log {log:q}"

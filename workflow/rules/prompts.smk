@@ -22,9 +22,9 @@ rule prompts_vild:
         renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.prompts --log {log} vild --names-from {input.vocab}"
+        "python -m pipeline.prompts --log {log:q} vild --names-from {input.vocab:q}"
         " --model {params.model} --weights {params.weights:q}"
-        " {params.renormalize} {params.dry} --output {output}"
+        " {params.renormalize} {params.dry} --output {output:q}"
 
 
 rule prompts_detpro:
@@ -37,7 +37,7 @@ rule prompts_detpro:
     conda:
         "../../envs/clip.yaml"
     shell:
-        "python -m pipeline.prompts --log {log} detpro --input {input} --output {output}"
+        "python -m pipeline.prompts --log {log:q} detpro --input {input:q} --output {output:q}"
 
 
 rule prompts_exemplars:
@@ -52,8 +52,8 @@ rule prompts_exemplars:
     params:
         k=config["prompts"]["exemplars"]["k"],
     shell:
-        "python -m pipeline.prompts --log {log} sample-exemplars --input {input}"
-        " -k {params.k} --output {output}"
+        "python -m pipeline.prompts --log {log:q} sample-exemplars --input {input:q}"
+        " -k {params.k} --output {output:q}"
 
 
 rule prompts_mmovod_text:
@@ -74,9 +74,9 @@ rule prompts_mmovod_text:
         weights=clip_weights_arg,
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.prompts --log {log} text --names-from {input.vocab}"
-        " --descriptions {input.descriptions} {params.dry}"
-        " --model {params.model} --weights {params.weights:q} --output {output}"
+        "python -m pipeline.prompts --log {log:q} text --names-from {input.vocab:q}"
+        " --descriptions {input.descriptions:q} {params.dry}"
+        " --model {params.model} --weights {params.weights:q} --output {output:q}"
 
 
 rule prompts_mmovod_vision_avg:
@@ -103,10 +103,10 @@ rule prompts_mmovod_vision_avg:
         num_augs=config["prompts"]["exemplars"]["num_augs"],
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.prompts --log {log} vision-avg --names-from {input.vocab}"
-        " --exemplars {input.exemplars} --categories {input.categories} --images {input.images}"
+        "python -m pipeline.prompts --log {log:q} vision-avg --names-from {input.vocab:q}"
+        " --exemplars {input.exemplars:q} --categories {input.categories:q} --images {input.images:q}"
         " --context {params.context} --num-augs {params.num_augs} {params.dry}"
-        " --model {params.model} --weights {params.weights:q} --output {output}"
+        " --model {params.model} --weights {params.weights:q} --output {output:q}"
 
 
 rule prompts_mmovod_multimodal:
@@ -120,8 +120,8 @@ rule prompts_mmovod_multimodal:
     conda:
         "../../envs/clip.yaml"
     shell:
-        "python -m pipeline.prompts --log {log} multimodal --text {input.text}"
-        " --vision {input.vision} --output {output}"
+        "python -m pipeline.prompts --log {log:q} multimodal --text {input.text:q}"
+        " --vision {input.vision:q} --output {output:q}"
 
 
 rule prompts_ml:
@@ -148,11 +148,11 @@ rule prompts_ml:
         epochs=config["prompts"]["ml_epochs"],
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.prompts --log {log} ml --train-annotations {input.train}"
-        " --num-base {params.num_base} --globals {input.globals_train}"
-        " --val-annotations {input.val} --val-globals {input.globals_val}"
+        "python -m pipeline.prompts --log {log:q} ml --train-annotations {input.train:q}"
+        " --num-base {params.num_base} --globals {input.globals_train:q}"
+        " --val-annotations {input.val:q} --val-globals {input.globals_val:q}"
         " --epochs {params.epochs} {params.dry} --model {params.model} --weights {params.weights:q}"
-        " --output {output}"
+        " --output {output:q}"
 
 
 # The reference's prompt files (prompts.import: its released ml_coco.pth) replace building the names they give.
@@ -171,8 +171,8 @@ if prompt_imports():
         conda:
             "../../envs/clip.yaml"
         shell:
-            "python -m pipeline.released --log {log} prompt --input {input.prompt:q}"
-            " --names-from {input.vocab} --kind {wildcards.name} --output {output}"
+            "python -m pipeline.released --log {log:q} prompt --input {input.prompt:q}"
+            " --names-from {input.vocab:q} --kind {wildcards.name} --output {output:q}"
 
     ruleorder: prompts_import > prompts_ml
     ruleorder: prompts_import > prompts_vild

@@ -15,8 +15,8 @@ if config["proposals"]["import"]:
         conda:
             "../../envs/mmdet.yaml"
         shell:
-            "python -m pipeline.proposals --log {log} import --pickle {input.pickle}"
-            " --annotations {input.annotations} --output {output}"
+            "python -m pipeline.proposals --log {log:q} import --pickle {input.pickle:q}"
+            " --annotations {input.annotations:q} --output {output:q}"
 
 else:
 
@@ -55,14 +55,14 @@ else:
             gpus=config["proposals"]["gpus"],
             dry="--dry-run" if config["dry_run"] else "",
         shell:
-            "python -m pipeline.proposals --log {log.main} train --annotations {input.annotations}"
-            " --images {input.images} --work-dir {params.work_dir} --arch {params.arch}"
+            "python -m pipeline.proposals --log {log.main:q} train --annotations {input.annotations:q}"
+            " --images {input.images:q} --work-dir {params.work_dir:q} --arch {params.arch}"
             " --depth {params.depth}"
             " --backbone-init {params.backbone_init:q} --epochs {params.epochs} {params.iters}"
             " --steps {params.steps} --batch-size {params.batch_size} --lr {params.lr}"
             " --lr-batch {params.lr_batch} --scale {params.scale}"
             " --gpus {params.gpus}"
-            " {params.dry} > {log.runner} 2>&1"
+            " {params.dry} > {log.runner:q} 2>&1"
 
     rule proposals_predict:
         input:
@@ -84,10 +84,10 @@ else:
             on_bad_image=config["oake"]["on_bad_image"],
             dry="--dry-run" if config["dry_run"] else "",
         shell:
-            "python -m pipeline.proposals --log {log} predict --checkpoint {input.checkpoint}"
-            " --annotations {input.annotations} --images {input.images}"
+            "python -m pipeline.proposals --log {log:q} predict --checkpoint {input.checkpoint:q}"
+            " --annotations {input.annotations:q} --images {input.images:q}"
             " --max-per-img {params.max_per_img} --on-bad-image {params.on_bad_image}"
-            " {params.dry} --output {output}"
+            " {params.dry} --output {output:q}"
 
 
 rule proposals_recall:
@@ -104,6 +104,6 @@ rule proposals_recall:
         num_base=num_base(),
         dry="--dry-run" if config["dry_run"] else "",
     shell:
-        "python -m pipeline.proposals --log {log} recall --proposals {input.proposals}"
-        " --annotations {input.annotations} --num-base {params.num_base} {params.dry}"
-        " --output {output}"
+        "python -m pipeline.proposals --log {log:q} recall --proposals {input.proposals:q}"
+        " --annotations {input.annotations:q} --num-base {params.num_base} {params.dry}"
+        " --output {output:q}"

@@ -33,5 +33,5 @@ rule teacher:
         "python -m pipeline.teacher --classes {params.classes:q} --novel {params.novel:q}"
         " --model {params.model} --seed {params.seed} {params.budget}"
         " --batch-size {params.batch_size} --lr {params.lr} --threads {threads}"
-        " --captions-test {input.captions}"
-        " --output {output.checkpoint} --zeroshot {output.zeroshot} --log {log}"
+        " --captions-test {input.captions:q}"
+        " --output {output.checkpoint:q} --zeroshot {output.zeroshot:q} --log {log:q}"

@@ -28,12 +28,12 @@ rule train:
     # line, to {log.runner}.history (not a declared log, so it survives reruns and resumed trainings)
     shell:
         "echo \"==== $(date '+%Y-%m-%d %H:%M:%S') $(uname -n) train {wildcards.experiment} ====\""
-        " >> {log.runner}.history; set -o pipefail;"
-        " python -m pipeline.train --log {log.main} fit --experiment {wildcards.experiment}"
-        " --names-from {input.names} --num-base {params.num_base}"
-        " --annotations {input.annotations} --images {input.images}"
-        " {params.inputs} --work-dir {params.work_dir} --gpus {params.gpus} {params.options} {params.seed}"
-        " 2>&1 | tee -a {log.runner}.history > {log.runner}"
+        " >> {log.runner:q}.history; set -o pipefail;"
+        " python -m pipeline.train --log {log.main:q} fit --experiment {wildcards.experiment}"
+        " --names-from {input.names:q} --num-base {params.num_base}"
+        " --annotations {input.annotations:q} --images {input.images:q}"
+        " {params.inputs} --work-dir {params.work_dir:q} --gpus {params.gpus} {params.options} {params.seed}"
+        " 2>&1 | tee -a {log.runner:q}.history > {log.runner:q}"
 
 
 # train.import: a released checkpoint of the reference converted into final.pth instead of training (the file is
@@ -58,9 +58,9 @@ if config["train"]["import"]:
             options=train_import_options,
             num_base=num_base(),
         shell:
-            "python -m pipeline.released --log {log} detector --checkpoint {input.checkpoint}"
-            " --experiment {wildcards.experiment} --names-from {input.names} --num-base {params.num_base}"
-            " {params.prompts} {params.options} --output {output}"
+            "python -m pipeline.released --log {log:q} detector --checkpoint {input.checkpoint:q}"
+            " --experiment {wildcards.experiment} --names-from {input.names:q} --num-base {params.num_base}"
+            " {params.prompts} {params.options} --output {output:q}"
 
 
 rule train_predict:
@@ -81,6 +81,6 @@ rule train_predict:
         dry="--dry-run" if config["dry_run"] else "",
         on_bad_image=config["oake"]["on_bad_image"],
     shell:
-        "python -m pipeline.train --log {log} predict --checkpoint {input.checkpoint}"
-        " --annotations {input.annotations} --images {input.images} --output {output.detections}"
-        " --regions {output.regions} --on-bad-image {params.on_bad_image} {params.dry}"
+        "python -m pipeline.train --log {log:q} predict --checkpoint {input.checkpoint:q}"
+        " --annotations {input.annotations:q} --images {input.images:q} --output {output.detections:q}"
+        " --regions {output.regions:q} --on-bad-image {params.on_bad_image} {params.dry}"

@@ -1,5 +1,6 @@
-"""Writing ``final.pth``, a detector as one file (``pipeline.train fit`` and ``pipeline.released detector``; read back
-by :func:`pipeline.models.detector.inference.load_detector`).
+"""``final.pth``, a detector as one file: written by ``pipeline.train fit`` and ``pipeline.released detector``
+(:func:`write_checkpoint`), read by :func:`read_checkpoint` (``pipeline.detect``,
+:func:`pipeline.models.detector.inference.load_detector`).
 
 ``{"state_dict": model.state_dict(), "meta": {...}}``; ``meta`` holds ``experiment``, ``argv``, ``config`` (the
 resolved mmengine config as a dict), ``prompts`` (:func:`stored_prompts`) and either ``environment`` (a trained
@@ -40,3 +41,11 @@ def write_checkpoint(path: str | Path, state_dict: Mapping, meta: Mapping) -> No
     """Write ``final.pth`` atomically: ``{"state_dict": state_dict, "meta": meta}``."""
     with atomic.atomic_path(path, suffix=".pth") as tmp:
         torch.save({"state_dict": state_dict, "meta": dict(meta)}, tmp)
+
+
+def read_checkpoint(checkpoint: str | Path) -> dict:
+    """``final.pth`` loaded with ``weights_only=True``; an error names the file when it has no ``meta.config``."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
+        raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
+    return ckpt

@@ -1,11 +1,11 @@
 """A trained detector from ``final.pth``, with its own classes or another vocabulary, and its forward pass on one
 image.
 
-``final.pth`` (written by ``pipeline.train fit``) holds ``state_dict`` and ``meta`` with the resolved ``config``
-and ``prompts``: ``{prompt file path: {names, embeddings[, scaler, bias, context, meta]}}``, the classifiers' text
-embeddings (non-persistent buffers, not in the state dict). :func:`load_detector` rebuilds the model from them;
-with ``vocabulary`` every text classifier (bbox, object, block and global heads) gets the rows of that vocabulary
-instead, and the class counts follow. The weights never depend on the number of classes (class-agnostic box
+``final.pth`` (its format: :mod:`pipeline.models.detector.checkpoint`) holds ``state_dict`` and ``meta`` with the
+resolved ``config`` and ``prompts``: ``{prompt file path: {names, embeddings[, scaler, bias, context, meta]}}``, the
+classifiers' text embeddings (non-persistent buffers, not in the state dict). :func:`load_detector` rebuilds the model
+from them; with ``vocabulary`` every text classifier (bbox, object, block and global heads) gets the rows of that
+vocabulary instead, and the class counts follow. The weights never depend on the number of classes (class-agnostic box
 regression and masks, text classifiers with a learned projection and background row), so the same state dict
 loads. :func:`detect_image` runs the test-time forward pass on one image of the config's test pipeline.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from pipeline.models.detector.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ class Vocabulary:
     names: tuple[str, ...]
     num_base: int
     prompts: Callable[[Mapping], Mapping]
-
-
-def read_checkpoint(checkpoint: str | Path) -> dict:
-    """``final.pth`` loaded with ``weights_only=True``; an error names the file when it has no ``meta.config``."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
-        raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
-    return ckpt
 
 
 def trained_classes(cfg) -> tuple[list[str], int]:

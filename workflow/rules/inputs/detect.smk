@@ -37,7 +37,8 @@ def detect_inputs(wildcards):
 
 
 def detect_image_args():
-    return " ".join(shlex.quote(p) for p in config["detect"]["images"])
+    """The configured image paths (files or folders), each quoted by the rule's ``:q``."""
+    return list(config["detect"]["images"])
 
 
 def detect_vocabulary_arg(wildcards, input):

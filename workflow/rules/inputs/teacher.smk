@@ -3,12 +3,12 @@
 
 def teacher_budget(wildcards):
     """The teacher's budget as arguments: steps (reproducible) and/or seconds, whichever ends first;
-    dry_run: at most 20 steps."""
+    dry_run: --dry-run (the stage caps the steps, pipeline.core.dry_run)."""
     t = config["teacher"]
     steps = t["steps"]
-    if config["dry_run"]:
-        steps = min(steps or 20, 20)
     args = [] if steps is None else ["--steps", str(steps)]
+    if config["dry_run"]:
+        args.append("--dry-run")
     if t["seconds"] is not None:
         args += ["--seconds", str(t["seconds"])]
     return " ".join(args)
