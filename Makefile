@@ -26,12 +26,12 @@ demo: install
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: install
-	$(VENV)/bin/pytest -q -m "not presets"
+	$(VENV)/bin/pytest -q -m "not presets" --durations=15
 
 # Both real-data presets end to end under dry_run on a generated reference-style tree (tests/test_presets_e2e.py:
-# ViT-B-32, R50-FPN at the presets' resolutions, seeded random weights; minutes on 2 cores).
+# ViT-B-32, R50-FPN at the presets' resolutions, seeded random weights; 20 min on 2 quiet cores; run by .ci/run).
 test-presets: install
-	$(VENV)/bin/pytest -q -rs -s -m presets tests/test_presets_e2e.py
+	$(VENV)/bin/pytest -q -rs -s -m presets tests/test_presets_e2e.py --durations=5
 
 bench: install
 	$(PY) -m benchmarks
