@@ -145,12 +145,14 @@ def test_clip_loads_log_their_weights_and_not_open_clips_random_init_notice(tmp_
     assert f"CLIP {TINY}: weights random (seed 3)" in messages
     assert f"CLIP {TINY}: weights {path} (sha256 {digest}, state-dict)" in messages
     assert not any(OPEN_CLIP_NOTICE in m for m in messages)
-    assert logging.getLogger().filters == []  # the notice is dropped inside the creation only
+    assert not any("open_clip" in r.pathname for r in caplog.records)  # nor its INFO lines ("Loaded built-in ...")
+    assert logging.getLogger().filters == []  # the notices are dropped inside the creation only
     caplog.clear()
     import open_clip
 
     open_clip.create_model(TINY, pretrained=None)  # outside the project's loader open_clip still says it
     assert any(OPEN_CLIP_NOTICE in r.getMessage() for r in caplog.records)
+    assert f"Loaded built-in {TINY} model config." in [r.getMessage() for r in caplog.records]
 
 
 @pytest.fixture(scope="module")

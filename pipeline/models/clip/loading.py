@@ -79,19 +79,22 @@ class LoadedClip:
         }
 
 
-def _is_random_init_notice(record: logging.LogRecord) -> bool:
-    """open_clip's "No pretrained weights loaded for model ... Model initialized randomly" (a root-logger warning
-    of ``open_clip.factory.create_model``)."""
-    return "open_clip" in record.pathname and record.getMessage().startswith("No pretrained weights loaded")
+def _is_open_clip_notice(record: logging.LogRecord) -> bool:
+    """A record of open_clip's ``create_model`` that the project's own "CLIP <model>: weights ..." line replaces:
+    its INFO lines ("Loaded built-in ViT-B-32 model config.", ...) and its root-logger warning "No pretrained
+    weights loaded for model ... Model initialized randomly"; its other warnings pass."""
+    if "open_clip" not in record.pathname:
+        return False
+    return record.levelno < logging.WARNING or record.getMessage().startswith("No pretrained weights loaded")
 
 
 @contextmanager
-def _without_random_init_notice() -> Iterator[None]:
-    """Drop open_clip's random-initialisation notice inside the block (other records pass)."""
+def _without_open_clip_notices() -> Iterator[None]:
+    """Drop :func:`_is_open_clip_notice` records inside the block (other records pass)."""
     loggers = [logging.getLogger(), logging.getLogger("open_clip"), logging.getLogger("open_clip.factory")]
 
     def keep(record: logging.LogRecord) -> bool:
-        return not _is_random_init_notice(record)
+        return not _is_open_clip_notice(record)
 
     for logger in loggers:
         logger.addFilter(keep)
@@ -105,9 +108,9 @@ def _without_random_init_notice() -> Iterator[None]:
 def create_architecture(name: str, seed: int | None = None, **kwargs) -> CLIP:
     """``open_clip.create_model(name, pretrained=None, **kwargs)`` for a model whose weights the project sets
     itself (a checkpoint loaded next, a seeded init, a training from scratch): initialised from ``seed`` when given
-    (the global RNG is left as it was), without open_clip's "initialized randomly" notice."""
+    (the global RNG is left as it was), without open_clip's notices (its INFO lines and "initialized randomly")."""
     configs.register()
-    with _without_random_init_notice(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+    with _without_open_clip_notices(), torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         return open_clip.create_model(name, pretrained=None, **kwargs)
