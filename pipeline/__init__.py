@@ -1,8 +1,12 @@
 """OADP-Flow: the stages of the OADP open-vocabulary detection pipeline.
 
-``pipeline.core.compat`` is imported first: it makes torchvision importable on the CPU torch (see its docstring).
+Importing the package installs :mod:`pipeline.core.torchvision_hook` (nothing heavy is imported): the first
+``import torchvision`` in the process then goes through :mod:`pipeline.core.compat`, which makes torchvision
+importable on the CPU torch.
 """
 
-from pipeline.core import compat as _compat  # noqa: F401  (must run before anything imports torchvision)
+from pipeline.core import torchvision_hook as _torchvision_hook
+
+_torchvision_hook.install()
 
 __version__ = "0.1.0"

@@ -269,7 +269,7 @@ def make_tree(
 def save_resnet50(path: Path, seed: int = 0) -> None:
     """torchvision's ResNet-50 state dict (the file torchvision's ImageNet weights come in), seeded weights."""
     import torch
-    from torchvision.models import resnet50  # importable on a CPU torch: pipeline/__init__ loads its compat shim
+    from torchvision.models import resnet50  # importable on a CPU torch: pipeline/__init__ hooks its compat shim
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -79,12 +79,31 @@ def test_stands_aside_when_native_ops_exist():
             return torch.tensor([0])
         lib.impl("nms", native, "CPU")
         from pipeline.core import compat
-        print(compat.FALLBACK_ACTIVE, compat._fallback_lib is None)
+        print(compat.ensure_torchvision_ops(), compat.FALLBACK_ACTIVE, compat._fallback_lib is None)
         torch.ops.torchvision.nms(torch.zeros(2, 4), torch.zeros(2), 0.5)
         print(len(calls))
         """
     )
-    assert out.splitlines() == ["False True", "1"]
+    assert out.splitlines() == ["False False True", "1"]
+
+
+def test_importing_the_package_loads_no_torch_and_the_first_torchvision_import_gets_the_shim():
+    """``import pipeline`` only installs the finder; mmengine's runner, importing torchvision first, gets a working
+    torchvision, and ``torchvision.ops.nms`` runs (on the fallback kernel where the compiled ops do not load)."""
+    out = python(
+        """
+        import sys
+        import pipeline.report, pipeline.evaluate, pipeline.annotations
+        print("torch" in sys.modules, "torchvision" in sys.modules)
+        import mmengine.runner
+        import torch, torchvision
+        from pipeline.core import compat, torchvision_hook
+        b = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.]])
+        print(torchvision.ops.nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())
+        print(compat.FALLBACK_ACTIVE != compat._probe_native_torchvision(), torchvision_hook._FINDER in sys.meta_path)
+        """
+    )
+    assert out.splitlines() == ["False False", "[0, 2]", "True False"]
 
 
 @pytest.mark.gpu

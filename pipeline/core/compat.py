@@ -1,4 +1,5 @@
-"""Compatibility shims imported first by the package (``pipeline/__init__.py``).
+"""Compatibility shims: torchvision on the CPU torch (applied by :mod:`pipeline.core.torchvision_hook` right before
+torchvision is first imported), lvis-api on numpy 2 and mmengine's checkpoints under ``weights_only``.
 
 torchvision on CPU torch
     The only torchvision release that pins torch 2.13.0 (0.28.0) is a CUDA build. On the CPU torch its compiled
@@ -125,13 +126,20 @@ def ensure_torchvision_ops(force_fallback: bool = False) -> bool:
         lib.impl(op, _nms_kernel, "CompositeExplicitAutograd")
     _fallback_lib = lib
     FALLBACK_ACTIVE = True
-    if importlib.util.find_spec("torchvision") is not None:
-        import torchvision.ops.boxes as tv_boxes
-
-        # torchvision.ops.nms asserts that *its* extension loaded; the operator it calls now exists.
-        tv_boxes._assert_has_ops = lambda: None
+    if "torchvision" in sys.modules:
+        after_torchvision_import()
     log.debug("torchvision compiled ops unavailable: using the pure-torch torchvision::nms kernel")
     return True
+
+
+def after_torchvision_import() -> None:
+    """With the fallback kernel active: ``torchvision.ops.nms`` asserts that *its* extension loaded; the operator
+    it calls exists, so the assertion is lifted (torchvision must be imported already)."""
+    if not FALLBACK_ACTIVE:
+        return
+    import torchvision.ops.boxes as tv_boxes
+
+    tv_boxes._assert_has_ops = lambda: None
 
 
 def patch_lvis_numpy() -> None:
@@ -172,6 +180,3 @@ def _history_buffer_getattr(obj, name: str):
     if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(f"checkpoint asks for getattr({obj!r}, {name!r}): not on the allow-list")
-
-
-ensure_torchvision_ops()
