@@ -80,6 +80,16 @@ def test_slow_loops_log_every_30_seconds_and_open_ended_ones_without_eta(caplog)
         clock2.now += 31.0
         q.update(5)
     assert _lines(caplog)[0] == "big: 5/1000 it (0%), 0.161 it/s, elapsed 00:31, ETA 1:42:49"
+    caplog.clear()
+    clock3 = FakeClock()
+    with Progress(2, "vild", unit="template", clock=clock3, bar=False) as r:  # each step over 30 s: the end once
+        for _ in range(2):
+            clock3.now += 35.0
+            r.update()
+    assert _lines(caplog) == [
+        "vild: 1/2 template (50%), 0.0286 template/s, elapsed 00:35, ETA 00:35",
+        "vild: 2/2 template (100%), 0.0286 template/s, elapsed 01:10",
+    ]
 
 
 def test_track_counts_the_items_of_a_sized_iterable(caplog):

@@ -72,7 +72,7 @@ class Progress:
         now = self.clock()
         bucket = self.done // self.step if self.step else 0
         finished = self.total is not None and self.done >= self.total
-        if (bucket > self._bucket and not finished) or now - self.last >= self.seconds:
+        if not finished and (bucket > self._bucket or now - self.last >= self.seconds):  # close() logs the end
             self._line(now)
         self._bucket = bucket
 
