@@ -13,6 +13,7 @@ import pytest
 from pipeline import proposals
 from pipeline.core import dry_run as dry
 from pipeline.formats import proposal_file
+from pipeline.proposals import config as rpn_config
 from pipeline.proposals import recall, schedule
 from pipeline.proposals.reference import UnsafePickleError, load_proposal_pickle
 from tests.conftest import make_demo_split, write_json
@@ -268,7 +269,7 @@ def test_backbone_initialisation_options(tmp_path):
 
     def cfg(init):
         ns = train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", init, "--iters", "10")
-        return proposals.train_config(ns)
+        return rpn_config.train_config(ns)
 
     assert cfg("random")["model"]["backbone"]["init_cfg"] is None and cfg("random")["load_from"] is None
     tv = cfg("torchvision:/w/resnet50-0676ba61.pth")
@@ -367,7 +368,7 @@ def test_the_training_dataset_holds_base_boxes_only(tmp_path):
     demo = make_demo_split(tmp_path, num_train=8, num_val=1)
     ns = train_args(tmp_path / "train.base.json", demo / "images/train", tmp_path, "--depth", "18", "--scale", "256")
     register_all_modules()
-    dataset = DATASETS.build(proposals.train_config(ns)["train_dataloader"]["dataset"])
+    dataset = DATASETS.build(rpn_config.train_config(ns)["train_dataloader"]["dataset"])
     labels = [inst["bbox_label"] for i in range(len(dataset)) for inst in dataset.get_data_info(i)["instances"]]
     raw = json.loads((demo / "annotations/instances_train.json").read_text())
     novel_boxes = sum(a["category_id"] == 4 for a in raw["annotations"])  # "red star" in the generated file
@@ -382,7 +383,7 @@ def _untrained_rpn(path: Path) -> Path:
 
     register_all_modules()
     torch.manual_seed(0)
-    model = MODELS.build(proposals.rpn_model(18, "random"))
+    model = MODELS.build(rpn_config.rpn_model(18, "random"))
     meta = {"depth": 18, "scale": 128, "arch": "rpn", "annotations_sha256": "0" * 64}
     torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
     return path
@@ -518,7 +519,7 @@ def test_train_config_schedule(tmp_path):
     )
 
     def cfg(*extra):
-        return proposals.train_config(train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", "random", *extra))
+        return rpn_config.train_config(train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", "random", *extra))
 
     # 9 images with a box, 12 epochs at 2 GPUs x 2 images: ceil(27) = 27 iterations, steps after 18 and 24.75 -> 25;
     # lr 0.02 for 16 images -> 0.005 for 4
@@ -535,7 +536,7 @@ def test_train_config_schedule(tmp_path):
     assert c["param_scheduler"][1]["milestones"] == sorted({round(8 * dry.ITERS / 12), round(11 * dry.ITERS / 12)})
     empty = write_json(tmp_path / "e.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
     with pytest.raises(ValueError, match="e.json: no training image"):
-        proposals.train_config(train_args(empty, tmp_path, tmp_path / "w"))
+        rpn_config.train_config(train_args(empty, tmp_path, tmp_path / "w"))
 
 
 def test_a_missing_backbone_file_is_named(tmp_path):

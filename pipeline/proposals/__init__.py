@@ -19,7 +19,6 @@ the model and the annotation hash.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,93 +36,14 @@ from pipeline.core.images import ON_BAD_IMAGE, list_images
 from pipeline.core.options import Stage, option
 from pipeline.core.progress import track
 from pipeline.formats import proposal_file
-from pipeline.proposals import recall, schedule
+from pipeline.proposals import config as rpn_config
+from pipeline.proposals import recall
 from pipeline.proposals.reference import load_proposal_pickle
 
 log = logging.getLogger(__name__)
 STAGE = Stage("python -m pipeline.proposals", __doc__)
 
 IMAGENET_R50 = "pretrained/torchvision/resnet50-0676ba61.pth"  # the reference's path of torchvision's ImageNet R50
-BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
-
-
-ARCHS = {"rpn": "RPNHead", "oln": "OLNStyleRPNHead"}
-ARCH_HELP = "rpn: objectness classification; oln: localisation quality (centerness), OLN-style"
-
-
-def rpn_model(depth: int, backbone_init: str, arch: str = "rpn") -> dict:
-    """mmdet 3 RPN R{depth}-FPN config (method 6.1's RPN settings); ``backbone_init``: ``random``,
-    ``torchvision:PATH`` (an ImageNet ResNet state dict) or ``detector:PATH`` (a whole-detector checkpoint such as
-    the reference's SoCo Mask R-CNN, loaded non-strictly by the runner: see :func:`train_config`)."""
-    init_cfg = None
-    if backbone_init.startswith("torchvision:"):
-        init_cfg = dict(type="Pretrained", checkpoint=backbone_init.split(":", 1)[1])
-    elif backbone_init != "random" and not backbone_init.startswith("detector:"):
-        raise ValueError(f"backbone init {backbone_init!r}: use 'random', 'torchvision:PATH' or 'detector:PATH'")
-    return dict(
-        type="RPN",
-        data_preprocessor=dict(
-            type="DetDataPreprocessor",
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            pad_size_divisor=32,
-        ),
-        backbone=dict(
-            type="ResNet",
-            depth=depth,
-            num_stages=4,
-            out_indices=(0, 1, 2, 3),
-            frozen_stages=1,
-            norm_cfg=dict(type="BN", requires_grad=True),
-            norm_eval=True,
-            style="pytorch",
-            init_cfg=init_cfg,
-        ),
-        neck=dict(type="FPN", in_channels=BACKBONE_CHANNELS[depth], out_channels=256, num_outs=5),
-        rpn_head=dict(
-            type=ARCHS[arch],
-            in_channels=256,
-            feat_channels=256,
-            anchor_generator=dict(
-                type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]
-            ),
-            bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
-            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
-            loss_bbox=dict(type="L1Loss", loss_weight=1.0),
-        ),
-        train_cfg=dict(
-            rpn=dict(
-                assigner=dict(
-                    type="MaxIoUAssigner", pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, ignore_iof_thr=-1
-                ),
-                sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1, add_gt_as_proposals=False),
-                allowed_border=-1,
-                pos_weight=-1,
-                debug=False,
-            )
-        ),
-        test_cfg=dict(
-            rpn=dict(nms_pre=2000, max_per_img=1000, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0)
-        ),
-    )
-
-
-def _pipelines(scale: int) -> tuple[list, list]:
-    size = (int(scale * 1333 / 800), scale)
-    train = [
-        dict(type="LoadImageFromFile"),
-        dict(type="LoadAnnotations", with_bbox=True),
-        dict(type="Resize", scale=size, keep_ratio=True),
-        dict(type="RandomFlip", prob=0.5),
-        dict(type="PackDetInputs"),
-    ]
-    test = [
-        dict(type="LoadImageFromFile"),
-        dict(type="Resize", scale=size, keep_ratio=True),
-        dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
-    ]
-    return train, test
 
 
 @dataclass(frozen=True)
@@ -133,8 +53,8 @@ class TrainOptions:
     annotations: Path = option(help="BASE annotation file (input)")
     images: Path = option(help="training image folder (input)")
     work_dir: Path = option(help="checkpoints and logs; final.pth (output)")
-    depth: int = option(50, help="ResNet depth of the backbone", choices=sorted(BACKBONE_CHANNELS))
-    arch: str = option("rpn", help=ARCH_HELP, choices=sorted(ARCHS))
+    depth: int = option(50, help="ResNet depth of the backbone", choices=sorted(rpn_config.BACKBONE_CHANNELS))
+    arch: str = option("rpn", help=rpn_config.ARCH_HELP, choices=sorted(rpn_config.ARCHS))
     backbone_init: str = option(
         "torchvision:" + IMAGENET_R50, help="random, torchvision:PATH (ImageNet ResNet) or detector:PATH (SoCo)"
     )
@@ -199,76 +119,6 @@ class RecallOptions:
 Options = TrainOptions | PredictOptions | ImportOptions | RecallOptions
 
 
-def train_config(args: TrainOptions | argparse.Namespace) -> dict:
-    """The mmengine config of ``train`` (``args``: the options, or a namespace with the same attributes)."""
-    data = atomic.read_json(args.annotations)
-    classes = tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
-    train_pipeline, _ = _pipelines(args.scale)
-    try:
-        sched = schedule.schedule(
-            images=schedule.training_images(data),
-            epochs=args.epochs,
-            iters=dry.ITERS if args.dry_run else args.iters,
-            steps=args.steps,
-            lr=args.lr,
-            lr_batch=args.lr_batch,
-            batch=args.gpus * args.batch_size,
-        )
-    except ValueError as err:
-        raise ValueError(f"{args.annotations}: {err}") from None
-    iters = sched.iters
-    # LVIS records name their image by coco_url (split folder included): mmdet's LVIS dataset, prefix one folder up
-    lvis = bool(data["images"]) and "file_name" not in data["images"][0]
-    images = Path(args.images).resolve()
-    dataset = dict(
-        type="LVISV1Dataset" if lvis else "CocoDataset",
-        data_root="",
-        ann_file=str(Path(args.annotations).resolve()),
-        data_prefix=dict(img=str(images.parent if lvis else images) + "/"),
-        metainfo=dict(classes=classes),
-        filter_cfg=dict(filter_empty_gt=True, min_size=32),
-        pipeline=train_pipeline,
-    )
-    if args.dry_run:  # the dry-run image set (pipeline.core.dry_run), after mmdet's filter
-        from pipeline.models.detector.datasets import restrict_images
-
-        restrict_images(dataset, dry.image_ids(args.annotations))
-    return dict(
-        model=rpn_model(args.depth, args.backbone_init, args.arch),
-        work_dir=str(args.work_dir),
-        train_dataloader=dict(
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            persistent_workers=False,
-            sampler=dict(type="InfiniteSampler", shuffle=True),
-            batch_sampler=dict(type="AspectRatioBatchSampler"),
-            dataset=dataset,
-        ),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=iters, val_interval=iters + 1),
-        optim_wrapper=dict(
-            type="OptimWrapper", optimizer=dict(type="SGD", lr=sched.lr, momentum=0.9, weight_decay=1e-4)
-        ),
-        param_scheduler=sched.param_scheduler(),
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=1 if iters < 50 else 20),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(
-                type="CheckpointHook", interval=args.checkpoint_every, by_epoch=False, max_keep_ckpts=2, save_last=True
-            ),
-        ),
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl")),
-        launcher="pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none",
-        randomness=dict(seed=args.seed),
-        default_scope="mmdet",
-        log_level="INFO",
-        resume=True,
-        # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head), loaded
-        # non-strictly by a fresh run; a resumed run ignores it (pipeline.core.workdir.initial_weights)
-        load_from=args.backbone_init.split(":", 1)[1] if args.backbone_init.startswith("detector:") else None,
-    )
-
-
 @STAGE.command("train", TrainOptions, "train a class-agnostic RPN on base annotations")
 def run_train(opts: TrainOptions) -> None:
     cli.check_gpus(opts.gpus)
@@ -278,7 +128,9 @@ def run_train(opts: TrainOptions) -> None:
     if kind == "random":
         log.warning("the RPN starts from random weights (--backbone-init random); mmdet's RPN starts from ImageNet")
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
-        workdir.guard_work_dir(opts.work_dir, train_config(opts), dirs=[opts.images], run={"gpus": opts.gpus})
+        workdir.guard_work_dir(
+            opts.work_dir, rpn_config.train_config(opts), dirs=[opts.images], run={"gpus": opts.gpus}
+        )
     if cli.relaunch_under_torchrun("pipeline.proposals", opts.gpus, opts.argv):
         return
     from mmdet.utils import register_all_modules
@@ -290,7 +142,7 @@ def run_train(opts: TrainOptions) -> None:
 
     compat.allow_mmengine_checkpoints()
     register_all_modules()
-    cfg = Config(train_config(opts))
+    cfg = Config(rpn_config.train_config(opts))
     steps = [m for s in cfg.param_scheduler if s.type == "MultiStepLR" for m in s.milestones]
     log.info(
         "schedule: %d iterations, lr %g, x0.1 after %s", cfg.train_cfg.max_iters, cfg.optim_wrapper.optimizer.lr, steps
@@ -321,7 +173,7 @@ def load_rpn(checkpoint: str | Path, device: str):
     register_all_modules()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     meta = ckpt["meta"]
-    model = MODELS.build(ConfigDict(rpn_model(int(meta["depth"]), "random", meta.get("arch", "rpn"))))
+    model = MODELS.build(ConfigDict(rpn_config.rpn_model(int(meta["depth"]), "random", meta.get("arch", "rpn"))))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), meta
 
@@ -337,7 +189,7 @@ def predict(
     it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
     import numpy as np
 
-    _, test_pipeline = _pipelines(int(meta["scale"]))
+    _, test_pipeline = rpn_config.pipelines(int(meta["scale"]))
     policy = images.ImagePolicy(on_bad_image)
     pipeline = images.mmcv_test_pipeline(test_pipeline, policy)
     ids, boxes, scores = [], [], []
