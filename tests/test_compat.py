@@ -15,9 +15,12 @@ from pipeline.core import compat
 REPO = Path(__file__).resolve().parents[1]
 
 
-def python(code: str) -> str:
+def python(code: str, stderr: list[str] | None = None) -> str:
+    """Run ``code`` in a fresh interpreter; its stdout (``stderr``, when given, receives its stderr)."""
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return proc.stdout.strip()
 
 
@@ -90,6 +93,7 @@ def test_stands_aside_when_native_ops_exist():
 def test_importing_the_package_loads_no_torch_and_the_first_torchvision_import_gets_the_shim():
     """``import pipeline`` only installs the finder; mmengine's runner, importing torchvision first, gets a working
     torchvision, and ``torchvision.ops.nms`` runs (on the fallback kernel where the compiled ops do not load)."""
+    stderr: list[str] = []
     out = python(
         """
         import sys
@@ -101,9 +105,11 @@ def test_importing_the_package_loads_no_torch_and_the_first_torchvision_import_g
         b = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30.]])
         print(torchvision.ops.nms(b, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())
         print(compat.FALLBACK_ACTIVE != compat._probe_native_torchvision(), torchvision_hook._FINDER in sys.meta_path)
-        """
+        """,
+        stderr,
     )
     assert out.splitlines() == ["False False", "[0, 2]", "True False"]
+    assert "imported before" not in stderr[0]  # the shim ran before torchvision, not after
 
 
 @pytest.mark.gpu

@@ -2,11 +2,11 @@
 
 ``pipeline/__init__.py`` calls :func:`install`, which puts a finder first on ``sys.meta_path`` and imports nothing
 heavy: a stage's ``--help`` or a Snakefile that reads the project's config helpers never loads torch. The first
-``import torchvision`` anywhere (open_clip, mmengine's runner, the project's own code) gets the other finders' spec
-with its loader wrapped: before the package runs, :mod:`pipeline.core.compat` registers the pure-torch
-``torchvision::nms`` kernel where torchvision's compiled ops cannot load (torchvision's ``_meta_registrations``
-fails without it); after, :func:`pipeline.core.compat.after_torchvision_import` lets ``torchvision.ops.nms`` use
-that kernel, and the finder removes itself.
+``import torchvision`` anywhere (open_clip, mmengine's runner, the project's own code) reaches the finder: before the
+package exists, :mod:`pipeline.core.compat` registers the pure-torch ``torchvision::nms`` kernel where
+torchvision's compiled ops cannot load (torchvision's ``_meta_registrations`` fails without it); once the package
+has run, :func:`pipeline.core.compat.after_torchvision_import` lets ``torchvision.ops.nms`` use that kernel, and
+the finder removes itself.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 
 class _BeforeTorchvision(importlib.abc.MetaPathFinder):
-    """Answers only for ``torchvision``: the spec the other finders give, its loader running the shim first and
+    """Answers only for ``torchvision``: applies the shim, then returns the spec the other finders give, its loader
     taking this finder off ``sys.meta_path`` once the package has run (a ``find_spec`` without an import, as
     ``importlib.util.find_spec`` does, leaves it in place)."""
 
@@ -26,8 +26,11 @@ class _BeforeTorchvision(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "torchvision" or self._busy:
             return None
+        from pipeline.core import compat
+
         self._busy = True  # the shim's own probe looks torchvision up
         try:
+            compat.ensure_torchvision_ops()  # before the module exists: idempotent, harmless without an import
             spec = self._other_finders_spec(fullname, path, target)
         finally:
             self._busy = False
@@ -36,13 +39,6 @@ class _BeforeTorchvision(importlib.abc.MetaPathFinder):
         run_package = spec.loader.exec_module
 
         def exec_module(module):
-            from pipeline.core import compat
-
-            self._busy = True
-            try:
-                compat.ensure_torchvision_ops()
-            finally:
-                self._busy = False
             run_package(module)
             uninstall()
             compat.after_torchvision_import()
