@@ -12,7 +12,8 @@ Ground truth (:func:`load_gt`)
     :data:`LVIS_FREQUENCIES`. :func:`check_remapped` requires the category ids ``0..K-1`` (base classes first)
     and ``0 <= num_base <= K``, which the base / novel slicing by id needs.
 
-Errors are :class:`EvaluationError` (a ``ValueError``) naming the file and the offending index, id or key.
+Errors are :class:`EvaluationError` (a ``ValueError``; a malformed detections file raises the format's
+``DetectionsFileError``, also a ``ValueError``) naming the file and the offending index, id or key.
 ``_num_gt`` counts the non-crowd ground-truth boxes per category id (the per-class rows' ``num_gt``).
 """
 

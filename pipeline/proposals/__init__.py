@@ -127,10 +127,9 @@ def run_train(opts: TrainOptions) -> None:
         raise FileNotFoundError(f"--backbone-init {opts.backbone_init}: no file {path} (relative to {Path.cwd()})")
     if kind == "random":
         log.warning("the RPN starts from random weights (--backbone-init random); mmdet's RPN starts from ImageNet")
+    config = rpn_config.train_config(opts)  # reads the annotation file once
     if int(os.environ.get("RANK", "0")) == 0 and "LOCAL_RANK" not in os.environ:  # the launching process only
-        workdir.guard_work_dir(
-            opts.work_dir, rpn_config.train_config(opts), dirs=[opts.images], run={"gpus": opts.gpus}
-        )
+        workdir.guard_work_dir(opts.work_dir, config, dirs=[opts.images], run={"gpus": opts.gpus})
     if cli.relaunch_under_torchrun("pipeline.proposals", opts.gpus, opts.argv):
         return
     from mmdet.utils import register_all_modules
@@ -142,7 +141,7 @@ def run_train(opts: TrainOptions) -> None:
 
     compat.allow_mmengine_checkpoints()
     register_all_modules()
-    cfg = Config(rpn_config.train_config(opts))
+    cfg = Config(config)
     steps = [m for s in cfg.param_scheduler if s.type == "MultiStepLR" for m in s.milestones]
     log.info(
         "schedule: %d iterations, lr %g, x0.1 after %s", cfg.train_cfg.max_iters, cfg.optim_wrapper.optimizer.lr, steps
