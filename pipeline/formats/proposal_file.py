@@ -51,6 +51,12 @@ def write(
                 f.attrs[k] = v
 
 
+def data_nbytes(images: int, boxes: int) -> int:
+    """Bytes of the datasets of a proposals file of ``images`` images and ``boxes`` boxes in all (HDF5's headers and
+    the attrs come on top)."""
+    return images * 8 + (images + 1) * 8 + boxes * (4 * 4 + 4)
+
+
 class ProposalFile:
     """Read access by image id; opens lazily and reopens after a fork (DataLoader workers)."""
 

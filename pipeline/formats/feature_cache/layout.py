@@ -65,6 +65,15 @@ def _row_datasets(kind: str, storage: str, dim: int) -> dict[str, tuple[str, tup
     return {name: spec for (name, spec), keep in zip(specs.items(), used, strict=True) if keep}
 
 
+def data_nbytes(kind: str, storage: str, dim: int, images: int, rows: int) -> int:
+    """Bytes of the datasets of a final uncompressed shard of ``images`` images and ``rows`` rows: the row datasets
+    (:func:`_row_datasets`), ``image_ids``, ``offsets``, ``done`` and ``commit_state``. HDF5's headers and the attrs
+    come on top (a few KiB per file)."""
+    specs = _row_datasets(kind, storage, dim).values()
+    per_row = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in specs)
+    return rows * per_row + images * (8 + 1) + (images + 1) * 8 + len(STATE_FIELDS) * 8
+
+
 def _py(value: Any) -> Any:
     """HDF5 attr / numpy scalar -> plain Python value (str, int, float, bool)."""
     return value.decode() if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
