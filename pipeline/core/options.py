@@ -2,10 +2,10 @@
 
 A field declared with :func:`option` is also a command-line option ``--field-name``: its type gives argparse's
 ``type`` / ``nargs`` / ``choices`` (``int``, ``float``, ``str``, ``Path``, ``bool`` flags, ``X | None``,
-``tuple[X, ...]`` and ``list[X]`` lists, ``Literal[...]`` choices; nothing is inferred for a field given an
-``action=``: its ``type`` / ``nargs`` come from :func:`option` only), its default is the option's default (shown
-in ``--help``), and a field without a default is a required option. So a stage's CLI defaults cannot drift from
-the defaults its ``run(options)`` uses::
+``tuple[X, ...]`` and ``list[X]`` lists, repeatable (:class:`RepeatableList`), ``Literal[...]`` choices; nothing
+is inferred for a field given an ``action=``: its ``type`` / ``nargs`` come from :func:`option` only), its default
+is the option's default (shown in ``--help``), and a field without a default is a required option. So a stage's
+CLI defaults cannot drift from the defaults its ``run(options)`` uses::
 
     @dataclass(frozen=True)
     class FitOptions:
@@ -58,6 +58,17 @@ def dict_action(**kwargs) -> argparse.Action:
     return DictAction(**kwargs)
 
 
+class RepeatableList(argparse.Action):
+    """A list option that may be given more than once, its values joined in order (``--names a b --names=c`` ->
+    ``[a, b, c]``; a default is replaced, not extended). ``--names=VALUE`` keeps a VALUE that starts with ``-`` a
+    value: the form workflow rules use for names a user or a dataset supplies."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, items + list(values))
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args:
@@ -79,7 +90,7 @@ def _argparse_kwargs(name: str, tp: Any) -> dict[str, Any]:
         item = typing.get_args(tp)[0] if typing.get_args(tp) else str
         item, _ = _unwrap_optional(item)
         kwargs = _argparse_kwargs(name, item)
-        kwargs["nargs"] = "*"
+        kwargs.update(nargs="*", action=RepeatableList)
         return kwargs
     if tp in _SCALARS:
         return {"type": tp}

@@ -153,8 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out-dir", type=Path, required=True, help="output root (outputs listed above)")
-    p.add_argument("--classes", nargs="+", required=True, help="category names, '<colour> [<texture>] <shape>'")
-    p.add_argument("--novel", nargs="*", default=[], help="names marked rare in the LVIS-format files")
+    p.add_argument(
+        "--classes", nargs="+", action="extend", required=True,
+        help="category names, '<colour> [<texture>] <shape>'",
+    )
+    p.add_argument("--novel", nargs="*", action="extend", default=[], help="names marked rare in the LVIS-format files")
     p.add_argument("--num-train", type=int, default=DemoOptions.num_train, help="training images (default %(default)s)")
     p.add_argument("--num-val", type=int, default=DemoOptions.num_val, help="validation images (default %(default)s)")
     p.add_argument("--sizes", type=_size, nargs="+", default=list(DemoOptions.sizes), help="e.g. 320x240 256x256")

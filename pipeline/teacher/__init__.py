@@ -180,9 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = TeacherOptions
-    p.add_argument("--classes", nargs="+", required=True, help="every class, base and novel (demo.classes)")
-    p.add_argument("--novel", nargs="*", default=[], help="the novel class names (demo.novel); the rest are base")
-    p.add_argument("--base", nargs="*", default=None, help="the base names (optional: checked against --novel)")
+    p.add_argument(
+        "--classes", nargs="+", action="extend", required=True,
+        help="every class, base and novel (demo.classes)",
+    )
+    p.add_argument(
+        "--novel", nargs="*", action="extend", default=[],
+        help="the novel class names (demo.novel); the rest are base",
+    )
+    p.add_argument(
+        "--base", nargs="*", action="extend", default=None,
+        help="the base names (optional: checked against --novel)",
+    )
     p.add_argument("--model", default=TEACHER_MODEL, help="CLIP config to train (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="training steps (bit-reproducible budget)")

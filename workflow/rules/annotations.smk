@@ -62,12 +62,12 @@ if DATASET == "demo":
         conda:
             "../../envs/pipeline.yaml"
         params:
-            base=config["demo"]["base"],
-            novel=config["demo"]["novel"],
+            base=repeated("--base", config["demo"]["base"]),
+            novel=repeated("--novel", config["demo"]["novel"]),
         shell:
             "python -m pipeline.annotations --log {log:q} demo --input {input:q}"
             " --out-all {output.all:q} --out-base {output.base:q}"
-            " --base {params.base:q} --novel {params.novel:q}"
+            " {params.base:q} {params.novel:q}"
 
     rule annotations_demo_lvis:
         input:
@@ -112,13 +112,13 @@ if DATASET == "custom":
         conda:
             "../../envs/pipeline.yaml"
         params:
-            novel=config["custom"]["novel"],
-            base=custom_base_arg,
+            novel=repeated("--novel", config["custom"]["novel"]),
+            base=repeated("--base", config["custom"]["base"] or []),
         shell:
             "python -m pipeline.annotations --log {log:q} custom --input {input.annotations:q}"
-            " --images {input.images:q} --split {wildcards.split}"
+            " --images {input.images:q} --split {wildcards.split:q}"
             " --out-all {output.all:q} --out-base {output.base:q}"
-            " --novel {params.novel:q} {params.base}"
+            " {params.novel:q} {params.base:q}"
 
 
 rule annotations_min:

@@ -1,7 +1,6 @@
 # Path helpers and target lists. No rules here.
 
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -26,6 +25,28 @@ CLIP_WEIGHTS = (
     if config["clip"]["weights"] == "teacher"
     else config["clip"]["weights"]
 )
+
+
+def dry_run_flag(flag="--dry-run"):
+    """An optional argv word of a ``{params.dry:q}`` field: ``[flag]`` with ``dry_run``, else no word."""
+    return [flag] if config["dry_run"] else []
+
+
+def repeated(flag, values):
+    """``flag=VALUE`` per value (the stage's list option accumulates them): a name that starts with ``-`` stays
+    the option's value and cannot start an option of its own."""
+    return [f"{flag}={v}" for v in values]
+
+
+def oake_shard_files(kind, folder, dataset=DATASET):
+    """The OAKE shards of one kind and image folder, oake.shards of them, in order."""
+    return expand(
+        "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+        dataset=dataset,
+        kind=kind,
+        folder=folder,
+        shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
+    )
 
 
 def teacher_targets():
@@ -156,12 +177,7 @@ def num_base():
 
 
 def globals_shards(folder):
-    return expand(
-        "results/oake/{dataset}/globals/{folder}/shard-{shard}.h5",
-        dataset=DATASET,
-        folder=folder,
-        shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
-    )
+    return oake_shard_files("globals", folder)
 
 
 def folder_split(folder):

@@ -307,6 +307,10 @@ def _configure(cli_config):
         )
     except config_layers.ConfigError as err:
         raise ValueError(str(err)) from None
+    old = cfg.get("oake", {}).get("on_bad_image") if isinstance(cfg.get("oake"), dict) else None
+    if old is not None:
+        logger.warning("config key 'oake.on_bad_image' is deprecated: write on_bad_image (top level)")
+        cfg.setdefault("on_bad_image", old)
     _check_config(cfg, schema)
     validate(cfg, _SCHEMA_PATH)  # fills in the schema's defaults
     _check_experiments(cfg, Path(workflow.basedir) / "pipeline/models/detector/configs")

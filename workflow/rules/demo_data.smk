@@ -14,15 +14,9 @@ rule demo_data:
         "../../envs/pipeline.yaml"
     params:
         out_dir=demo_out_dir,
-        opts=demo_options(),
+        args=demo_args(DEMO_SCENE_KEYS),
     shell:
-        "python -m pipeline.demo_data --out-dir {params.out_dir:q}"
-        " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q}"
-        " --sizes {params.opts[sizes]} --objects {params.opts[objects]}"
-        " --num-train {params.opts[num_train]} --num-val {params.opts[num_val]}"
-        " --crowd-prob {params.opts[crowd_prob]} --novel-in-train {params.opts[novel_in_train]}"
-        " --seed {params.opts[seed]}"
-        " --log {log:q}"
+        "python -m pipeline.demo_data --out-dir {params.out_dir:q} {params.args:q} --log {log:q}"
 
 
 # Captioned crops of every class, base and novel (the CLIP teacher's kind of data; "test" is its held-out
@@ -43,21 +37,7 @@ rule demo_captions:
     params:
         out_dir=lambda wildcards, output: str(Path(output.captions[0]).parent.parent),
         # only what the crops depend on: a changed param reruns the rule (and so the teacher)
-        opts={
-            k: v
-            for k, v in demo_options().items()
-            if k
-            in (
-                "classes",
-                "novel",
-                "seed",
-                "captions_per_class",
-                "caption_test_per_class",
-            )
-        },
+        args=demo_args(DEMO_CAPTION_KEYS),
     shell:
-        "python -m pipeline.demo_data --out-dir {params.out_dir:q} --captions-only"
-        " --classes {params.opts[classes]:q} --novel {params.opts[novel]:q} --seed {params.opts[seed]}"
-        " --captions-per-class {params.opts[captions_per_class]}"
-        " --caption-test-per-class {params.opts[caption_test_per_class]}"
+        "python -m pipeline.demo_data --out-dir {params.out_dir:q} --captions-only {params.args:q}"
         " --log {log:q}"

@@ -20,22 +20,22 @@ rule detect:
     resources:
         gpu=1,
     params:
-        images=detect_image_args(),
+        images=repeated("--images", config["detect"]["images"]),
         vocabulary=detect_vocabulary_arg,
         model=config["clip"]["model"],
         weights=clip_weights_arg,
         score_thr=config["detect"]["score_thr"],
         max_drawn=config["detect"]["max_drawn"],
         max_images=(
-            f"--max-images {config['detect']['max_images']}"
+            ["--max-images", str(config["detect"]["max_images"])]
             if config["detect"]["max_images"]
-            else ""
+            else []
         ),
         out_dir=lambda wildcards, output: str(Path(output.detections).parent),
     shell:
-        "python -m pipeline.detect --log {log:q} --checkpoint {input.checkpoint:q} --images {params.images:q}"
-        " --vocabulary {params.vocabulary:q} --clip-model {params.model} --clip-weights {params.weights:q}"
-        " --score-thr {params.score_thr} --max-drawn {params.max_drawn} {params.max_images}"
+        "python -m pipeline.detect --log {log:q} --checkpoint {input.checkpoint:q} {params.images:q}"
+        " {params.vocabulary:q} --clip-model {params.model:q} --clip-weights {params.weights:q}"
+        " --score-thr {params.score_thr:q} --max-drawn {params.max_drawn:q} {params.max_images:q}"
         " --out-dir {params.out_dir:q}"
 
 
@@ -51,11 +51,11 @@ rule export_instructcv:
     params:
         detections=export_instructcv_detections_args,
         score_thr=config["export_instructcv"]["score_thr"],
-        templates=config["export_instructcv"]["templates"],
+        templates=repeated("--templates", config["export_instructcv"]["templates"]),
         seed=config["export_instructcv"]["seed"],
-        on_bad_image=config["oake"]["on_bad_image"],
+        on_bad_image=config["on_bad_image"],
     shell:
         "python -m pipeline.export_instructcv --log {log:q} --annotations {input.annotations:q}"
-        " --images {input.images:q} {params.detections} --score-thr {params.score_thr}"
-        " --templates {params.templates:q} --seed {params.seed}"
-        " --on-bad-image {params.on_bad_image} --out-dir {output:q}"
+        " --images {input.images:q} {params.detections:q} --score-thr {params.score_thr:q}"
+        " {params.templates:q} --seed {params.seed:q}"
+        " --on-bad-image {params.on_bad_image:q} --out-dir {output:q}"

@@ -29,11 +29,11 @@ rule evaluate:
     params:
         args=evaluate_args,
         out_dir=lambda wildcards, output: str(Path(output.metrics).parent),
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.evaluate --log {log:q} --detections {input.detections:q}"
-        " --out-dir {params.out_dir:q} {params.args}"
-        " --regions {input.regions:q} --vocab {input.vocab:q} {params.dry}"
+        " --out-dir {params.out_dir:q} {params.args:q}"
+        " --regions {input.regions:q} --vocab {input.vocab:q} {params.dry:q}"
 
 
 rule report:
@@ -99,13 +99,14 @@ rule report:
         experiments=experiment_runs(),
         num_base=num_base(),
         teacher=lambda wildcards, input: (
-            f"--teacher {input.teacher}" if input.teacher else ""
+            ["--teacher", *input.teacher] if input.teacher else []
         ),
         detect=lambda wildcards, input: (
-            f"--detect-dir {Path(input.detect[0]).parent}" if input.detect else ""
+            ["--detect-dir", str(Path(input.detect[0]).parent)] if input.detect else []
         ),
     shell:
-        "python -m pipeline.report --log {log:q} --experiments {params.experiments} {params.teacher} {params.detect}"
+        "python -m pipeline.report --log {log:q} --experiments {params.experiments:q}"
+        " {params.teacher:q} {params.detect:q}"
         " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall:q}"
         " --bench-dir results/bench --out-dir results/report --val-annotations {input.val_annotations:q}"
-        " --val-images {input.val_images:q} --num-base {params.num_base}"
+        " --val-images {input.val_images:q} --num-base {params.num_base:q}"

@@ -27,16 +27,16 @@ rule oake_globals:
         shards=config["oake"]["shards"],
         index=shard_index,
         precision=config["oake"]["precision"],
-        on_bad_image=config["oake"]["on_bad_image"],
+        on_bad_image=config["on_bad_image"],
         compression=config["oake"]["compression"],
         kind_args=oake_kind_args,
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
-        "python -m pipeline.oake.{wildcards.kind} --annotations {input.annotations:q} --images {input.images:q}"
-        " --output {output:q} --shards {params.shards} --shard {params.index}"
-        " --model {params.model} --weights {params.weights:q}"
-        " --precision {params.precision} --on-bad-image {params.on_bad_image}"
-        " --compression {params.compression} {params.kind_args} {params.dry} --log {log:q}"
+        "python -m pipeline.oake.{wildcards.kind:q} --annotations {input.annotations:q} --images {input.images:q}"
+        " --output {output:q} --shards {params.shards:q} --shard {params.index:q}"
+        " --model {params.model:q} --weights {params.weights:q}"
+        " --precision {params.precision:q} --on-bad-image {params.on_bad_image:q}"
+        " --compression {params.compression:q} {params.kind_args:q} {params.dry:q} --log {log:q}"
 
 
 use rule oake_globals as oake_blocks with:
@@ -78,12 +78,12 @@ if oake_imported_kinds():
             index=shard_index,
             compression=config["oake"]["compression"],
             kind_args=oake_import_kind_args,
-            dry="--dry-run" if config["dry_run"] else "",
+            dry=dry_run_flag(),
         shell:
-            "python -m pipeline.released --log {log:q} features --kind {wildcards.kind}"
+            "python -m pipeline.released --log {log:q} features --kind {wildcards.kind:q}"
             " --source {input.sources:q} --annotations {input.annotations:q}"
-            " --model {params.model} --output {output:q} --shards {params.shards} --shard {params.index}"
-            " --compression {params.compression} {params.kind_args} {params.dry}"
+            " --model {params.model:q} --output {output:q} --shards {params.shards:q} --shard {params.index:q}"
+            " --compression {params.compression:q} {params.kind_args:q} {params.dry:q}"
 
     ruleorder: oake_import > oake_globals
     ruleorder: oake_import > oake_blocks
@@ -102,7 +102,7 @@ rule oake_verify:
         "../../envs/clip.yaml"
     params:
         shards=config["oake"]["shards"],
-        dry="--dry-run-cache" if config["dry_run"] else "",
+        dry=dry_run_flag("--dry-run-cache"),
     shell:
         "python -m pipeline.oake.verify {input.shards:q} --annotations {input.annotations:q}"
-        " --shards {params.shards} {params.dry} --report {output:q} --log {log:q}"
+        " --shards {params.shards:q} {params.dry:q} --report {output:q} --log {log:q}"

@@ -19,12 +19,12 @@ rule prompts_vild:
     params:
         model=config["clip"]["model"],
         weights=clip_weights_arg,
-        renormalize="--renormalize" if config["prompts"]["renormalize"] else "",
-        dry="--dry-run" if config["dry_run"] else "",
+        renormalize=["--renormalize"] if config["prompts"]["renormalize"] else [],
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.prompts --log {log:q} vild --names-from {input.vocab:q}"
-        " --model {params.model} --weights {params.weights:q}"
-        " {params.renormalize} {params.dry} --output {output:q}"
+        " --model {params.model:q} --weights {params.weights:q}"
+        " {params.renormalize:q} {params.dry:q} --output {output:q}"
 
 
 rule prompts_detpro:
@@ -53,7 +53,7 @@ rule prompts_exemplars:
         k=config["prompts"]["exemplars"]["k"],
     shell:
         "python -m pipeline.prompts --log {log:q} sample-exemplars --input {input:q}"
-        " -k {params.k} --output {output:q}"
+        " -k {params.k:q} --output {output:q}"
 
 
 rule prompts_mmovod_text:
@@ -72,11 +72,11 @@ rule prompts_mmovod_text:
     params:
         model=config["clip"]["model"],
         weights=clip_weights_arg,
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.prompts --log {log:q} text --names-from {input.vocab:q}"
-        " --descriptions {input.descriptions:q} {params.dry}"
-        " --model {params.model} --weights {params.weights:q} --output {output:q}"
+        " --descriptions {input.descriptions:q} {params.dry:q}"
+        " --model {params.model:q} --weights {params.weights:q} --output {output:q}"
 
 
 rule prompts_mmovod_vision_avg:
@@ -101,12 +101,12 @@ rule prompts_mmovod_vision_avg:
         weights=clip_weights_arg,
         context=config["prompts"]["exemplars"]["context"],
         num_augs=config["prompts"]["exemplars"]["num_augs"],
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.prompts --log {log:q} vision-avg --names-from {input.vocab:q}"
         " --exemplars {input.exemplars:q} --categories {input.categories:q} --images {input.images:q}"
-        " --context {params.context} --num-augs {params.num_augs} {params.dry}"
-        " --model {params.model} --weights {params.weights:q} --output {output:q}"
+        " --context {params.context:q} --num-augs {params.num_augs:q} {params.dry:q}"
+        " --model {params.model:q} --weights {params.weights:q} --output {output:q}"
 
 
 rule prompts_mmovod_multimodal:
@@ -146,12 +146,12 @@ rule prompts_ml:
         weights=clip_weights_arg,
         num_base=num_base(),
         epochs=config["prompts"]["ml_epochs"],
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.prompts --log {log:q} ml --train-annotations {input.train:q}"
-        " --num-base {params.num_base} --globals {input.globals_train:q}"
+        " --num-base {params.num_base:q} --globals {input.globals_train:q}"
         " --val-annotations {input.val:q} --val-globals {input.globals_val:q}"
-        " --epochs {params.epochs} {params.dry} --model {params.model} --weights {params.weights:q}"
+        " --epochs {params.epochs:q} {params.dry:q} --model {params.model:q} --weights {params.weights:q}"
         " --output {output:q}"
 
 
@@ -172,7 +172,7 @@ if prompt_imports():
             "../../envs/clip.yaml"
         shell:
             "python -m pipeline.released --log {log:q} prompt --input {input.prompt:q}"
-            " --names-from {input.vocab:q} --kind {wildcards.name} --output {output:q}"
+            " --names-from {input.vocab:q} --kind {wildcards.name:q} --output {output:q}"
 
     ruleorder: prompts_import > prompts_ml
     ruleorder: prompts_import > prompts_vild

@@ -43,26 +43,26 @@ else:
             backbone_init=rpn_backbone_init,
             epochs=config["proposals"]["epochs"],
             iters=(
-                f"--iters {config['proposals']['iters']}"
+                ["--iters", str(config["proposals"]["iters"])]
                 if config["proposals"]["iters"]
-                else ""
+                else []
             ),
-            steps=" ".join(str(s) for s in config["proposals"]["steps"]),
+            steps=config["proposals"]["steps"],
             batch_size=config["proposals"]["batch_size"],
             lr=config["proposals"]["lr"],
             lr_batch=config["proposals"]["lr_batch"],
             scale=config["proposals"]["scale"],
             gpus=config["proposals"]["gpus"],
-            dry="--dry-run" if config["dry_run"] else "",
+            dry=dry_run_flag(),
         shell:
             "python -m pipeline.proposals --log {log.main:q} train --annotations {input.annotations:q}"
-            " --images {input.images:q} --work-dir {params.work_dir:q} --arch {params.arch}"
-            " --depth {params.depth}"
-            " --backbone-init {params.backbone_init:q} --epochs {params.epochs} {params.iters}"
-            " --steps {params.steps} --batch-size {params.batch_size} --lr {params.lr}"
-            " --lr-batch {params.lr_batch} --scale {params.scale}"
-            " --gpus {params.gpus}"
-            " {params.dry} > {log.runner:q} 2>&1"
+            " --images {input.images:q} --work-dir {params.work_dir:q} --arch {params.arch:q}"
+            " --depth {params.depth:q}"
+            " --backbone-init {params.backbone_init:q} --epochs {params.epochs:q} {params.iters:q}"
+            " --steps {params.steps:q} --batch-size {params.batch_size:q} --lr {params.lr:q}"
+            " --lr-batch {params.lr_batch:q} --scale {params.scale:q}"
+            " --gpus {params.gpus:q}"
+            " {params.dry:q} > {log.runner:q} 2>&1"
 
     rule proposals_predict:
         input:
@@ -81,13 +81,13 @@ else:
             gpu=1,
         params:
             max_per_img=config["proposals"]["max_per_img"],
-            on_bad_image=config["oake"]["on_bad_image"],
-            dry="--dry-run" if config["dry_run"] else "",
+            on_bad_image=config["on_bad_image"],
+            dry=dry_run_flag(),
         shell:
             "python -m pipeline.proposals --log {log:q} predict --checkpoint {input.checkpoint:q}"
             " --annotations {input.annotations:q} --images {input.images:q}"
-            " --max-per-img {params.max_per_img} --on-bad-image {params.on_bad_image}"
-            " {params.dry} --output {output:q}"
+            " --max-per-img {params.max_per_img:q} --on-bad-image {params.on_bad_image:q}"
+            " {params.dry:q} --output {output:q}"
 
 
 rule proposals_recall:
@@ -102,8 +102,8 @@ rule proposals_recall:
         "../../envs/mmdet.yaml"
     params:
         num_base=num_base(),
-        dry="--dry-run" if config["dry_run"] else "",
+        dry=dry_run_flag(),
     shell:
         "python -m pipeline.proposals --log {log:q} recall --proposals {input.proposals:q}"
-        " --annotations {input.annotations:q} --num-base {params.num_base} {params.dry}"
+        " --annotations {input.annotations:q} --num-base {params.num_base:q} {params.dry:q}"
         " --output {output:q}"

@@ -22,16 +22,16 @@ rule teacher:
         "../../envs/clip.yaml"
     threads: 2
     params:
-        classes=config["demo"]["classes"],
-        novel=config["demo"]["novel"],
+        classes=repeated("--classes", config["demo"]["classes"]),
+        novel=repeated("--novel", config["demo"]["novel"]),
         model=config["clip"]["model"],
         budget=teacher_budget,
         seed=config["teacher"]["seed"],
         batch_size=config["teacher"]["batch_size"],
         lr=config["teacher"]["lr"],
     shell:
-        "python -m pipeline.teacher --classes {params.classes:q} --novel {params.novel:q}"
-        " --model {params.model} --seed {params.seed} {params.budget}"
-        " --batch-size {params.batch_size} --lr {params.lr} --threads {threads}"
+        "python -m pipeline.teacher {params.classes:q} {params.novel:q}"
+        " --model {params.model:q} --seed {params.seed:q} {params.budget:q}"
+        " --batch-size {params.batch_size:q} --lr {params.lr:q} --threads {threads:q}"
         " --captions-test {input.captions:q}"
         " --output {output.checkpoint:q} --zeroshot {output.zeroshot:q} --log {log:q}"

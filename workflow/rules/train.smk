@@ -27,12 +27,12 @@ rule train:
     # Snakemake deletes {log.runner} before every attempt: each attempt's output is also appended, under a header
     # line, to {log.runner}.history (not a declared log, so it survives reruns and resumed trainings)
     shell:
-        "echo \"==== $(date '+%Y-%m-%d %H:%M:%S') $(uname -n) train {wildcards.experiment} ====\""
+        "echo \"==== $(date '+%Y-%m-%d %H:%M:%S') $(uname -n) train \"{wildcards.experiment:q}\" ====\""
         " >> {log.runner:q}.history; set -o pipefail;"
-        " python -m pipeline.train --log {log.main:q} fit --experiment {wildcards.experiment}"
-        " --names-from {input.names:q} --num-base {params.num_base}"
+        " python -m pipeline.train --log {log.main:q} fit --experiment={wildcards.experiment:q}"
+        " --names-from {input.names:q} --num-base {params.num_base:q}"
         " --annotations {input.annotations:q} --images {input.images:q}"
-        " {params.inputs} --work-dir {params.work_dir:q} --gpus {params.gpus} {params.options} {params.seed}"
+        " {params.inputs:q} --work-dir {params.work_dir:q} --gpus {params.gpus:q} {params.options:q} {params.seed:q}"
         " 2>&1 | tee -a {log.runner:q}.history > {log.runner:q}"
 
 
@@ -59,8 +59,8 @@ if config["train"]["import"]:
             num_base=num_base(),
         shell:
             "python -m pipeline.released --log {log:q} detector --checkpoint {input.checkpoint:q}"
-            " --experiment {wildcards.experiment} --names-from {input.names:q} --num-base {params.num_base}"
-            " {params.prompts} {params.options} --output {output:q}"
+            " --experiment={wildcards.experiment:q} --names-from {input.names:q} --num-base {params.num_base:q}"
+            " {params.prompts:q} {params.options:q} --output {output:q}"
 
 
 rule train_predict:
@@ -78,9 +78,9 @@ rule train_predict:
     resources:
         gpu=1,
     params:
-        dry="--dry-run" if config["dry_run"] else "",
-        on_bad_image=config["oake"]["on_bad_image"],
+        dry=dry_run_flag(),
+        on_bad_image=config["on_bad_image"],
     shell:
         "python -m pipeline.train --log {log:q} predict --checkpoint {input.checkpoint:q}"
         " --annotations {input.annotations:q} --images {input.images:q} --output {output.detections:q}"
-        " --regions {output.regions:q} --on-bad-image {params.on_bad_image} {params.dry}"
+        " --regions {output.regions:q} --on-bad-image {params.on_bad_image:q} {params.dry:q}"

@@ -9,9 +9,3 @@ def custom_annotations(wildcards):
 def custom_images(wildcards):
     """The user's image folder of the split (dataset custom)."""
     return image_dir("custom", wildcards.split)
-
-
-def custom_base_arg(wildcards):
-    """``--base NAME ...`` (shell-quoted) when custom.base names the base classes; none = every other category."""
-    base = config["custom"]["base"]
-    return shlex.join(["--base", *base]) if base else ""

@@ -36,22 +36,17 @@ def detect_inputs(wildcards):
     return inputs
 
 
-def detect_image_args():
-    """The configured image paths (files or folders), each quoted by the rule's ``:q``."""
-    return list(config["detect"]["images"])
-
-
 def detect_vocabulary_arg(wildcards, input):
-    """``--vocabulary``: the vocabulary file, or the configured names joined by commas."""
+    """``--vocabulary=...`` (one argv word): the vocabulary file, or the configured names joined by commas."""
     vocabulary = config["detect"]["vocabulary"]
     if isinstance(vocabulary, str):
-        return input.vocabulary
+        return f"--vocabulary={input.vocabulary}"
     bad = [n for n in vocabulary if "," in n]
     if bad:
         raise ValueError(
             f"config key 'detect.vocabulary': names may not contain a comma: {bad} (use a vocabulary file)"
         )
-    return ", ".join(vocabulary)
+    return "--vocabulary=" + ", ".join(vocabulary)
 
 
 def export_instructcv_targets():
@@ -83,4 +78,4 @@ def export_instructcv_inputs(wildcards):
 
 
 def export_instructcv_detections_args(wildcards, input):
-    return f"--detections {input.detections}" if "detections" in input.keys() else ""
+    return ["--detections", input.detections] if "detections" in input.keys() else []

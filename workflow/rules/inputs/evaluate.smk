@@ -29,7 +29,7 @@ def evaluate_args(wildcards, input):
         args += ["--coco", input.coco, "--num-base", str(num_base())]
     if "lvis" in input.keys():
         args += ["--lvis", input.lvis]
-    return " ".join(args)
+    return args
 
 
 def report_targets():

@@ -6,13 +6,7 @@ def shard_index(wildcards):
 
 
 def oake_shards(wildcards):
-    return expand(
-        "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
-        dataset=wildcards.dataset,
-        kind=wildcards.kind,
-        folder=wildcards.folder,
-        shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
-    )
+    return oake_shard_files(wildcards.kind, wildcards.folder, wildcards.dataset)
 
 
 def oake_targets():
@@ -30,10 +24,15 @@ def oake_kind_args(wildcards, input):
     (objects)."""
     kind = wildcards.kind
     if kind == "blocks":
-        return f"--block0-box {config['oake']['block0_box']}"
+        return ["--block0-box", str(config["oake"]["block0_box"])]
     if kind == "objects":
-        return f"--proposals {input.proposals} --storage {config['oake']['object_storage']}"
-    return ""
+        return [
+            "--proposals",
+            input.proposals,
+            "--storage",
+            config["oake"]["object_storage"],
+        ]
+    return []
 
 
 def oake_imported_kinds():
@@ -52,7 +51,7 @@ def oake_import_sources(wildcards):
 def oake_import_kind_args(wildcards):
     """The arguments one kind of import adds: the block-0 box (blocks), the storage (objects)."""
     if wildcards.kind == "blocks":
-        return f"--block0-box {config['oake']['block0_box']}"
+        return ["--block0-box", str(config["oake"]["block0_box"])]
     if wildcards.kind == "objects":
-        return f"--storage {config['oake']['object_storage']}"
-    return ""
+        return ["--storage", config["oake"]["object_storage"]]
+    return []

@@ -11,4 +11,4 @@ def teacher_budget(wildcards):
         args.append("--dry-run")
     if t["seconds"] is not None:
         args += ["--seconds", str(t["seconds"])]
-    return " ".join(args)
+    return args

@@ -27,18 +27,12 @@ def train_inputs(wildcards):
         if kind in files:
             inputs[f"prompt_{kind}"] = f"results/prompts/{files[kind]}.pth"
     for kind in kinds:
-        inputs[kind] = expand(
-            "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
-            dataset=DATASET,
-            kind=kind,
-            folder=OAKE_FOLDERS[0],
-            shard=[f"{i:03d}" for i in range(config["oake"]["shards"])],
-        )
+        inputs[kind] = oake_shard_files(kind, OAKE_FOLDERS[0])
     return inputs
 
 
 def train_shard_args(wildcards, input):
-    """CLI arguments naming the prompt and cache inputs the experiment uses."""
+    """CLI arguments (argv words) naming the prompt and cache inputs the experiment uses."""
     args = []
     for key in input.keys():
         if key.startswith("prompt_"):
@@ -46,12 +40,12 @@ def train_shard_args(wildcards, input):
     for kind in ("globals", "blocks", "objects"):
         if kind in input.keys():
             args += [f"--{kind}", *input[kind]]
-    return " ".join(args)
+    return args
 
 
 def train_options(wildcards, input):
     """train.iters / batch_size / options and the initial weights (inputs init, load_from, backbone) as
-    pipeline.train arguments (shell-quoted)."""
+    pipeline.train arguments (argv words)."""
     t = config["train"]
     args = []
     if t["iters"] is not None:
@@ -69,9 +63,7 @@ def train_options(wildcards, input):
             options["load_from"] = input[key]
     if options:
         args += ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
-    if config["dry_run"]:
-        args.append("--dry-run")
-    return " ".join(shlex.quote(a) for a in args)
+    return args + dry_run_flag()
 
 
 def train_import_inputs(wildcards):
@@ -89,13 +81,12 @@ def train_import_inputs(wildcards):
 
 def train_import_options(wildcards):
     """train.options (but load_from: the released weights replace every initial weight) as the converter's
-    --cfg-options (shell-quoted): the imported model is configured as the trained one would be.
+    --cfg-options (argv words): the imported model is configured as the trained one would be.
     """
     options = {k: v for k, v in config["train"]["options"].items() if k != "load_from"}
     if not options:
-        return ""
-    args = ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
-    return " ".join(shlex.quote(a) for a in args)
+        return []
+    return ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()]
 
 
 def imported_experiments():
@@ -145,9 +136,9 @@ def seed_run_args(wildcards):
     so it wins); none for E itself."""
     experiment, mark, seed = wildcards.experiment.rpartition(SEED_MARK)
     if not mark:
-        return ""
+        return []
     if not seed.isdigit():
         raise ValueError(
             f"run {wildcards.experiment!r}: expected EXPERIMENT{SEED_MARK}N with an integer N"
         )
-    return f"--config {experiment} --cfg-options randomness.seed={int(seed)}"
+    return [f"--config={experiment}", "--cfg-options", f"randomness.seed={int(seed)}"]
