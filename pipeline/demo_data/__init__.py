@@ -13,7 +13,7 @@ Outputs under ``--out-dir``::
                                              base -> f or c by training image count), neg_category_ids,
                                              not_exhaustive_category_ids, coco_url-style image names; no crowd
 
-With ``--captions-per-class N`` (issue #9: the CLIP teacher's data) the generator also writes captioned
+With ``--captions-per-class N`` (the CLIP teacher's data) the generator also writes captioned
 single-object crops of every class, base and novel alike (CLIP saw everything; the detector sees only base boxes)::
 
     captions/{train,test}/{index:06d}.png    square crops, 48-128 px, one object on the same noisy background

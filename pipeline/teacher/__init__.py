@@ -1,4 +1,4 @@
-"""Stage ``teacher``: a tiny CLIP pretrained on the demo's captioned crops (issue #9), so that open vocabulary
+"""Stage ``teacher``: a tiny CLIP pretrained on the demo's captioned crops, so that open vocabulary
 measurably works in the demo world.
 
 CLIP saw everything: the captions cover every class, base and novel (``"a photo of a red star"``, shape synonyms

@@ -94,7 +94,7 @@ def class_synonyms(spec: ClassSpec) -> list[str]:
 
 
 def split_kind(classes: Sequence[str], novel: Sequence[str]) -> dict:
-    """What the base/novel split asks of a detector (issue #9), from the names alone.
+    """What the base/novel split asks of a detector, from the names alone.
 
     - ``combinations``: every novel class is an unseen combination: its shape and its colour (or texture) each
       appear in some base class, never together (``"blue circle"`` with base ``"red circle"``, ``"blue triangle"``);

@@ -1,4 +1,4 @@
-# The demo's CLIP teacher (issue #9): a tiny CLIP pretrained contrastively on captioned crops of every demo
+# The demo's CLIP teacher: a tiny CLIP pretrained contrastively on captioned crops of every demo
 # class, base and novel. `clip.weights: teacher` points every CLIP consumer (prompts, OAKE) at its checkpoint,
 # loaded like real weights. The checkpoint is protected: reruns of later stages reuse it (`snakemake teacher
 # --force` after `chmod u+w results/teacher/clip.pt` retrains it).

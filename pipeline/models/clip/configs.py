@@ -27,7 +27,7 @@ TINY_CONFIGS: dict[str, dict] = {
         "vision_cfg": {"image_size": 224, "layers": 3, "width": 128, "patch_size": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
     },
-    # the demo's CLIP teacher (pipeline.teacher, issue #9): pretrained contrastively on the demo's captioned crops
+    # the demo's CLIP teacher (pipeline.teacher): pretrained contrastively on the demo's captioned crops
     # in a few CPU minutes; a ViT-B/32 layout (patch 32 at 224 px, 7x7 grid, 14x14 object-aware grid).
     # OADP-Teacher-ViT-4H (the default) has 4 attention heads of 16 in its image tower: at the same cost it tells
     # shapes of one colour apart where the single head does not (seed 1, both with trained caption rows:
