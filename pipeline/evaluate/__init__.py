@@ -117,7 +117,7 @@ from pipeline.evaluate.detections import (
     load_gt,
 )
 from pipeline.evaluate.lvis import LVIS_MAX_DETS, lvis_dt, lvis_gt, lvis_report, lvis_stats, run_lvis_eval
-from pipeline.evaluate.metrics import PER_CLASS_COLUMNS, PR_IOU, _write_csv, build_metrics
+from pipeline.evaluate.metrics import PER_CLASS_COLUMNS, PR_IOU, build_metrics, write_per_class_csv
 from pipeline.evaluate.open_ended import open_ended_report
 from pipeline.formats.detections import load as load_detections
 
@@ -261,7 +261,7 @@ def run(options: EvaluateOptions) -> None:
     inputs = {k: {"path": str(v), "sha256": sha256_file(v)} for k, v in inputs.items()}
     out = options.out_dir
     rows = (coco["per_class"] if coco else []) + (lvis["per_class"] if lvis else [])
-    _write_csv(out / "per_class_ap.csv", rows)
+    write_per_class_csv(out / "per_class_ap.csv", rows)
     atomic.write_json(out / "per_class_ap.json", rows)
     recall = np.linspace(0.0, 1.0, 101).round(2).tolist()
     pr = {"recall": recall, **({"coco": coco["pr"]} if coco else {}), **({"lvis": lvis["pr"]} if lvis else {})}

@@ -14,7 +14,7 @@ Precision-recall curves (:func:`_pr_block`)
          "per_class": [{"category_id", "name", "split", "frequency", "precision": [R] | None}]}
 
 Outputs
-    ``per_class_ap.csv`` (:func:`_write_csv`): one row per category and evaluation, columns
+    ``per_class_ap.csv`` (:func:`write_per_class_csv`): one row per category and evaluation, columns
     :data:`PER_CLASS_COLUMNS`, ``None`` written as an empty cell. ``metrics.json`` (:func:`build_metrics`) from
     the COCO / LVIS / open-ended reports and the ``inputs`` block ``{name: {"path", "sha256"}}``
     (:func:`pipeline.core.hashing.sha256_file`); its keys are listed in the stage's docstring
@@ -84,7 +84,8 @@ def _pr_block(precision_kr: np.ndarray, rows: list[Json], groups: Mapping[str, l
     }
 
 
-def _write_csv(path: Path, rows: Sequence[Json]) -> None:
+def write_per_class_csv(path: Path, rows: Sequence[Json]) -> None:
+    """``per_class_ap.csv``: a header of :data:`PER_CLASS_COLUMNS`, one line per row, ``None`` as an empty cell."""
     with atomic.atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=PER_CLASS_COLUMNS)
         writer.writeheader()
