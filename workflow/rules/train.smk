@@ -23,7 +23,7 @@ rule train:
         options=train_options,
         gpus=config["train"]["gpus"],
         num_base=num_base(),
-        seed=seed_run_args,
+        run=run_config_args,
     # Snakemake deletes {log.runner} before every attempt: each attempt's output is also appended, under a header
     # line, to {log.runner}.history (not a declared log, so it survives reruns and resumed trainings)
     shell:
@@ -32,7 +32,7 @@ rule train:
         " python -m pipeline.train --log {log.main:q} fit --experiment={wildcards.experiment:q}"
         " --names-from {input.names:q} --num-base {params.num_base:q}"
         " --annotations {input.annotations:q} --images {input.images:q}"
-        " {params.inputs:q} --work-dir {params.work_dir:q} --gpus {params.gpus:q} {params.options:q} {params.seed:q}"
+        " {params.inputs:q} --work-dir {params.work_dir:q} --gpus {params.gpus:q} {params.options:q} {params.run:q}"
         " 2>&1 | tee -a {log.runner:q}.history > {log.runner:q}"
 
 
@@ -56,11 +56,12 @@ if config["train"]["import"]:
         params:
             prompts=train_shard_args,
             options=train_import_options,
+            run=run_config_args,
             num_base=num_base(),
         shell:
             "python -m pipeline.released --log {log:q} detector --checkpoint {input.checkpoint:q}"
             " --experiment={wildcards.experiment:q} --names-from {input.names:q} --num-base {params.num_base:q}"
-            " {params.prompts:q} {params.options:q} --output {output:q}"
+            " {params.prompts:q} {params.options:q} {params.run:q} --output {output:q}"
 
 
 rule train_predict:
@@ -80,7 +81,9 @@ rule train_predict:
     params:
         dry=dry_run_flag(),
         on_bad_image=config["on_bad_image"],
+        max_pixels=config["max_image_pixels"],
     shell:
         "python -m pipeline.train --log {log:q} predict --checkpoint {input.checkpoint:q}"
         " --annotations {input.annotations:q} --images {input.images:q} --output {output.detections:q}"
-        " --regions {output.regions:q} --on-bad-image {params.on_bad_image:q} {params.dry:q}"
+        " --regions {output.regions:q} --on-bad-image {params.on_bad_image:q}"
+        " --max-image-pixels {params.max_pixels:q} {params.dry:q}"

@@ -1,36 +1,84 @@
 # Input functions and parameters of the oake rules (workflow/rules/oake.smk). No rules here.
 
+import jsonschema
+
+from pipeline.oake import settings as oake_settings
+
+# Extraction settings (pipeline/oake/settings.py): the shards of a kind live under results/oake/{dataset}/ in the
+# folder its settings name, "objects" at the schema's defaults (the reference's), e.g. "objects-expand_constant".
+_OAKE_SCHEMA = yaml.safe_load(
+    (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
+)["properties"]["oake"]["properties"]
+OAKE_DEFAULTS = {name: _OAKE_SCHEMA[name]["default"] for name in oake_settings.SETTINGS}
+
+
+def oake_extraction(overrides=None, key="oake"):
+    """Every extraction setting of a run or an experiment: ``overrides`` (an experiment variant's ``oake``
+    mapping) over the run's ``oake.<setting>`` values; an unknown setting or a bad value is an error naming
+    ``key``."""
+    full = oake_settings.resolve(config["oake"], overrides, key)
+    for name, value in (overrides or {}).items():
+        try:
+            jsonschema.validate(value, _OAKE_SCHEMA[name])
+        except jsonschema.ValidationError as err:
+            raise ValueError(f"config key '{key}.{name}': {err.message}") from None
+    return full
+
+
+def oake_kind_folder(kind, overrides=None, key="oake"):
+    """The folder of ``kind``'s shards under results/oake/{dataset}/ for the run's extraction settings, or an
+    experiment's (``overrides``: its variant's ``oake`` mapping): the kind, then a word per setting that changes
+    that kind and differs from the schema's default. ``oake_shard_files(oake_kind_folder(kind, e.oake), folder)``
+    are the shards an experiment ``e`` reads."""
+    return oake_settings.kind_folder(kind, oake_extraction(overrides, key), OAKE_DEFAULTS)
+
+
+def oake_folder_settings(wildcards):
+    """The extraction settings an oake rule's ``{kind}{variant}`` folder names."""
+    return oake_settings.parse_suffix(wildcards.variant, wildcards.kind, OAKE_DEFAULTS)
+
 
 def shard_index(wildcards):
     return int(wildcards.shard)
 
 
 def oake_shards(wildcards):
-    return oake_shard_files(wildcards.kind, wildcards.folder, wildcards.dataset)
+    return oake_shard_files(
+        wildcards.kind + wildcards.variant, wildcards.folder, wildcards.dataset
+    )
 
 
 def oake_targets():
-    """Verified caches of every configured kind and split."""
+    """Verified caches of both splits: of the configured kinds that a trained experiment distils from (its
+    resolved heads, read_caches), or of every configured kind when no experiment is configured."""
+    kinds = config["oake"]["kinds"]
+    if EXPERIMENTS:
+        kinds = [k for k in kinds if k in read_caches()]
     return expand(
         "results/oake/{dataset}/{kind}/{folder}/verify.json",
         dataset=DATASET,
-        kind=config["oake"]["kinds"],
+        kind=kinds,
         folder=OAKE_FOLDERS,
     )
 
 
 def oake_kind_args(wildcards, input):
-    """The arguments one kind of extractor adds: the block-0 box (blocks), the proposals and the storage
-    (objects)."""
+    """The arguments one kind of extractor adds: the block-0 box (blocks); the proposals, the storage and the
+    extraction settings its folder names (objects)."""
     kind = wildcards.kind
+    settings = oake_folder_settings(wildcards)
     if kind == "blocks":
         return ["--block0-box", str(config["oake"]["block0_box"])]
     if kind == "objects":
+        masking = "--object-masking" if settings["object_masking"] else "--no-object-masking"
         return [
             "--proposals",
             input.proposals,
             "--storage",
             config["oake"]["object_storage"],
+            "--expand-mode",
+            settings["expand_mode"],
+            masking,
         ]
     return []
 

@@ -1,18 +1,64 @@
 # Input functions and parameters of the train rules (workflow/rules/train.smk). No rules here.
 
+from pipeline.core import runs as run_names
+from pipeline.models.detector import experiment as detector_experiment
+
+# Experiments are configs (pipeline/models/detector/experiment.py): every experiment and variant resolved once per
+# parse, by name; what a run reads (prompt kinds, OAKE caches) follows from its resolved heads, never its name.
+EXPERIMENTS = detector_experiment.check(config)
+
+
+# a run is an experiment name (pipeline/core/runs.py: safe in paths and shells), perhaps with its seed mark
+wildcard_constraints:
+    experiment=f"{run_names.NAME_PATTERN}(?:[+]seed[0-9]+)?",
+
+
+def run_experiment(wildcards):
+    """The resolved experiment of a run (E or E+seedN): one of experiments or variants, or a shipped config that a
+    later stage asks for (detect.experiment, export_instructcv.sources)."""
+    name, _ = run_names.split_run(wildcards.experiment)
+    if name not in EXPERIMENTS:
+        other = detector_experiment.check(
+            {**config, "experiments": [name], "variants": {}}
+        )
+        return other[name]
+    return EXPERIMENTS[name]
+
+
+PROMPT_FILES = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
+
+
+def experiment_cache_shards(experiment, kind, folder=OAKE_FOLDERS[0]):
+    """The OAKE shards of one kind that an experiment's heads distil from (training images)."""
+    return oake_shard_files(kind, folder)
+
+
+def read_caches():
+    """The OAKE kinds some trained experiment distils from (those of train.import read none)."""
+    return [
+        k
+        for k in detector_experiment.CACHE_ORDER
+        if any(
+            k in e.caches
+            for name, e in EXPERIMENTS.items()
+            if name not in config["train"]["import"]
+        )
+    ]
+
 
 def train_inputs(wildcards):
-    """What an experiment's training reads: prompts, base annotations, and the OAKE caches its branches use."""
-    prefix = wildcards.experiment.split("_", 1)[0]
-    kinds = {"vild": ["objects"], "oadp": ["globals", "blocks", "objects"]}.get(
-        prefix, []
-    )
+    """What an experiment's training reads: the prompt files of its classifiers, base annotations, and the OAKE
+    caches its heads distil from (its resolved config's heads)."""
+    experiment = run_experiment(wildcards)
+    configs = list(DETECTOR_CONFIGS)
+    if detector_experiment.is_path(experiment.config):
+        configs.append(experiment.config)  # the user's file: editing it retrains the experiment
     inputs = {
         "names": all_classes_file(DATASET, "val"),
         "annotations": base_file(DATASET, "train"),
         "images": image_dir(DATASET, "train"),
         # the detector config files: editing one retrains the experiments built from it
-        "configs": DETECTOR_CONFIGS,
+        "configs": configs,
     }
     if config["train"]["init"] == "proposals":
         inputs["init"] = f"results/proposals/{DATASET}/rpn/final.pth"
@@ -20,14 +66,11 @@ def train_inputs(wildcards):
     for key in ("train.options.load_from", "train.load_from", "train.backbone"):
         if key in PRETRAINED:
             inputs[key.rsplit(".", 1)[1]] = PRETRAINED[key]
-    # every classifier prompt file configured; the experiment config picks the kinds it reads (and names a
-    # missing one at run time)
-    files = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
-    for kind in config["prompts"]["kinds"]:
-        if kind in files:
-            inputs[f"prompt_{kind}"] = f"results/prompts/{files[kind]}.pth"
-    for kind in kinds:
-        inputs[kind] = oake_shard_files(kind, OAKE_FOLDERS[0])
+    # the prompt files its classifiers read (among prompts.kinds: checked at parse time)
+    for kind in experiment.prompts:
+        inputs[f"prompt_{kind}"] = f"results/prompts/{PROMPT_FILES[kind]}.pth"
+    for kind in experiment.caches:
+        inputs[kind] = experiment_cache_shards(experiment, kind)
     return inputs
 
 
@@ -44,14 +87,15 @@ def train_shard_args(wildcards, input):
 
 
 def train_options(wildcards, input):
-    """train.iters / batch_size / options and the initial weights (inputs init, load_from, backbone) as
-    pipeline.train arguments (argv words)."""
+    """train.iters / batch_size / effective_batch / options and the initial weights (inputs init, load_from,
+    backbone) as pipeline.train arguments (argv words)."""
     t = config["train"]
     args = []
     if t["iters"] is not None:
         args += ["--iters", str(t["iters"])]
     if t["batch_size"] is not None:
         args += ["--batch-size", str(t["batch_size"])]
+    args += ["--effective-batch", t["effective_batch"]]
     if "backbone" in input.keys():
         args += ["--backbone", input.backbone]
     options = dict(t["options"])
@@ -90,7 +134,7 @@ def train_import_options(wildcards):
 
 
 def imported_experiments():
-    """The experiments of train.import as a wildcard pattern (names are [A-Za-z0-9_]: the schema's pattern)."""
+    """The experiments of train.import as a wildcard pattern (names: pipeline.core.runs.NAME_PATTERN)."""
     return "|".join(config["train"]["import"])
 
 
@@ -114,31 +158,20 @@ def train_work_dir(wildcards, output):
     return str(Path(output[0]).parent)
 
 
-# Seed runs: every experiment E also trains as run E+seedN for each N of train.seeds (its config, randomness.seed=N,
-# own work dir results/train/E+seedN/ and evaluation results/evaluate/E+seedN/); the report groups them with E.
-# pipeline/report/seeds.py spells the mark the same (here in two parts: `snakemake --lint` reads a string literal
-# that starts with '+' as path composition).
-SEED_MARK = "+" + "seed"
-
-
 def experiment_runs():
-    """Every training run: each experiment (its config's seed) followed by its seed runs; with train.seeds []
-    exactly config["experiments"]."""
-    runs = []
-    for e in config["experiments"]:
-        runs.append(e)
-        runs.extend(f"{e}{SEED_MARK}{n}" for n in config["train"]["seeds"])
-    return runs
+    """Every run: each experiment and variant (its config's seed) followed by its seed runs E+seedN, one per N of
+    train.seeds (pipeline/core/runs.py); with train.seeds [] exactly the experiments and variants."""
+    return run_names.all_runs(EXPERIMENTS, config["train"]["seeds"])
 
 
-def seed_run_args(wildcards):
-    """pipeline.train fit arguments of a seed run E+seedN: E's config and randomness.seed=N (after train.options,
-    so it wins); none for E itself."""
-    experiment, mark, seed = wildcards.experiment.rpartition(SEED_MARK)
-    if not mark:
-        return []
-    if not seed.isdigit():
-        raise ValueError(
-            f"run {wildcards.experiment!r}: expected EXPERIMENT{SEED_MARK}N with an integer N"
-        )
-    return [f"--config={experiment}", "--cfg-options", f"randomness.seed={int(seed)}"]
+def run_config_args(wildcards):
+    """pipeline.train fit / released detector arguments that make a run's config: the experiment's config (a
+    shipped name or the user's file), a variant's overrides, and a seed run's randomness.seed=N (after
+    train.options, so they win)."""
+    experiment = run_experiment(wildcards)
+    seed = run_names.split_run(wildcards.experiment)[1]
+    options = experiment.cli_options()
+    if seed is not None:
+        options.append(f"randomness.seed={seed}")
+    args = [f"--config={experiment.config}"]
+    return args + (["--cfg-options", *options] if options else [])

@@ -1,0 +1,103 @@
+"""What the workflow plans for an experiment follows from its config (``snakemake -n``, nothing runs): a renamed copy
+of a shipped config plans what the shipped one plans, a config without a global head plans no globals extraction,
+and the ablation presets at full size (generated reference tree, real image counts) plan one extraction per
+distinct extraction setting."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import dag
+from pipeline.models.detector.config import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+SHARD = re.compile(r"results/oake/\S+?/shard-\d{3}\.h5")
+
+
+def user_config(folder: Path, name: str, base: str, body: str = "") -> Path:
+    """A user's config file ``folder/name.py`` inheriting the shipped ``base`` (by its absolute path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(f"_base_ = [{str(CONFIG_DIR / f'{base}.py')!r}]\n{body}")
+    return path
+
+
+def layer(path: Path, **keys) -> Path:
+    path.write_text(yaml.safe_dump(keys))
+    return path
+
+
+def extractions(output: str) -> set[str]:
+    """The planned OAKE extractions: the folders of the planned shard files (kind, settings, split)."""
+    return {m.group(0).rsplit("/", 1)[0] for m in SHARD.finditer(output)}
+
+
+def train_job_inputs(output: str) -> list[set[str]]:
+    """The input files of every planned train job (``snakemake -n`` prints each job's block)."""
+    jobs = []
+    for block in re.split(r"\n(?=\S)", output):
+        if block.startswith("rule train:"):
+            m = re.search(r"^\s+input: (.*)$", block, re.M)
+            jobs.append(set(m.group(1).split(", ")) if m else set())
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tree") / "data"
+    dag.make_tree(root, scale=0.001)
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tree_full") / "data"
+    dag.make_tree(root, scale=1.0)
+    return root
+
+
+def test_a_renamed_copy_of_oadp_ov_coco_plans_what_oadp_ov_coco_plans(small_tree, tmp_path):
+    mine = user_config(tmp_path / "mine", "my_oadp", "oadp_ov_coco")
+    plans = {}
+    for name, entry in (("oadp_ov_coco", "oadp_ov_coco"), ("my_oadp", str(mine))):
+        extra = layer(tmp_path / f"{name}.yaml", experiments=[entry])
+        plans[name] = dag.plan("coco", small_tree, tmp_path / f"work-{name}", configfiles=[extra])
+    assert plans["my_oadp"]["jobs_per_rule"] == plans["oadp_ov_coco"]["jobs_per_rule"]
+    assert extractions(plans["my_oadp"]["output"]) == extractions(plans["oadp_ov_coco"]["output"])
+    (shipped,), (renamed,) = (train_job_inputs(plans[n]["output"]) for n in ("oadp_ov_coco", "my_oadp"))
+    assert renamed - shipped == {str(mine)}  # its own config file (editing it retrains), then the same inputs
+    assert shipped <= renamed and any("/globals/" in f for f in shipped)
+
+
+def test_a_config_without_a_global_head_plans_no_globals_extraction(small_tree, tmp_path):
+    mine = user_config(tmp_path / "mine", "oadp_no_global", "oadp_ov_coco", "model = dict(global_head=None)\n")
+    extra = layer(tmp_path / "mine.yaml", experiments=[str(mine)])
+    plan = dag.plan("coco", small_tree, tmp_path / "work", configfiles=[extra])
+    assert "oake_globals" not in plan["jobs_per_rule"], plan["jobs_per_rule"]
+    assert plan["jobs_per_rule"]["oake_blocks"] > 0 and plan["jobs_per_rule"]["oake_objects"] > 0
+    assert not any("/globals/" in f for f in extractions(plan["output"]))
+    (inputs,) = train_job_inputs(plan["output"])
+    assert not any("/globals/" in f for f in inputs) and any("/blocks/" in f for f in inputs)
+
+
+def test_the_pyramid_ablation_plans_no_extraction_beyond_the_full_methods(full_tree, tmp_path):
+    preset = REPO / "workflow/presets/ablation_pyramid.yaml"
+    variants = yaml.safe_load(preset.read_text())["variants"]
+    full = dag.plan(
+        "coco", full_tree, tmp_path / "full", configfiles=[layer(tmp_path / "f.yaml", experiments=["oadp_ov_coco"])]
+    )
+    ablation = dag.plan("coco", full_tree, tmp_path / "ablation", configfiles=[preset])
+    assert extractions(ablation["output"]) == extractions(full["output"])
+    for rule in ("oake_globals", "oake_blocks", "oake_objects", "proposals_predict", "prompts_vild"):
+        assert ablation["jobs_per_rule"].get(rule) == full["jobs_per_rule"].get(rule), rule
+    assert ablation["jobs_per_rule"]["train"] == full["jobs_per_rule"]["train"] + len(variants) == 4
+    assert ablation["jobs_per_rule"]["evaluate"] == 4
+    trains = train_job_inputs(ablation["output"])
+    kinds = Counter(k for job in trains for k in ("globals", "blocks", "objects") if any(f"/{k}/" in f for f in job))
+    assert kinds == {"objects": 4, "blocks": 2, "globals": 2}  # each run reads the caches of the heads it keeps
