@@ -145,7 +145,8 @@ def test_the_reference_layout_of_every_tensor(inputs):
     model = build(inputs)
     ref = released.to_reference(model.state_dict(), model)
     tensors = [k for k in model.state_dict() if not k.endswith("_extra_state")]
-    assert len(ref) == len(tensors) + 6  # every tensor once, and the six step counters
+    # every tensor once, the six step counters and the five non-persistent buffers mmcv 1.x saves as well
+    assert len(ref) == len(tensors) + 6 + 5
     # the reference's module names (oadp/dp/*.py on mmdet 2.25), by hand
     for key, shape in {
         "backbone.conv1.weight": [8, 3, 7, 7],
@@ -168,8 +169,21 @@ def test_the_reference_layout_of_every_tensor(inputs):
         "roi_head.mask_head.convs.1.conv.weight": [8, 8, 3, 3],
         "roi_head.mask_head.upsample.weight": [8, 8, 2, 2],
         "roi_head.mask_head.conv_logits.weight": [1, 8, 1, 1],  # class-agnostic
+        "roi_head._lambda": [len(DEMO4) + 1],  # ViLDEnsembleRoIHead: a buffer of num_all + 1
+        "roi_head.bbox_head.fc_cls._embeddings": [len(DEMO4), D],  # BaseClassifier: the prompt rows of every class
+        "roi_head._object_head.fc_cls._embeddings": [len(DEMO4), D],
+        "roi_head._block_head.fc_cls._embeddings": [len(DEMO4), D],
+        "_global_head._classifier._embeddings": [len(DEMO4), D],
     }.items():
         assert list(ref[key].shape) == shape, key
+    # the reference's values: lambda 2/3 for the three bases, 1/3 for the novel class and the background entry;
+    # the embeddings are the prompt files' rows in the class order (vild for the bbox head, ml for the others)
+    assert torch.allclose(ref["roi_head._lambda"], torch.tensor([2 / 3] * 3 + [1 / 3] * 2))
+    assert ref["roi_head._lambda"].dtype == torch.float32
+    vild, ml = (prompt_file.load(inputs["prompts"][k]) for k in ("vild", "ml"))
+    assert torch.equal(ref["roi_head.bbox_head.fc_cls._embeddings"], vild["embeddings"])
+    for key in ("roi_head._object_head.fc_cls", "roi_head._block_head.fc_cls", "_global_head._classifier"):
+        assert torch.equal(ref[f"{key}._embeddings"], ml["embeddings"]), key
     counters = {
         "_distiller._losses.0.0._weight._steps": 41,  # objects, global, blocks, block relations
         "_distiller._losses.1.0._weight._steps": 44,
@@ -244,11 +258,31 @@ def _tamper(state: OrderedDict, change: str) -> tuple[OrderedDict, str]:
     if change == "extra counter":
         state["_distiller._losses.4.0._weight._steps"] = torch.tensor(5)
         return state, r"_distiller\._losses\.4\.0\._weight\._steps \(a loss-weight counter of a head"
+    if change == "other exponents":  # a file trained with lambda 1/2 for every class
+        state["roi_head._lambda"] = torch.full((len(DEMO4) + 1,), 0.5)
+        return state, r"roi_head\._lambda: the file's ensemble exponents \(base 0\.5, novel 0\.5\) are not this exp"
+    if change == "exponents of another size":
+        state["roi_head._lambda"] = torch.full((66,), 1 / 3)
+        return state, r"roi_head\._lambda \[66\] \(this experiment's ensemble has 4 classes \+ background\)"
+    if change == "embeddings of other classes":
+        state["roi_head._block_head.fc_cls._embeddings"] = torch.zeros(65, D)
+        return state, r"roi_head\._block_head\.fc_cls\._embeddings \[65, 16\]: .* but .*ml\.pth gives \[4, 16\]"
     raise AssertionError(change)
 
 
 @pytest.mark.parametrize(
-    "change", ["wrong shape", "missing key", "extra key", "key without a rule", "this project's name", "extra counter"]
+    "change",
+    [
+        "wrong shape",
+        "missing key",
+        "extra key",
+        "key without a rule",
+        "this project's name",
+        "extra counter",
+        "other exponents",
+        "exponents of another size",
+        "embeddings of other classes",
+    ],
 )
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_file_and_key(inputs, tmp_path, change):
     model = build(inputs)
@@ -258,6 +292,56 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_file_and_key(inputs, t
         convert(inputs, source, tmp_path / "final.pth")
     assert str(source) in str(err.value) and "experiment oadp_demo" in str(err.value)
     assert not (tmp_path / "final.pth").exists()
+
+
+def reference_buffers(inputs, num_base: int = 3) -> dict[str, torch.Tensor]:
+    """The non-persistent buffers of the reference's OADP modules for DEMO4, as mmcv 1.x saves them: ``roi_head.
+    _lambda`` (``ViLDEnsembleRoIHead``: ones(K + 1) / 3, times 2 for the bases) and each classifier's ``_embeddings``
+    (``BaseClassifier``: the prompt file's rows of every class, in class order; the bbox head reads vild here)."""
+    lam = torch.ones(len(DEMO4) + 1) / 3
+    lam[:num_base] *= 2
+    vild, ml = (prompt_file.load(inputs["prompts"][k]) for k in ("vild", "ml"))
+    rows = {k: p["embeddings"][[p["names"].index(n) for n in DEMO4]] for k, p in (("vild", vild), ("ml", ml))}
+    return {
+        "roi_head._lambda": lam,
+        "roi_head.bbox_head.fc_cls._embeddings": rows["vild"],
+        "roi_head._object_head.fc_cls._embeddings": rows["ml"],
+        "roi_head._block_head.fc_cls._embeddings": rows["ml"],
+        "_global_head._classifier._embeddings": rows["ml"],
+    }
+
+
+def test_the_released_buffers_are_accepted_and_the_wrong_prompt_file_is_named(inputs, tmp_path):
+    """A file with the reference's `_lambda` and `_embeddings` converts to the same weights as one without them; one
+    trained with the ml prompts in the bbox head (where this experiment reads vild) is refused naming vild.pth."""
+    model = build(inputs)
+    bare = OrderedDict((k, v) for k, v in released.to_reference(model.state_dict(), model).items()
+                       if not k.endswith(("._lambda", "._embeddings")))  # fmt: skip
+    state = OrderedDict({**bare, **reference_buffers(inputs)})
+    convert(inputs, write_release(tmp_path / "iter_1.pth", state), tmp_path / "final.pth")
+    convert(inputs, write_release(tmp_path / "iter_2.pth", bare), tmp_path / "final2.pth")
+    a, b = (torch.load(tmp_path / f, weights_only=True)["state_dict"] for f in ("final.pth", "final2.pth"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if not k.endswith("_extra_state"))
+
+    # fp16 storage of the right rows is the same prompt file
+    halved = OrderedDict(state)
+    halved["roi_head.bbox_head.fc_cls._embeddings"] = state["roi_head.bbox_head.fc_cls._embeddings"].half()
+    convert(inputs, write_release(tmp_path / "iter_3.pth", halved), tmp_path / "final3.pth")
+
+    swapped = OrderedDict(state)
+    swapped["roi_head.bbox_head.fc_cls._embeddings"] = state["roi_head._object_head.fc_cls._embeddings"]
+    source = write_release(tmp_path / "iter_4.pth", swapped)
+    vild = re.escape(inputs["prompts"]["vild"])
+    with pytest.raises(released.ReleasedFormatError, match=rf"_embeddings: .* are not the rows of {vild} \(4 of 4 "):
+        convert(inputs, source, tmp_path / "final4.pth")
+    assert not (tmp_path / "final4.pth").exists()
+
+
+def test_to_reference_writes_the_buffers_the_reference_saves(inputs):
+    model = build(inputs)
+    ref = released.to_reference(model.state_dict(), model)
+    for key, value in reference_buffers(inputs).items():
+        assert ref[key].dtype == value.dtype == torch.float32 and torch.allclose(ref[key], value), key
 
 
 def test_the_released_lvis_file_needs_the_experiment_without_a_global_head(inputs, tmp_path):

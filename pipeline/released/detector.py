@@ -8,7 +8,11 @@ the reference's modules. The file is read by :func:`read_released` without runni
 renamed by :data:`KEY_TABLE` (or, for the step counters of the reference's loss weights, by :func:`counter_keys`)
 and checked against the experiment's model built here: a key without a rule, a key the model lacks, a tensor the
 model has that the file lacks and a tensor of another shape or kind are one error listing every one of them, naming
-the file. The converted model is written as ``pipeline.train fit`` writes ``final.pth``
+the file. mmcv 1.x saves non-persistent buffers too, so the released files also hold ``roi_head._lambda`` (the
+ensemble exponents ``[K+1]``) and each text classifier's ``_embeddings`` (its prompt rows ``[K, D]``): these are not
+loaded (the model builds them from the experiment's config and prompt files) but compared with what the model built,
+so that an import with other exponents or other prompts than the file was trained with fails naming the prompt file
+(:func:`check_buffers`). The converted model is written as ``pipeline.train fit`` writes ``final.pth``
 (:mod:`pipeline.models.detector.checkpoint`), with ``meta["imported"]`` saying where it came from; predict, evaluate
 and the report take it as a trained experiment.
 
@@ -60,7 +64,20 @@ KEY_TABLE: tuple[tuple[str, str], ...] = (
     ("roi_head._block_head.fc_cls._bg_embedding", "roi_head.block_head.fc_cls.background"),
     ("_global_head._classifier._linear.", "global_head.classifier.linear."),
     ("roi_head.mask_head.", "roi_head.mask_head."),
+    # the class embeddings: a non-persistent buffer on both sides (compared, never loaded: see check_buffers)
+    ("roi_head.bbox_head.fc_cls._embeddings", "roi_head.bbox_head.fc_cls.embeddings"),
+    ("roi_head._object_head.fc_cls._embeddings", "roi_head.object_head.fc_cls.embeddings"),
+    ("roi_head._block_head.fc_cls._embeddings", "roi_head.block_head.fc_cls.embeddings"),
+    ("_global_head._classifier._embeddings", "global_head.classifier.embeddings"),
 )
+#: the reference's ensemble exponents (``ViLDEnsembleRoIHead``: ``[K+1]``, 2/3 for the bases, 1/3 for the novel
+#: classes and the unused background entry); here they are ``roi_head.ensemble`` of the config
+LAMBDA = "roi_head._lambda"
+EMBEDDINGS = ".embeddings"
+#: a row of the file's class embeddings agrees with the prompt file's when ``|ref - here| <= ROW_TOLERANCE * |here|``
+#: (fp16 storage and another device's arithmetic move a CLIP text embedding by ~1e-3 of its norm; other templates or
+#: another kind of prompt by far more)
+ROW_TOLERANCE = 0.01
 EXTRA_STATE = "_extra_state"  # the warm-up counters here (``get_extra_state`` of OADPRoIHead and OADP)
 _ONLY = "a released detector checkpoint may only hold tensors and plain values"
 
@@ -102,6 +119,85 @@ def counter_keys(model) -> dict[str, tuple[str, str]]:
 _COUNTER = re.compile(r"^(_distiller\._losses\.\d+\.0|.*\._loss)\._weight\._steps$")
 
 
+def reference_buffers(model) -> dict[str, tuple[str, torch.Tensor]]:
+    """The non-persistent buffers the reference's modules of this structure register, each as
+    ``reference key -> (this model's module, value)``: ``roi_head._lambda`` ``float32 [K+1]`` (when the RoI head has
+    the object head's ensemble) and every text classifier's ``_embeddings`` ``float32 [K, D]``."""
+    out: dict[str, tuple[str, torch.Tensor]] = {}
+    roi = getattr(model, "roi_head", None)
+    if getattr(roi, "object_head", None) is not None and hasattr(roi, "ensemble"):
+        k = roi.bbox_head.num_classes
+        lam = torch.full((k + 1,), 1 / 3)  # the background entry: the reference's constant, never used
+        lam[:k] = roi.ensemble["lambda_novel"]
+        lam[: roi.num_base] = roi.ensemble["lambda_base"]
+        out[LAMBDA] = ("roi_head", lam)
+    for name, buffer in model.named_buffers():
+        if name.endswith(EMBEDDINGS):
+            ref = rename(name, REVERSE_TABLE)
+            if ref is not None:
+                out[ref] = (name[: -len(EMBEDDINGS)], buffer.detach().float().cpu())
+    return out
+
+
+def prompt_files(cfg_model: Mapping) -> dict[str, str]:
+    """``classifier module -> prompt file`` of a filled model config (``fc_cls`` is a head's ``cls_predictor_cfg``;
+    the global head's is ``classifier``)."""
+    out = {}
+    for head in ("bbox_head", "object_head", "block_head"):
+        node = (cfg_model.get("roi_head") or {}).get(head) or {}
+        if (node.get("cls_predictor_cfg") or {}).get("prompts"):
+            out[f"roi_head.{head}.fc_cls"] = str(node["cls_predictor_cfg"]["prompts"])
+    node = (cfg_model.get("global_head") or {}).get("classifier") or {}
+    if node.get("prompts"):
+        out["global_head.classifier"] = str(node["prompts"])
+    return out
+
+
+def check_buffers(source: Mapping[str, torch.Tensor], model, files: Mapping[str, str] | None = None) -> list[str]:
+    """What the released non-persistent buffers in ``source`` say against ``model``: one line per disagreement
+    (another shape, other ensemble exponents, class embeddings that are not the rows of the prompt file named by
+    ``files[module]``). A buffer the file lacks is not a problem: it holds nothing learned."""
+    files = files or {}
+    problems = []
+    for key, (module, here) in reference_buffers(model).items():
+        if key not in source:
+            continue
+        value = source[key].detach().float()
+        if key == LAMBDA:
+            roi, k = model.roi_head, len(here) - 1
+            if value.shape != here.shape:
+                problems.append(f"{key} {_shape(value)} (this experiment's ensemble has {k} classes + background)")
+            elif not torch.allclose(value[:k], here[:k], atol=1e-6):
+                problems.append(
+                    f"{key}: the file's ensemble exponents (base {_exponents(value[: roi.num_base])}, novel "
+                    f"{_exponents(value[roi.num_base : k])}) are not this experiment's (roi_head.ensemble: "
+                    f"lambda_base {roi.ensemble['lambda_base']:.4g}, lambda_novel {roi.ensemble['lambda_novel']:.4g}"
+                    f", {roi.num_base} bases of {k} classes)"
+                )
+            continue
+        prompt = files.get(module, f"the prompt file of {module}")
+        if value.shape != here.shape:
+            problems.append(
+                f"{key} {_shape(value)}: the class embeddings the file was trained with, but {prompt} gives "
+                f"{_shape(here)} for this experiment's classes"
+            )
+            continue
+        error = (value - here).norm(dim=1) / here.norm(dim=1).clamp(min=1e-12)
+        bad = torch.nonzero(error > ROW_TOLERANCE).flatten().tolist()
+        if bad:
+            problems.append(
+                f"{key}: the class embeddings the file was trained with are not the rows of {prompt} "
+                f"({len(bad)} of {len(here)} classes differ, e.g. class {bad[0]} by {float(error[bad[0]]):.3g} of its "
+                "norm): the wrong prompt file for this checkpoint?"
+            )
+    return problems
+
+
+def _exponents(values: torch.Tensor) -> str:
+    found = sorted({round(float(v), 4) for v in values})
+    return "/".join(f"{v:.4g}" for v in found) or "-"
+
+
 def read_released(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """``(state_dict, meta)`` of a released mmdet-2 checkpoint, unpickled with tensors and plain containers only.
 
@@ -139,15 +235,18 @@ def _shape(t: torch.Tensor) -> str:
     return str(list(t.shape))
 
 
-def to_project(source: Mapping[str, torch.Tensor], model, where: str) -> dict:
+def to_project(source: Mapping[str, torch.Tensor], model, where: str, files: Mapping[str, str] | None = None) -> dict:
     """The state dict for ``model`` from a released one: tensors renamed by :data:`KEY_TABLE` (floats cast to the
-    model's dtype), counters into the warm-up schedules, the model's own extra state otherwise.
+    model's dtype), counters into the warm-up schedules, the model's own extra state otherwise; the reference's
+    non-persistent buffers checked by :func:`check_buffers` (``files``: classifier module -> prompt file).
 
     Raises:
         ReleasedFormatError: every key without a rule or a place in the model, every tensor of the model that
-            ``source`` lacks, every tensor of another shape or kind (``where`` names the file and experiment)."""
+            ``source`` lacks, every tensor of another shape or kind, every buffer that disagrees with the
+            experiment (``where`` names the file and experiment)."""
     target = model.state_dict()
     counters = counter_keys(model)
+    buffers = reference_buffers(model)
     out = {k: copy.deepcopy(v) for k, v in target.items() if k.endswith(EXTRA_STATE)}
     unmatched, unexpected, wrong, taken = [], [], [], set()
     for key, value in source.items():
@@ -160,6 +259,11 @@ def to_project(source: Mapping[str, torch.Tensor], model, where: str) -> dict:
                 state_key, schedule = counters[key]
                 out[state_key][schedule] = {"iteration": int(value)}
                 taken.add(key)
+            continue
+        if key in buffers:
+            continue  # compared below, never loaded
+        if key == LAMBDA:
+            unexpected.append(f"{key} (the ensemble exponents of an object head this model does not have)")
             continue
         new = rename(key)
         # the name must rename back to the key: this project's own names (fc_cls.linear) are not the reference's
@@ -180,6 +284,7 @@ def to_project(source: Mapping[str, torch.Tensor], model, where: str) -> dict:
         (unexpected, "keys this model has no place for"),
         (missing, "tensors of this model that the file lacks"),
         (wrong, "tensors of another shape or kind"),
+        (check_buffers(source, model, files), "buffers that disagree with this experiment"),
     ]
     if any(found for found, _ in problems):
         lines = [f"{where}: the released checkpoint does not fit the model:"]
@@ -196,8 +301,8 @@ def to_project(source: Mapping[str, torch.Tensor], model, where: str) -> dict:
 
 def to_reference(state_dict: Mapping, model) -> OrderedDict:
     """This project's state dict of ``model`` in the reference's names (:data:`KEY_TABLE` backwards), with the
-    warm-up schedules as the reference's 0-dim int64 step counters; ``OrderedDict`` with ``_metadata``, as mmcv
-    saves it."""
+    warm-up schedules as the reference's 0-dim int64 step counters and the reference's non-persistent buffers
+    (:func:`reference_buffers`); ``OrderedDict`` with ``_metadata``, as mmcv saves it."""
     out: OrderedDict = OrderedDict()
     for key, value in state_dict.items():
         if key.endswith(EXTRA_STATE):
@@ -208,6 +313,8 @@ def to_reference(state_dict: Mapping, model) -> OrderedDict:
         out[ref] = value.detach().cpu()
     for ref, (state_key, schedule) in counter_keys(model).items():
         out[ref] = torch.tensor(int(state_dict[state_key][schedule]["iteration"]))
+    for ref, (_, value) in reference_buffers(model).items():
+        out[ref] = value.clone()
     out._metadata = OrderedDict({"": {"version": 1}})  # type: ignore[attr-defined]
     return out
 
@@ -272,7 +379,8 @@ def run_detector(opts: DetectorOptions) -> None:
     )
     register_modules()
     model = MODELS.build(cfg.model)
-    model.load_state_dict(to_project(state, model, f"{opts.checkpoint} (experiment {opts.experiment})"))
+    where = f"{opts.checkpoint} (experiment {opts.experiment})"
+    model.load_state_dict(to_project(state, model, where, prompt_files(cfg.model)))
     meta = {
         "experiment": opts.experiment,
         "argv": shlex.join(opts.argv),
