@@ -53,6 +53,9 @@ def _broken(kind: str) -> tuple[dict, list[str], list[str] | None]:
         base = ["Red Circle", "étoile rouge"]
     elif kind == "different categories":
         data["val"]["categories"][0]["name"] = "green star"
+    elif kind == "names differing by case or spacing":
+        for split in ("train", "val"):
+            data[split]["categories"].append({"id": 77, "name": "red  circle"})  # beside 'Red Circle'
     return data, novel, base
 
 
@@ -69,6 +72,10 @@ def _broken(kind: str) -> tuple[dict, list[str], list[str] | None]:
         ("no base box in train", ["train.json", "the train split is empty", "base class"]),
         ("base and novel overlap", ["train.json", "split is not disjoint: ['étoile rouge']"]),
         ("different categories", ["train.json and", "val.json", "id 31 is 'GREEN STAR' in the first, 'green star'"]),
+        (
+            "names differing by case or spacing",
+            ["train.json", "class names 'Red Circle' and 'red  circle' differ only by case or spacing"],
+        ),
     ],
 )
 def test_bad_input_is_refused_naming_it(tmp_path, kind, messages):

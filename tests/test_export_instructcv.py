@@ -103,3 +103,48 @@ def test_instruction_choice_is_per_pair_and_templates_need_one_slot(tmp_path):
     assert instruction(templates, 0, "x_det_y") == instruction(templates, 0, "x_det_y")
     with pytest.raises(ValueError, match="exactly one"):
         ExportOptions(annotations=tmp_path, images=tmp_path, out_dir=tmp_path, templates=("detect",))
+
+
+def _rename_classes(tmp_path: Path, names: dict[int, str]) -> dict:
+    path = tmp_path / "val.all.json"
+    val = json.loads(path.read_text())
+    for c in val["categories"]:
+        c["name"] = names.get(c["id"], c["name"])
+    path.write_text(json.dumps(val))
+    return val
+
+
+def test_long_class_names_give_bounded_distinct_readable_pair_names(tmp_path, demo):
+    """Four 300-character names that share their first 290 characters: every file name within 255 bytes, one folder
+    per pair, each starting with its class's words and ending in a hash of the full name; the instruction keeps the
+    full name."""
+    import hashlib
+
+    prefix = "a very long and careful description of one of the shapes " * 5  # 285 characters
+    long_names = {k: (prefix + f"number {k} is here")[:300] for k in range(4)}
+    assert len({n[:290] for n in long_names.values()}) == 1 and all(len(n) == 300 for n in long_names.values())
+    val = _rename_classes(tmp_path, long_names)
+    out = _export(tmp_path, demo, "long")
+    pairs = {(a["image_id"], a["category_id"]) for a in val["annotations"]}
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == len(pairs) and len({p.name for p in folders}) == len(pairs)
+    stems = {im["id"]: Path(im["file_name"]).stem for im in val["images"]}
+    for image_id, category_id in pairs:
+        name = long_names[category_id]
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        matches = [p for p in folders if p.name.startswith(f"{stems[image_id]}_det_a very long and careful")
+                   and p.name.endswith(f"~{digest}")]  # fmt: skip
+        assert len(matches) == 1, (image_id, category_id)
+        folder = matches[0]
+        for f in [folder, *folder.iterdir()]:
+            assert len(f.name.encode()) <= 255, f.name
+        assert json.loads((folder / "prompt.json").read_text())["edit"] == f"detect the {name}"
+    seeds = json.loads((out / "seeds.json").read_text())
+    assert sorted(p for p, _ in seeds) == sorted(p.name for p in folders)
+
+
+def test_two_classes_that_give_one_pair_name_are_refused_naming_both(tmp_path, demo):
+    _rename_classes(tmp_path, {0: "a/b", 1: "a_b"})
+    with pytest.raises(ValueError, match=r"val\.all\.json: classes 'a/b' and 'a_b' give the same InstructCV pair"):
+        _export(tmp_path, demo, "same")
+    assert not (tmp_path / "same").exists() or not any((tmp_path / "same").iterdir())

@@ -57,6 +57,7 @@ def test_a_custom_dataset_plans_its_own_annotation_jobs(snakemake_bin, tmp_path)
         ("box outside its image", "annotation 2 has a box [40, 5, 30, 30]"),
         ("empty val split", "the val split is empty"),
         ("base and novel overlap", "split is not disjoint: ['étoile rouge']"),
+        ("names differing by case or spacing", "'Red Circle' and 'red  circle' differ only by case or spacing"),
     ],
 )
 def test_bad_custom_input_is_refused_before_any_job(snakemake_bin, tmp_path, kind, message):

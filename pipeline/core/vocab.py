@@ -27,6 +27,7 @@ COCO_NOVEL: tuple[str, ...] = (
 
 LVIS_NOVEL_FREQUENCY = "r"
 LVIS_FREQUENCIES = ("r", "c", "f")
+LVIS_NUM_BASES = 866  # OV-LVIS v1: the common and frequent categories of the 1203 (the 337 rare ones are novel)
 
 
 class VocabError(ValueError):
@@ -79,6 +80,28 @@ def check_split(split: Split, categories: Sequence[Mapping], source: str) -> Non
     if missing:
         hints = "; ".join(f"{n!r}: closest {closest(n, known)}" for n in missing[:5])
         raise VocabError(f"{source}: split names not among the file's categories: {missing} ({hints})")
+
+
+def normalised_name(name: str) -> str:
+    """The form in which two class names are the same class to a reader and to CLIP's lower-casing tokenizer:
+    case-folded, whitespace runs as one space, no leading or trailing space."""
+    return " ".join(name.casefold().split())
+
+
+def check_distinct(names: Iterable[str], source: str) -> None:
+    """Raise :class:`VocabError` naming ``source`` and both names when two of ``names`` are equal or differ only by
+    case or spacing (``Red Circle`` and ``red  circle``): they would get one text embedding under two ids."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = normalised_name(name)
+        if key in seen:
+            if seen[key] == name:
+                raise VocabError(f"{source}: class name {name!r} is repeated")
+            raise VocabError(
+                f"{source}: class names {seen[key]!r} and {name!r} differ only by case or spacing: give each class "
+                "one distinct name"
+            )
+        seen[key] = name
 
 
 def closest(name: str, known: Sequence[str], n: int = 3) -> list[str]:

@@ -20,14 +20,20 @@ Layout (the one InstructCV's training loader ``edit_dataset.py`` reads; names as
     OUT/PAIR/bbox.json                    {"bbox": [[x1, y1, x2, y2], ...]}
 
 ``OUT`` is ``image_pairs_train`` or ``image_pairs_evaluation``. The class name keeps its spaces, as InstructCV's
-(a ``/`` becomes ``_``). The target is ``_1.jpg``: InstructCV's loader opens ``_1.jpg`` for ``det`` pairs (its
-builder script writes ``_1.png``, which that loader never reads). The instruction is one of ``--templates``
-(``{}`` = the class name), picked per pair by a generator seeded with ``--seed`` and the pair's name, so a pair's
-instruction does not depend on the others. The folder is written beside ``OUT`` and renamed into place at the end.
+(a ``/`` becomes ``_``); a name part longer than :data:`CLASS_BYTES` (an image stem that would make the pair name
+longer than :data:`NAME_BYTES`) keeps its start and ends in ``~`` and 8 hex digits of its sha256, so that every file
+name stays within the 255 bytes file systems allow, and stays distinct and readable. Two classes that still give one
+pair name (``a/b`` and ``a_b``) are an error naming both.
+
+The target is ``_1.jpg``: InstructCV's loader opens ``_1.jpg`` for ``det`` pairs (its builder script writes
+``_1.png``, which that loader never reads). The instruction is one of ``--templates`` (``{}`` = the class name),
+picked per pair by a generator seeded with ``--seed`` and the pair's name, so a pair's instruction does not depend
+on the others. The folder is written beside ``OUT`` and renamed into place at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = ("detect the {}",)  # InstructCV's fixed instruction; the config's default adds paraphrases
 BOX_COLOUR, BOX_WIDTH = "blue", 4
+NAME_BYTES = 200  # a pair name in UTF-8: its files add "_0.jpg"; file systems allow 255 bytes per name
+CLASS_BYTES = 100  # the class part of a pair name
 
 
 @dataclass(frozen=True)
@@ -69,9 +77,35 @@ class ExportOptions:
             raise ValueError(f"--templates: each needs exactly one '{{}}' for the class name, got {bad or 'none'}")
 
 
+def bounded(text: str, limit: int) -> str:
+    """``text`` when its UTF-8 form fits in ``limit`` bytes, else its start (whole characters), ``~`` and the first
+    8 hex digits of its sha256, in at most ``limit`` bytes."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    head = data[: max(limit - 9, 0)].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(data).hexdigest()[:8]}"
+
+
 def pair_name(stem: str, class_name: str) -> str:
-    """InstructCV's pair (folder and file prefix) name: ``<image stem>_det_<class name>``."""
-    return f"{stem}_det_{class_name.replace('/', '_')}"
+    """InstructCV's pair (folder and file prefix) name: ``<image stem>_det_<class name>``, each part bounded (see the
+    module docstring)."""
+    label = bounded(class_name.replace("/", "_"), CLASS_BYTES)
+    return f"{bounded(stem, NAME_BYTES - len('_det_') - len(label.encode()))}_det_{label}"
+
+
+def class_labels(coco: dict, source: str | Path) -> dict[int, str]:
+    """``category id -> name`` of ``coco``; raises ``ValueError`` naming both classes when two give one pair name."""
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    seen: dict[str, str] = {}
+    for name in names.values():
+        part = pair_name("", name)
+        if part in seen:
+            raise ValueError(
+                f"{source}: classes {seen[part]!r} and {name!r} give the same InstructCV pair name {part!r}"
+            )
+        seen[part] = name
+    return names
 
 
 def instruction(templates, seed: int, name: str) -> str:
@@ -115,7 +149,7 @@ def _write_pair(folder: Path, name: str, item: images.ImageItem, image, boxes, t
 def run(opts: ExportOptions) -> list[str]:
     """Write the pairs; returns their names (the order of ``seeds.json``: image id, then category id)."""
     coco = atomic.read_json(opts.annotations)
-    names = {c["id"]: c["name"] for c in coco["categories"]}
+    names = class_labels(coco, opts.annotations)
     found = boxes_by_image(opts, coco)
     policy = images.ImagePolicy(opts.on_bad_image)
     opts.out_dir.parent.mkdir(parents=True, exist_ok=True)

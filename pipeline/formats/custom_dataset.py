@@ -7,6 +7,8 @@ the image files are looked up, never decoded, so a COCO-sized dataset is checked
 Besides :func:`pipeline.formats.annotation_file.validate` (unique ids and category names, known references,
 finite boxes), a split file must
 
+* name its categories distinctly: two names that differ only by case or spacing (``Red Circle``,
+  ``red  circle``) are refused naming both (:func:`pipeline.core.vocab.check_distinct`);
 * give every image a ``file_name`` (subfolders allowed) that exists under the split's image folder, and a positive
   ``width`` and ``height``;
 * keep every box inside its image: ``x, y >= -1`` and ``x + w <= width + 1``, ``y + h <= height + 1``
@@ -116,6 +118,7 @@ def check_split_file(
     if not Path(path).is_file():
         raise CustomDatasetError(f"{source}: the {role} annotation file does not exist")
     data = load(Path(path))
+    vocab.check_distinct((c["name"] for c in data["categories"]), source)
     check_images(data, image_dir, source)
     check_boxes(data, source)
     split = vocab.custom_split(novel, base, data["categories"], source)
