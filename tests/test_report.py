@@ -92,7 +92,7 @@ def test_report_without_optional_files_still_writes_everything(tmp_path):
     out = tmp_path / "report"
     report.main(["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)])
     text = (out / "summary.md").read_text()
-    assert "(no recall file)" in text and "(no benchmark folder given)" in text
+    assert "(no recall file)" in text and "(no benchmarks folder given)" in text
     assert all((out / p).exists() for p in ("pr_curves.png", "per_class_ap.png", "loss_curves.png", "transfer.png"))
 
 
@@ -207,11 +207,6 @@ def test_seed_runs_are_grouped_into_mean_and_range(tmp_path):
 def test_run_names_and_mean_metrics():
     from pipeline.report import seeds as report_seeds
 
-    assert report_seeds.split_run("vild_demo+seed12") == ("vild_demo", 12)
-    assert report_seeds.split_run("oadp_ov_coco") == ("oadp_ov_coco", None)
-    assert report_seeds.seed_run("vild_demo", 3) == "vild_demo+seed3"
-    with pytest.raises(ValueError, match=r"EXPERIMENT\+seedN"):
-        report_seeds.split_run("vild_demo+seedx")
     assert report_seeds.group_runs(["a_x+seed2", "b_x", "a_x", "a_x+seed1", "a_x"]) == {
         "a_x": ["a_x", "a_x+seed2", "a_x+seed1"],
         "b_x": ["b_x"],
@@ -353,32 +348,49 @@ def _gallery_data(root):
     _write(root / "evaluate" / "x_demo" / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
 
 
-def test_val_gallery_puts_ground_truth_beside_the_top_detections_and_tags_novel_classes(tmp_path):
+def test_val_gallery_puts_every_experiment_beside_the_ground_truth_on_the_same_images(tmp_path):
+    """One picture: a row per val image (the one with a novel box first), ground truth then one column per experiment
+    (its config-seed run); each cell the image enlarged to a shorter side >= 360 px (120 px x 3), the run's best
+    objects, as many as ground-truth boxes, one name per object."""
     from PIL import Image
 
     from pipeline.core.render import class_colour
+    from pipeline.report.val_gallery import CAPTION_PX
 
     _gallery_data(tmp_path)
+    # y_demo: the same novel object named twice (kite 0.8 and cup 0.7 on one box): one name drawn, the strongest
+    _write(tmp_path / "evaluate" / "y_demo" / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
+    _write(tmp_path / "evaluate" / "y_demo+seed1" / "metrics.json", {"novel_ap50": 1.0, "base_ap50": 2.0})
+    _write(tmp_path / "evaluate" / "y_demo" / "detections.json", [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.7},
+        {"image_id": 1, "category_id": 0, "bbox": [11, 10, 30, 30], "score": 0.8},
+    ])  # fmt: skip
     out = tmp_path / "report"
     report.main(
-        ["--experiments", "x_demo", "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out)]
-        + ["--val-annotations", str(tmp_path / "val.json"), "--val-images", str(tmp_path / "val")]
+        ["--experiments", "x_demo", "y_demo", "y_demo+seed1", "--evaluate-dir", str(tmp_path / "evaluate")]
+        + ["--out-dir", str(out), "--val-annotations", str(tmp_path / "val.json")]
+        + ["--val-images", str(tmp_path / "val")]
         + ["--num-base", "2", "--gallery-images", "2"]
     )
-    picture = Image.open(out / "val_gallery_x_demo.png").convert("RGB")
-    caption = 22  # pipeline.report.val_gallery.CAPTION_PX
-    w, h = 160, 120
-    assert picture.size == (2 * w, 2 * (h + caption))  # two sides, two rows
-    # row 0 is image 2 (it has a novel box): its ground truth on the left, outlined in the colour of "kite [novel]"
+    picture = Image.open(out / "val_gallery.png").convert("RGB")
+    w, h, k = 480, 360, 3  # cell size, scale
+    assert picture.size == (3 * w, 2 * (h + CAPTION_PX))  # ground truth, x_demo, y_demo; two rows
+    grey = (128, 128, 128)
+    # row 0 is image 2 (it has a novel box): its ground truth outlined in the colour of "kite [novel]"
     novel = class_colour("kite [novel]")
-    assert picture.getpixel((100, caption + 100)) == novel  # bottom edge of gt box [80, 60, 120, 100]
-    assert picture.getpixel((w + 70, caption + 75)) == novel  # left edge of the detection [70, 50, 120, 100]
-    assert picture.getpixel((w + 2, caption + 85)) == (128, 128, 128)  # the cup (2nd of 1 allowed) not drawn
-    # row 1 is image 1: ball (base) on the left, no detections on the right
-    assert picture.getpixel((10, 2 * caption + h + 30)) == class_colour("ball")  # left edge of [10, 10, 40, 40]
-    assert picture.getpixel((w + 10, 2 * caption + h + 30)) == (128, 128, 128)
+    assert picture.getpixel((100 * k, CAPTION_PX + 100 * k - 1)) == novel  # bottom edge of gt box [80, 60, 120, 100]
+    assert picture.getpixel((w + 70 * k, CAPTION_PX + 75 * k)) == novel  # left edge of x_demo's kite [70, 50, ...]
+    assert picture.getpixel((w + 2 * k, CAPTION_PX + 85 * k)) == grey  # the cup (2nd of 1 allowed) not drawn
+    assert picture.getpixel((2 * w + 70 * k, CAPTION_PX + 75 * k)) == grey  # y_demo found nothing there
+    # row 1 is image 1: ball (base) in the ground truth; x_demo nothing; y_demo its ball 0.8, not the cup below it
+    row1 = 2 * CAPTION_PX + h
+    assert picture.getpixel((10 * k, row1 + 30 * k)) == class_colour("ball")  # left edge of [10, 10, 40, 40]
+    assert picture.getpixel((w + 10 * k, row1 + 30 * k)) == grey
+    assert picture.getpixel((2 * w + 11 * k, row1 + 30 * k)) == class_colour("ball")
+    assert picture.getpixel((2 * w + 10 * k - 1, row1 + 30 * k)) == grey  # the cup's box [10, ...] suppressed
     text = (out / "summary.md").read_text()
-    assert "## Val gallery" in text and "![x_demo: ground truth | detections](val_gallery_x_demo.png)" in text
+    assert "## Val gallery" in text and "ground truth, then x_demo, y_demo" in text
+    assert "![val gallery: ground truth | x_demo \\| y_demo](val_gallery.png)" in text
     with pytest.raises(ValueError, match="--val-annotations needs --val-images and --num-base"):
         report.main(["--experiments", "x_demo", "--out-dir", str(out), "--val-annotations", str(tmp_path / "v")])
 

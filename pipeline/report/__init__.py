@@ -3,8 +3,8 @@
 Command::
 
     python -m pipeline.report --experiments NAME ... --evaluate-dir results/evaluate --train-dir results/train
-        [--recall results/proposals/<dataset>/recall.json] [--bench-dir results/bench] [--teacher zeroshot.json]
-        --out-dir results/report
+        [--recall results/proposals/<dataset>/recall.json] [--benchmarks-dir results/benchmarks]
+        [--bench-dir results/bench] [--teacher zeroshot.json] [--variants JSON] --out-dir results/report
 
 Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_curves.json`` and
 ``per_class_ap.json`` (optional), and the training scalars ``<train-dir>/<name>/<timestamp>/vis_data/scalars.json``
@@ -13,13 +13,20 @@ Reads per experiment ``<evaluate-dir>/<name>/metrics.json`` (required), ``pr_cur
 * ``summary.md``: one table runs x metrics (novel / base / all AP50, AP, LVIS AP / APr / APc / APf when
   present, open-ended accuracy), the spread over training seeds (runs ``E+seedN`` grouped with ``E``: mean and
   min–max AP50, ``pipeline.report.seeds``), proposal recall (AR@100 base / novel), the novel AP50 of each distilled
-  experiment over its ``baseline_*`` (same suffix; means over the seeds), the CLIP teacher's zero-shot accuracy
-  (``--teacher``), the OAKE throughput and disk figures and the train step-time ratio from the benchmark files when
-  they exist, the numerics environment of every training (``final.pth`` meta), and the list of plots;
-* ``summary.html``: the same summary as one HTML page, tables inline (:mod:`pipeline.report.html`);
+  experiment over its ``baseline_*`` (same suffix; means over the seeds), the ablation tables of the config's
+  ``variants`` (``--variants``, :mod:`pipeline.report.ablation`), the CLIP teacher's zero-shot accuracy
+  (``--teacher``), what each stage of the run cost (wall and CPU time from Snakemake's benchmark files,
+  :mod:`pipeline.report.benchmarks`) and the ``make bench`` figures when they exist, the numerics environment of
+  every training (``final.pth`` meta), and the list of plots; every name in it is plain text
+  (:func:`pipeline.report.html.md_text`);
+* ``summary.html``: the same summary as one self-contained HTML page (raw HTML off, pictures embedded;
+  :mod:`pipeline.report.html`);
+* ``front.html``: the headline table and the transfer plot, the landing page of ``snakemake --report``
+  (:mod:`pipeline.report.front`);
+* ``ablation.csv``: the ablation tables' rows (a header alone without variants);
 * ``pr_curves.png``, ``per_class_ap.png``, ``loss_curves.png``, ``transfer.png`` (:mod:`pipeline.report.plots`);
-* with ``--val-annotations``, ``val_gallery_<run>.png`` per run and a section in ``summary.md``: the same few val
-  images, ground truth beside the run's detections, novel classes tagged (:mod:`pipeline.report.val_gallery`);
+* with ``--val-annotations``, ``val_gallery.png`` and a section in ``summary.md``: the same val images for every
+  experiment side by side, ground truth first, novel classes tagged (:mod:`pipeline.report.val_gallery`);
 * with ``--detect-dir``, a gallery section in ``summary.md``: the pictures of ``pipeline.detect`` (an experiment with
   a free vocabulary), linked relative to the report folder (``pipeline.report.gallery``).
 
@@ -38,10 +45,11 @@ from pathlib import Path
 
 from pipeline.core import atomic
 from pipeline.core.options import Command
-from pipeline.report import marks, published, val_gallery
+from pipeline.report import ablation, benchmarks, marks, published, val_gallery
 from pipeline.report import seeds as report_seeds
+from pipeline.report.front import front_html
 from pipeline.report.gallery import gallery_lines
-from pipeline.report.html import summary_html
+from pipeline.report.html import md_text, summary_html
 from pipeline.report.options import ReportOptions
 from pipeline.report.plots import plot_losses, plot_per_class, plot_pr_curves, plot_transfer
 
@@ -108,43 +116,13 @@ def metrics_table(experiments: Sequence[str], metrics: dict[str, dict]) -> str:
     header = ["experiment"] + [t for _, t in cols] + (["open-ended acc.", "not-in-vocab"] if has_oe else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in experiments:
-        row = [e] + [_fmt(metrics[e].get(k)) for k, _ in cols]
+        row = [md_text(e)] + [_fmt(metrics[e].get(k)) for k, _ in cols]
         if has_oe:
             oe = metrics[e].get("open_ended") or {}
             acc, niv = oe.get("accuracy"), oe.get("not_in_vocab_rate")
             row += [_fmt(acc), _fmt(niv)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def _bench_lines(bench_dir: Path | None) -> list[str]:
-    if bench_dir is None:
-        return ["(no benchmark folder given)"]
-    lines = []
-    oake = _optional_json(bench_dir / "oake.json")
-    if oake:
-        tp = oake.get("throughput", {})
-        lines.append(
-            "OAKE extractor / bare forward throughput: "
-            + ", ".join(f"{k} {v['ratio']:.2f} ({v['extractor_images_per_s']:.2f} img/s)" for k, v in tp.items())
-            + f" [{oake.get('model', '')}, {oake.get('device', '')}]"
-        )
-        scale = oake.get("disk_at_scale", {})
-        if scale:
-            lines.append(
-                "OAKE disk vs per-image files (1,000-image shards): "
-                + ", ".join(f"{k} {v['ratio']:.3f}" for k, v in scale.items())
-            )
-    train = _optional_json(bench_dir / "train.json")
-    if train:
-        for run in train.get("runs", []):
-            lines.append(
-                f"Train step {run['config']} on {run['device']}: OADP {run['oadp']['median_s']:.2f} s vs plain "
-                f"Faster R-CNN {run['plain_faster_rcnn']['median_s']:.2f} s (ratio {run['ratio']:.2f}, target "
-                f"<= {run['target_ratio']}); peak memory {run['oadp']['peak_mib']:.0f} vs "
-                f"{run['plain_faster_rcnn']['peak_mib']:.0f} MiB"
-            )
-    return [f"- {x}" for x in lines] or [f"(no benchmark files in {bench_dir}: `make bench` writes them)"]
 
 
 def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list[str]:
@@ -160,7 +138,7 @@ def transfer_lines(experiments: Sequence[str], metrics: dict[str, dict]) -> list
         if m.get("novel_ap50") is None or b.get("novel_ap50") is None:
             continue
         line = (
-            f"- {e}: novel AP50 {_fmt(m['novel_ap50'])} vs {_fmt(b['novel_ap50'])} "
+            f"- {md_text(e)}: novel AP50 {_fmt(m['novel_ap50'])} vs {_fmt(b['novel_ap50'])} "
             f"({m['novel_ap50'] - b['novel_ap50']:+.1f}); base AP50 {_fmt(m.get('base_ap50'))} vs "
             f"{_fmt(b.get('base_ap50'))} ({(m.get('base_ap50') or 0.0) - (b.get('base_ap50') or 0.0):+.1f})"
         )
@@ -200,14 +178,15 @@ def teacher_lines(teacher: dict) -> list[str]:
 
     rows = [("held-out captioned crops", zs.get("crops", {}).get("vild", {}))]
     for name, acc in zs.get("scenes", {}).get("crops", {}).items():
-        rows.append((f"scene objects, {name.replace('_', ' ')}", acc.get("vild", {})))
+        rows.append((f"scene objects, {md_text(name.replace('_', ' '))}", acc.get("vild", {})))
     lines = ["| test set | base | novel | all |", "|---|---|---|---|"]
     lines += [f"| {n} | {pct(a.get('base'))} | {pct(a.get('novel'))} | {pct(a.get('all'))} |" for n, a in rows]
     training = teacher.get("training", {})
     lines += [
         "",
-        f"{teacher.get('clip_model', '?')}, {training.get('steps', '?')} steps of {training.get('batch_size', '?')}"
-        f" captioned crops ({training.get('seconds', '?')} s), loss {training.get('loss_first') or 0:.2f} -> "
+        f"{md_text(teacher.get('clip_model', '?'))}, {training.get('steps', '?')} steps of "
+        f"{training.get('batch_size', '?')} captioned crops ({training.get('seconds', '?')} s), loss "
+        f"{training.get('loss_first') or 0:.2f} -> "
         f"{training.get('loss_last') or 0:.2f}; argmax over all {len(teacher.get('classes', []))} classes with "
         f"the ViLD-template text embeddings, chance {pct(zs.get('chance'))}.",
     ]
@@ -217,7 +196,9 @@ def teacher_lines(teacher: dict) -> list[str]:
             "",
             "Least separated classes (cosine of the held-out image centroids / of the text embeddings; near 1 = "
             "merged): "
-            + "; ".join(f"{' vs '.join(p['classes'])} {p['image']:.2f} / {p['text']:.2f}" for p in pairs)
+            + "; ".join(
+                f"{' vs '.join(md_text(c) for c in p['classes'])} {p['image']:.2f} / {p['text']:.2f}" for p in pairs
+            )
             + ".",
         ]
     return lines
@@ -231,6 +212,9 @@ def summary_markdown(
     teacher: dict | None,
     plots: Sequence[str],
     environment: Sequence[str] = (),
+    *,
+    benchmarks_dir: Path | None = None,
+    ablation_lines: Sequence[str] = (),
 ) -> str:
     """``experiments``: the runs (``E`` and its ``E+seedN``), grouped here by experiment."""
     groups, means = report_seeds.by_experiment(experiments, metrics)
@@ -256,20 +240,29 @@ def summary_markdown(
         out += [f"- {p}" for p in parts]
     else:
         out.append("(no recall file)")
+    if ablation_lines:
+        out += ["", "## Ablations (percent)", "", *ablation_lines]
     effect = transfer_lines(list(groups), means)
     if effect:
         out += ["", "## Open-vocabulary transfer (novel AP50 over the baseline without distillation)", ""] + effect
     if teacher:
         out += ["", "## CLIP teacher (zero-shot, percent)", ""] + teacher_lines(teacher)
-    out += ["", "## Benchmarks", ""] + _bench_lines(bench_dir)
+    out += ["", "## Benchmarks: what each stage of this run cost (slowest first)", ""]
+    out += benchmarks.run_cost_lines(benchmarks_dir)
+    bench = benchmarks.bench_lines(bench_dir)
+    if bench:
+        out += ["", "`make bench` figures:", "", *bench]
     if environment:
         out += ["", "## Training environment (what decides the floating-point results)", "", *environment]
-    out += ["", "## Plots", ""] + [f"- [{p}]({p})" for p in plots] + [""]
+    out += ["", "## Plots", ""]
+    for p in plots:
+        out += [f"### {p}", "", f"![{p}]({p})", ""]
     return "\n".join(out)
 
 
 def run(options: ReportOptions) -> None:
-    """Write the report (``summary.md`` and the plots) into ``options.out_dir``."""
+    """Write the report (``summary.md``, ``summary.html``, ``front.html``, ``ablation.csv``, the plots and the
+    val gallery) into ``options.out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,7 +286,12 @@ def run(options: ReportOptions) -> None:
     if missing:
         log.warning("no curves or training scalars for %s: their panels are empty", sorted(set(missing)))
     env = report_seeds.environment_lines(options.train_dir, runs)
-    text = summary_markdown(runs, metrics, _optional_json(options.recall), options.bench_dir, teacher, plots, env)
+    variants = ablation.parse_variants(options.variants)
+    ablation_lines, ablation_csv = ablation.ablation_section(variants, groups, metrics)
+    text = summary_markdown(
+        runs, metrics, _optional_json(options.recall), options.bench_dir, teacher, plots, env,
+        benchmarks_dir=options.benchmarks_dir, ablation_lines=ablation_lines,
+    )  # fmt: skip
     released = published.released_lines(options.train_dir, runs, metrics)
     if released:
         text += "\n".join(["", "## Released checkpoints: published vs measured (percent)", "", *released, ""])
@@ -301,17 +299,21 @@ def run(options: ReportOptions) -> None:
         text += "\n".join(["", "## Detection gallery", "", *gallery_lines(options.detect_dir, options.out_dir), ""])
     if options.val_annotations is not None:
         shown = val_gallery.write_gallery(
-            options.val_annotations, options.val_images, options.evaluate_dir, runs, options.num_base,
+            options.val_annotations, options.val_images, options.evaluate_dir, experiments, options.num_base,
             options.out_dir, options.gallery_images, options.gallery_threshold,
         )  # fmt: skip
-        text += "\n".join(["", "## Val gallery: ground truth | detections", "", *shown])
+        text += "\n".join(["", "## Val gallery: ground truth | each experiment's detections", "", *shown])
     if dry_run:
         text = marks.mark_summary(text)
         log.warning("report: the metrics come from a dry run: the summary and the plots are marked %s", marks.MARK)
     with atomic.atomic_path(options.out_dir / "summary.md", suffix=".md") as tmp:
         Path(tmp).write_text(text)
     with atomic.atomic_path(options.out_dir / "summary.html", suffix=".html") as tmp:
-        Path(tmp).write_text(summary_html(text))
+        Path(tmp).write_text(summary_html(text, options.out_dir), encoding="utf-8")
+    with atomic.atomic_path(options.out_dir / "front.html", suffix=".html") as tmp:
+        Path(tmp).write_text(front_html(groups, metrics, options.out_dir / plots[3], dry_run), encoding="utf-8")
+    with atomic.atomic_path(options.out_dir / "ablation.csv", suffix=".csv") as tmp:
+        Path(tmp).write_text(ablation_csv, encoding="utf-8")
     log.info("report: %d runs of %d experiments, %d plots -> %s", len(runs), len(groups), len(plots), options.out_dir)
     print((marks.TABLE_NOTE + "\n\n" if dry_run else "") + metrics_table(runs, metrics))
 

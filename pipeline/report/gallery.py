@@ -2,7 +2,8 @@
 vocabulary), linked from ``summary.md``.
 
 :func:`gallery_lines` reads ``<detect dir>/detections.json`` (records with ``category_name`` and ``file_name``) and
-lists ``<detect dir>/pictures/*.jpg``; the links are relative to the report folder.
+lists ``<detect dir>/pictures/*.jpg``; the links are relative to the report folder and percent-encoded, every name
+is plain text (:func:`pipeline.report.html.md_text`); ``summary.html`` embeds the pictures.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from urllib.parse import quote
 
 from pipeline.formats import detections as detections_file
+from pipeline.report.html import md_text
 
 
 def gallery_lines(detect_dir: Path, out_dir: Path) -> list[str]:
@@ -23,11 +26,11 @@ def gallery_lines(detect_dir: Path, out_dir: Path) -> list[str]:
     rel = Path(os.path.relpath(detect_dir, out_dir)).as_posix()
     counts = Counter(d["category_name"] for d in detections)
     lines = [
-        f"`{detect_dir.name}` with a free vocabulary: {len(detections)} detections on {len(pictures)} images "
-        f"(all pictures: [index.html]({rel}/index.html)). Detections per name:",
+        f"{md_text(detect_dir.name)} with a free vocabulary: {len(detections)} detections on {len(pictures)} "
+        f"images (all pictures: [index.html]({quote(rel)}/index.html)). Detections per name:",
         "",
-        ", ".join(f"{name} {n}" for name, n in counts.most_common()) or "(none)",
+        ", ".join(f"{md_text(name)} {n}" for name, n in counts.most_common()) or "(none)",
         "",
     ]
-    lines += [f"![{p.stem}]({rel}/pictures/{p.name})" for p in pictures[:12]]
+    lines += [f"![{md_text(p.stem)}]({quote(f'{rel}/pictures/{p.name}')})" for p in pictures[:12]]
     return lines

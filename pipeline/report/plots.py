@@ -8,7 +8,8 @@
 * :func:`plot_transfer`: base / novel AP50 per experiment (left axis, percent AP50) and, in a second panel, the
   open-ended crop-classification accuracy and the teacher's zero-shot accuracy (percent accuracy).
 
-Every function returns the matplotlib figure (closed; its artists can still be inspected).
+Every name (experiment, class) is drawn as plain text (:func:`plain`: a ``$`` never starts mathtext). Every function
+returns the matplotlib figure (closed; its artists can still be inspected).
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from pipeline.core import atomic
 from pipeline.report import marks
 
 LOSS_KEYS = ("loss", "loss_cls", "loss_clip_objects", "loss_clip_blocks", "loss_clip_global", "loss_block")
+
+
+def plain(name: object) -> str:
+    """``name`` as matplotlib shows it literally: every ``$`` escaped (no mathtext), a leading ``_`` (which hides a
+    legend entry) kept visible by a zero-width space."""
+    text = str(name).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _save(fig, path: Path, dry_run: bool = False) -> None:
@@ -39,7 +47,7 @@ def plot_pr_curves(experiments, curves: dict[str, dict], path: Path, dry_run: bo
             block = (data or {}).get("coco") or (data or {}).get("lvis")
             mean = (block or {}).get("mean", {}).get(split)
             if mean is not None:
-                ax.plot(data["recall"], mean, label=e, color=f"C{i}")
+                ax.plot(data["recall"], mean, label=plain(e), color=f"C{i}")
         ax.set(title=f"{split} classes (IoU 0.5)", xlabel="recall", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("precision")
@@ -73,7 +81,7 @@ def plot_per_class(experiments, per_class: dict[str, list], path: Path, dry_run:
         layout="constrained",
     )  # fmt: skip
     for ax, e in zip(axes[:, 0], experiments, strict=True):
-        rows, title = panels[e], f"{e}: AP50 per class (blue base, orange novel)"
+        rows, title = panels[e], f"{plain(e)}: AP50 per class (blue base, orange novel)"
         if len(rows) > MAX_BARS:
             ranked = sorted(rows, key=lambda r: -(r["ap50"] or 0.0))
             rows = ranked[: MAX_BARS // 2] + ranked[-(MAX_BARS // 2) :]
@@ -81,7 +89,7 @@ def plot_per_class(experiments, per_class: dict[str, list], path: Path, dry_run:
         values = [r["ap50"] if r["ap50"] is not None else 0.0 for r in rows]
         colours = ["tab:blue" if r["split"] == "base" else "tab:orange" for r in rows]
         ax.bar(range(len(rows)), values, color=colours)
-        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=60, ha="right", fontsize=9)
+        ax.set_xticks(range(len(rows)), [plain(r["name"]) for r in rows], rotation=60, ha="right", fontsize=9)
         ax.set(title=title, ylabel="AP50 (percent)", ylim=(0, 100), xlim=(-0.6, max(len(rows), 1) - 0.4))
         ax.grid(axis="y", alpha=0.3)
     _save(fig, path, dry_run)
@@ -114,7 +122,7 @@ def plot_transfer(experiments, metrics: dict[str, dict], teacher: dict | None, p
     cls.set(ylabel="classification accuracy (percent)", ylim=(0, 110),
             title="Ground-truth boxes classified (all classes)")  # fmt: skip
     for ax in (det, cls):
-        ax.set_xticks(x, experiments)
+        ax.set_xticks(x, [plain(e) for e in experiments])
         ax.legend(fontsize=8, loc="upper center", ncol=2)
     _save(fig, path, dry_run)
     plt.close(fig)
@@ -131,7 +139,7 @@ def plot_losses(experiments, scalars: dict[str, list], path: Path, dry_run: bool
         for i, e in enumerate(experiments):
             rows = [r for r in scalars.get(e, []) if key in r]
             if rows:
-                ax.plot([r["iter"] for r in rows], [r[key] for r in rows], label=e, color=f"C{i}")
+                ax.plot([r["iter"] for r in rows], [r[key] for r in rows], label=plain(e), color=f"C{i}")
         ax.set(title=key, xlabel="iteration", ylabel=f"{key} (training loss)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipeline.report.html import md_text
 from pipeline.report.seeds import training_meta
 
 #: experiment -> the released file, where the figures are published, and the figures (``metrics.json`` keys)
@@ -47,14 +48,16 @@ def released_lines(train_dir: Path | None, runs: Sequence[str], metrics: Mapping
         imported = training_meta(train_dir, run).get("imported")
         if not isinstance(imported, Mapping):
             continue
-        source = f"`{imported.get('checkpoint', '?')}` (sha256 {str(imported.get('sha256', '?'))[:12]})"
+        checkpoint = str(imported.get("checkpoint", "?")).replace("\n", " ")
+        shown_path = f"`{checkpoint}`" if "`" not in checkpoint else md_text(checkpoint)  # a code span is plain text
+        source = f"{shown_path} (sha256 {md_text(str(imported.get('sha256', '?'))[:12])})"
         figures = published_rows(run, metrics[run])
         if not figures:
-            rows.append(f"| {run} | – | – | – | – | {source}, no published figure for this experiment |")
+            rows.append(f"| {md_text(run)} | – | – | – | – | {source}, no published figure for this experiment |")
         for key, published, measured in figures:
             diff = "–" if measured is None else f"{measured - published:+.1f}"
             shown = "–" if measured is None else f"{measured:.1f}"
-            rows.append(f"| {run} | {key} | {published:.1f} | {shown} | {diff} | {source} |")
+            rows.append(f"| {md_text(run)} | {key} | {published:.1f} | {shown} | {diff} | {source} |")
     if not rows:
         return []
     notes = [f"- {e}: {p['source']}." for e, p in PUBLISHED.items() if any(r.startswith(f"| {e} |") for r in rows)]

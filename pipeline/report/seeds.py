@@ -1,9 +1,9 @@
 """Runs of one experiment over several training seeds, and the environment each training ran in (for the report).
 
 An experiment ``E`` trains once with its config's own seed (run ``E``) and, for every extra seed N of the
-workflow's ``train.seeds``, as run ``E+seedN`` (``randomness.seed=N``; same config, own work dir and evaluation).
-The report groups a run list into experiments, shows each experiment's mean and min–max of novel / base / all
-AP50 over its seeds, and compares experiments by their means (:func:`mean_metrics`).
+workflow's ``train.seeds``, as run ``E+seedN`` (run names: :mod:`pipeline.core.runs`). The report groups a run
+list into experiments, shows each experiment's mean and min–max of novel / base / all AP50 over its seeds, and
+compares experiments by their means (:func:`mean_metrics`).
 """
 
 from __future__ import annotations
@@ -14,27 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core.environment import describe
+from pipeline.core.runs import split_run
+from pipeline.report.html import md_text
 
 log = logging.getLogger(__name__)
 
-SEED_MARK = "+seed"  # run name = experiment + SEED_MARK + seed (workflow/rules/common.smk spells it the same)
 SPREAD_COLUMNS = (("novel_ap50", "novel AP50"), ("base_ap50", "base AP50"), ("all_ap50", "all AP50"))
-
-
-def split_run(name: str) -> tuple[str, int | None]:
-    """``(experiment, seed)`` of a run name: ``vild_demo+seed2`` -> ``("vild_demo", 2)``; a name without the seed
-    mark is the experiment's own run, ``(name, None)`` (the config's seed)."""
-    experiment, mark, seed = name.rpartition(SEED_MARK)
-    if not mark:
-        return name, None
-    if not experiment or not seed.isdigit():
-        raise ValueError(f"run {name!r}: expected EXPERIMENT{SEED_MARK}N with an integer N")
-    return experiment, int(seed)
-
-
-def seed_run(experiment: str, seed: int) -> str:
-    """The run name of ``experiment`` trained with ``seed``."""
-    return f"{experiment}{SEED_MARK}{int(seed)}"
 
 
 def group_runs(runs: Sequence[str]) -> dict[str, list[str]]:
@@ -95,15 +80,20 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.1f} ({min(values):.1f}–{max(values):.1f})"
 
 
+def spread_text(runs: Sequence[str], metrics: dict[str, dict], key: str) -> str:
+    """``key`` over ``runs``: mean (min–max) to one decimal; one value: itself; none: ``–``."""
+    return _spread([metrics[r][key] for r in runs if _number(metrics[r].get(key))])
+
+
 def seed_lines(groups: dict[str, list[str]], metrics: dict[str, dict]) -> list[str]:
     """A table experiment x novel / base / all AP50: mean (min–max) over the seeds run; one seed: its value."""
     header = ["experiment", "seeds"] + [title for _, title in SPREAD_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for experiment, runs in groups.items():
         n = len(runs)
-        row = [experiment, f"{n} seed{'s' if n > 1 else ''}: {', '.join(_seed_label(r) for r in runs)}"]
+        row = [md_text(experiment), f"{n} seed{'s' if n > 1 else ''}: {', '.join(_seed_label(r) for r in runs)}"]
         for key, _ in SPREAD_COLUMNS:
-            row.append(_spread([metrics[r][key] for r in runs if _number(metrics[r].get(key))]))
+            row.append(spread_text(runs, metrics, key))
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -137,7 +127,7 @@ def environment_lines(train_dir: Path | None, runs: Sequence[str]) -> list[str]:
     by_env: dict[str, list[str]] = {}
     for run in runs:
         by_env.setdefault(describe(training_environment(train_dir, run)), []).append(run)
-    lines = [f"- {', '.join(names)}: {env}" for env, names in by_env.items()]
+    lines = [f"- {', '.join(md_text(n) for n in names)}: {md_text(env)}" for env, names in by_env.items()]
     if len(by_env) > 1:
         lines.append(
             "- The trainings ran in different environments: kernels chosen by instruction set, thread count or "

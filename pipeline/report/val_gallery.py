@@ -1,28 +1,34 @@
-"""The report's val gallery: for each run, a few val images with the ground truth (left) and the run's detections
-(right) side by side, novel classes tagged ``[novel]``.
+"""The report's val gallery: the same val images for every experiment, side by side in one picture: a row per
+image, the ground truth in the first column and one column per experiment (its config-seed run), novel classes
+tagged ``[novel]``.
 
-:func:`pick_images` chooses the images once from the val annotation file (the same ones for every run): the
-``count`` lowest image ids that hold a novel box, topped up with the lowest other ids. :func:`gallery_picture`
-draws one run's picture: one row per image, ``[ground truth | detections]``: the run's
-highest-scoring detections on that image, as many as it has ground-truth boxes, those with score >= threshold; each
-half the image at its own size (:func:`pipeline.core.render.draw_detections`), under a caption strip naming the side.
-Category ids below ``num_base`` are base, the others novel (as ``pipeline.evaluate``).
+:func:`pick_images` chooses the images once from the val annotation file: the ``count`` lowest image ids that hold
+a novel box, topped up with the lowest other ids. In a run's cell, its detections on the image with score >=
+threshold are suppressed class-agnostically for display (one name per object,
+:func:`pipeline.core.render.display_objects`) and the best objects are drawn, as many as the image has ground-truth
+boxes. Each cell is the image enlarged to a readable size (:func:`pipeline.core.render.upscaled`, shorter side >=
+:data:`CELL_MIN_SIDE`) under a caption strip naming its column. Category ids below ``num_base`` are base, the
+others novel (as ``pipeline.evaluate``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from pipeline.core import atomic
-from pipeline.core.images import image_path
-from pipeline.core.render import draw_detections
+from pipeline.core.images import decode, image_path
+from pipeline.core.render import display_objects, draw_detections, font, upscaled
 from pipeline.formats import annotation_file
 from pipeline.formats import detections as detections_file
+from pipeline.report.html import md_text
 
-CAPTION_PX = 22
+CAPTION_PX = 24
+CELL_MIN_SIDE = 360
+GALLERY = "val_gallery.png"
 
 
 def pick_images(annotations: dict, num_base: int, count: int) -> list[dict]:
@@ -36,67 +42,81 @@ def _label(name: str, category_id: int, num_base: int) -> str:
     return name if category_id < num_base else f"{name} [novel]"
 
 
-def _xyxy(bbox) -> list[float]:
-    x, y, w, h = (float(v) for v in bbox)
+def _xyxy(bbox, factor: int = 1) -> list[float]:
+    x, y, w, h = (float(v) * factor for v in bbox)
     return [x, y, x + w, y + h]
 
 
 def _captioned(image: Image.Image, text: str) -> Image.Image:
     out = Image.new("RGB", (image.width, image.height + CAPTION_PX), "white")
     out.paste(image, (0, CAPTION_PX))
-    ImageDraw.Draw(out).text((4, 4), text, fill="black")
+    ImageDraw.Draw(out).text((4, 4), text, fill="black", font=font(CAPTION_PX - 8))
     return out
+
+
+def shown_detections(detections: Sequence[dict], names: dict, limit: int, threshold: float) -> list[dict]:
+    """The detections drawn in a cell: those with score >= ``threshold``, one per object (class-agnostic display
+    suppression), the best ``limit``."""
+    kept = [d for d in detections if d["score"] >= threshold]
+    objects = display_objects(
+        [_xyxy(d["bbox"]) for d in kept], [names.get(d["category_id"], str(d["category_id"])) for d in kept],
+        [d["score"] for d in kept],
+    )  # fmt: skip
+    return [kept[i] for i, _ in objects[:limit]]
 
 
 def gallery_picture(
     annotations: dict,
     images: list[dict],
     image_dir: Path,
-    detections: list[dict],
+    runs: dict[str, list[dict]],
     num_base: int,
     threshold: float,
 ) -> Image.Image:
-    """One picture: a row per image of ``images``, ground truth left and ``detections`` (COCO result records) right:
-    the top-scoring ones, as many as the image's ground-truth boxes, with score >= ``threshold``; width 2 x the
-    widest image, height the sum of the rows."""
+    """One picture: a row per image of ``images``; the ground truth, then one column per run of ``runs`` (name ->
+    COCO result records): :func:`shown_detections` with as many objects as the image's ground-truth boxes. Every
+    cell is as wide as the widest enlarged image."""
     names = {c["id"]: c["name"] for c in annotations["categories"]}
-    gts, dets = defaultdict(list), defaultdict(list)
+    gts, dets = defaultdict(list), defaultdict(lambda: defaultdict(list))
     for a in annotations["annotations"]:
         gts[a["image_id"]].append(a)
-    for d in sorted(detections, key=lambda d: -d["score"]):
-        if d["score"] >= threshold and len(dets[d["image_id"]]) < len(gts[d["image_id"]]):
-            dets[d["image_id"]].append(d)
+    for run, records in runs.items():
+        for d in records:
+            dets[run][d["image_id"]].append(d)
     rows = []
     for im in images:
         path = image_path(im, image_dir)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image {im['id']} of the val gallery is missing")
-        picture = Image.open(path).convert("RGB")
-        left = draw_detections(
-            picture,
-            [_xyxy(a["bbox"]) for a in gts[im["id"]]],
-            [_label(names[a["category_id"]], a["category_id"], num_base) for a in gts[im["id"]]],
-        )
-        right = draw_detections(
-            picture,
-            [_xyxy(d["bbox"]) for d in dets[im["id"]]],
-            [_label(names.get(d["category_id"], str(d["category_id"])), d["category_id"], num_base)
-             for d in dets[im["id"]]],
-            [d["score"] for d in dets[im["id"]]],
-        )  # fmt: skip
-        rows.append(
-            (
-                _captioned(left, f"{path.name}: ground truth ({len(gts[im['id']])})"),
-                _captioned(right, f"top {len(dets[im['id']])} detections (score >= {threshold:g})"),
+        picture, factor = upscaled(decode(path), CELL_MIN_SIDE)
+        truth = gts[im["id"]]
+        cells = [
+            _captioned(
+                draw_detections(
+                    picture, [_xyxy(a["bbox"], factor) for a in truth],
+                    [_label(names[a["category_id"]], a["category_id"], num_base) for a in truth],
+                ),
+                f"{path.name}: ground truth ({len(truth)})",
             )
-        )
-    width = max((r[0].width for r in rows), default=1)
-    out = Image.new("RGB", (2 * width, max(1, sum(r[0].height for r in rows))), "white")
+        ]  # fmt: skip
+        for run in runs:
+            shown = shown_detections(dets[run][im["id"]], names, len(truth), threshold)
+            drawn = draw_detections(
+                picture, [_xyxy(d["bbox"], factor) for d in shown],
+                [_label(names.get(d["category_id"], str(d["category_id"])), d["category_id"], num_base)
+                 for d in shown],
+                [d["score"] for d in shown],
+            )  # fmt: skip
+            cells.append(_captioned(drawn, f"{run}: top {len(shown)}"))
+        rows.append(cells)
+    width = max((c.width for r in rows for c in r), default=1)
+    columns = 1 + len(runs)
+    out = Image.new("RGB", (columns * width, max(1, sum(r[0].height for r in rows))), "white")
     y = 0
-    for left, right in rows:
-        out.paste(left, (0, y))
-        out.paste(right, (width, y))
-        y += left.height
+    for cells in rows:
+        for k, cell in enumerate(cells):
+            out.paste(cell, (k * width, y))
+        y += cells[0].height
     return out
 
 
@@ -107,25 +127,25 @@ def write_gallery(
     experiments: list[str],
     num_base: int,
     out_dir: Path,
-    count: int = 3,
+    count: int = 6,
     threshold: float = 0.0,
 ) -> list[str]:
-    """Write ``<out_dir>/val_gallery_<run>.png`` per run (its ``<evaluate_dir>/<run>/detections.json``); return
-    the summary's markdown lines."""
+    """Write ``<out_dir>/val_gallery.png``: ground truth and every run of ``experiments`` (its
+    ``<evaluate_dir>/<run>/detections.json``) side by side on the same val images; return the summary's markdown
+    lines."""
     annotations = annotation_file.load(annotations_path)
     images = pick_images(annotations, num_base, count)
-    lines = [
-        f"Val images {', '.join(str(im['id']) for im in images)} of `{annotations_path.name}`: ground truth left, "
-        f"the run's top detections right (as many as the image's ground-truth boxes, score >= {threshold:g}); novel "
-        "classes are tagged `[novel]`, each class has one colour in every picture.",
+    runs = {e: detections_file.load(evaluate_dir / e / "detections.json") for e in experiments}
+    picture = gallery_picture(annotations, images, image_dir, runs, num_base, threshold)
+    with atomic.atomic_path(out_dir / GALLERY, suffix=".png") as tmp:
+        picture.save(tmp, format="PNG", optimize=True)
+    return [
+        f"Val images {', '.join(str(im['id']) for im in images)} of {md_text(annotations_path.name)}, one per row: "
+        f"ground truth, then {', '.join(md_text(e) for e in experiments)} (each experiment's run with the "
+        f"config's seed): its best detections with score >= {threshold:g}, one name per object, as many as the "
+        "image's ground-truth boxes. Novel classes are tagged \\[novel\\]; each class has one colour in every "
+        "picture.",
+        "",
+        f"![val gallery: ground truth | {md_text(' | '.join(experiments))}]({GALLERY})",
         "",
     ]
-    for e in experiments:
-        source = evaluate_dir / e / "detections.json"
-        detections = detections_file.load(source)
-        name = f"val_gallery_{e}.png"
-        picture = gallery_picture(annotations, images, image_dir, detections, num_base, threshold)
-        with atomic.atomic_path(out_dir / name, suffix=".png") as tmp:
-            picture.save(tmp, format="PNG")
-        lines += [f"### {e}", "", f"![{e}: ground truth | detections]({name})", ""]
-    return lines

@@ -70,7 +70,13 @@ rule report:
             category="Summary",
             labels={"view": "summary table (inline)"},
         ),
-        gallery=report_gallery(),
+        gallery=report(
+            "results/report/val_gallery.png",
+            caption="../report/val_gallery.rst",
+            category="Val gallery",
+        ),
+        front="results/report/front.html",
+        ablation="results/report/ablation.csv",
         pr=report(
             "results/report/pr_curves.png",
             caption="../report/pr_curves.rst",
@@ -104,9 +110,11 @@ rule report:
         detect=lambda wildcards, input: (
             ["--detect-dir", str(Path(input.detect[0]).parent)] if input.detect else []
         ),
+        variants=report_variants(),
     shell:
         "python -m pipeline.report --log {log:q} --experiments {params.experiments:q}"
         " {params.teacher:q} {params.detect:q}"
         " --evaluate-dir results/evaluate --train-dir results/train --recall {input.recall:q}"
-        " --bench-dir results/bench --out-dir results/report --val-annotations {input.val_annotations:q}"
+        " --benchmarks-dir results/benchmarks --bench-dir results/bench --variants={params.variants:q}"
+        " --out-dir results/report --val-annotations {input.val_annotations:q}"
         " --val-images {input.val_images:q} --num-base {params.num_base:q}"

@@ -1,6 +1,6 @@
 # Input functions and parameters of the evaluate rules (workflow/rules/evaluate.smk). No rules here.
 
-import snakemake.io as smk_io  # a bare report( at a line start would open the report: directive
+import json
 
 
 def detection_targets():
@@ -36,16 +36,7 @@ def report_targets():
     return ["results/report/summary.md"]
 
 
-def report_gallery():
-    """The val gallery pictures of the report rule, one per run, each a report item labelled by its run."""
-    caption, category = "../report/val_gallery.rst", "Val gallery"
-    runs = experiment_runs()
-    return [
-        smk_io.report(
-            f"results/report/val_gallery_{r}.png",
-            caption=caption,
-            category=category,
-            labels={"run": r},
-        )
-        for r in runs
-    ]
+def report_variants():
+    """The config's variants as one JSON word: the report's ablation tables (which runs vary which experiment, and
+    what each changes)."""
+    return json.dumps(config["variants"], sort_keys=True)
