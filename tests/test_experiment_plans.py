@@ -101,3 +101,31 @@ def test_the_pyramid_ablation_plans_no_extraction_beyond_the_full_methods(full_t
     trains = train_job_inputs(ablation["output"])
     kinds = Counter(k for job in trains for k in ("globals", "blocks", "objects") if any(f"/{k}/" in f for f in job))
     assert kinds == {"objects": 4, "blocks": 2, "globals": 2}  # each run reads the caches of the heads it keeps
+
+
+def test_the_oake_ablation_plans_one_extraction_per_switched_setting(full_tree, tmp_path):
+    preset = REPO / "workflow/presets/ablation_oake.yaml"
+    variants = yaml.safe_load(preset.read_text())["variants"]
+    # a second variant with the settings of another (and a head removed) reads that variant's extraction
+    again = layer(
+        tmp_path / "again.yaml",
+        variants={"oadp_ov_coco-crop_constant-object_block": {"from": "oadp_ov_coco-crop_constant",
+                                                              "options": {"model.global_head": None}}},
+    )  # fmt: skip
+    full = dag.plan(
+        "coco", full_tree, tmp_path / "full", configfiles=[layer(tmp_path / "f.yaml", experiments=["oadp_ov_coco"])]
+    )
+    ablation = dag.plan("coco", full_tree, tmp_path / "ablation", configfiles=[preset, again])
+    base, planned = extractions(full["output"]), extractions(ablation["output"])
+    extra = planned - base
+    assert base <= planned and len(extra) == len(variants), sorted(extra)
+    assert all(re.fullmatch(r"results/oake/coco/objects-[a-z0-9_-]+/train2017", e) for e in extra), sorted(extra)
+    shards = full["jobs_per_rule"]["oake_objects"] // 2  # per split
+    assert ablation["jobs_per_rule"]["oake_objects"] == full["jobs_per_rule"]["oake_objects"] + len(variants) * shards
+    for rule in ("oake_globals", "oake_blocks", "proposals_predict"):
+        assert ablation["jobs_per_rule"][rule] == full["jobs_per_rule"][rule], rule
+    trains = train_job_inputs(ablation["output"])
+    assert len(trains) == 2 + len(variants)
+    objects = Counter(next(f.split("/")[3] for f in job if "/objects" in f) for job in trains)
+    assert objects["objects"] == 1 and objects["objects-expand_constant"] == 2
+    assert set(objects) == {"objects"} | {e.split("/")[3] for e in extra}

@@ -28,22 +28,28 @@ def run_experiment(wildcards):
 PROMPT_FILES = {"vild": "vild", "ml": "ml", "detpro": "detpro_lvis"}
 
 
+def experiment_cache_folder(experiment, kind):
+    """The folder of the OAKE cache of one kind that an experiment's head distils from: the kind at the run's
+    extraction settings, or at a variant's own (variants.<name>.oake; oake_kind_folder)."""
+    return oake_kind_folder(kind, experiment.oake, f"variants.{experiment.name}.oake")
+
+
 def experiment_cache_shards(experiment, kind, folder=OAKE_FOLDERS[0]):
     """The OAKE shards of one kind that an experiment's heads distil from (training images)."""
-    return oake_shard_files(kind, folder)
+    return oake_shard_files(experiment_cache_folder(experiment, kind), folder)
 
 
 def read_caches():
-    """The OAKE kinds some trained experiment distils from (those of train.import read none)."""
-    return [
-        k
-        for k in detector_experiment.CACHE_ORDER
-        if any(
-            k in e.caches
-            for name, e in EXPERIMENTS.items()
-            if name not in config["train"]["import"]
-        )
+    """The OAKE cache folders (kind and extraction settings) that trained experiments distil from, each once, in
+    kind order (those of train.import read none)."""
+    trained = [e for n, e in EXPERIMENTS.items() if n not in config["train"]["import"]]
+    folders = [
+        experiment_cache_folder(e, kind)
+        for kind in detector_experiment.CACHE_ORDER
+        for e in trained
+        if kind in e.caches
     ]
+    return list(dict.fromkeys(folders))
 
 
 def train_inputs(wildcards):
