@@ -322,3 +322,42 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
     )
     assert proc.returncode == 2 and "unknown CLIP model 'ViT-Q-99'; known models:" in proc.stderr
     assert not (tmp_path / "o.pth").exists()
+
+
+def test_a_name_longer_than_the_clip_context_is_embedded_truncated_with_a_warning(tmp_path, clip, capsys):
+    """A class name of 300 characters: the vild stage warns once in its log, naming it, and its row is the row of
+    any name with the same first 77 tokens (CLIP reads no further); short names give no warning."""
+    long_name = "red-" * 75  # 300 characters, 150 tokens
+    names = ["red circle", long_name, long_name + " with a different end"]
+    assert len(long_name) == 300 and len(text.tokenizer().encode(long_name)) == 150
+    src = write_json(tmp_path / "a.json", {"categories": [{"id": i, "name": n} for i, n in enumerate(names)]})
+    common = ["--model", TINY, "--weights", "random", "--device", "cpu", "--dry-run"]
+    capsys.readouterr()
+    run("vild", "--names-from", str(src), *common, "--output", str(tmp_path / "vild.pth"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "context are truncated" in line]
+    assert len(warnings) == 1, warnings
+    line = warnings[0]
+    assert "WARNING" in line and "2 class name(s) longer than CLIP's 77-token context are truncated to it" in line
+    assert "'red-red-red-" in line and "red circle" not in line
+    obj = torch.load(tmp_path / "vild.pth", weights_only=True)
+    torch.testing.assert_close(prompts.select(obj, [names[1]])[0], prompts.select(obj, [names[2]])[0])
+    short = write_json(tmp_path / "b.json", {"categories": [{"id": 0, "name": "dog"}]})
+    run("vild", "--names-from", str(short), *common, "--output", str(tmp_path / "short.pth"))
+    assert "truncated" not in capsys.readouterr().err
+
+
+def test_a_learned_context_warns_about_a_name_it_cuts():
+    """The ml prompt's tokens: 'X' * n_ctx before the name; a name that does not fit is named in the warning."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger(text.__name__)
+    logger.addHandler(handler)
+    try:
+        tokens = text.context_tokens(["dog", "cat " * 70], n_ctx=8)
+    finally:
+        logger.removeHandler(handler)
+    assert tokens.shape == (2, 77) and int(tokens[1, -1]) == text.tokenizer().eot_token_id
+    assert len(records) == 1 and "1 class name(s)" in records[0].getMessage() and "'cat cat" in records[0].getMessage()

@@ -2,7 +2,8 @@
 
 Sequences are padded only to the longest in the batch (the reference fork's "adaptive" tokenizer): with CLIP's
 causal attention the [EOT] feature does not depend on the padding, so this is exact and several times faster
-than padding to 77.
+than padding to 77. A text longer than the context (77 tokens with [SOT] and [EOT]) is cut to it, as CLIP's own
+tokenizer does, and a warning names it: its embedding ignores the rest of the text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from open_clip.model import CLIP
 from pipeline.core.progress import track
 from pipeline.core.templates import vild_templates
 
+log = logging.getLogger(__name__)
 _TOKENIZER = None
 
 
@@ -29,8 +31,31 @@ def tokenizer():
     return _TOKENIZER
 
 
-def tokenize(texts: Sequence[str], context_length: int = 77) -> torch.Tensor:
-    """``[N, L]`` int64 token ids, L = the longest sequence (SOT ... EOT), at most ``context_length``."""
+def too_long(texts: Sequence[str], context_length: int = 77) -> list[int]:
+    """Positions of the ``texts`` whose tokens with [SOT] and [EOT] exceed ``context_length`` (they are cut to it)."""
+    encode = tokenizer().encode
+    return [i for i, t in enumerate(texts) if len(encode(t)) + 2 > context_length]
+
+
+def warn_cut(names: Sequence[str], context_length: int = 77, what: str = "text") -> None:
+    """Log one warning naming ``names`` (``what``: texts, class names) as cut to CLIP's context; none: nothing."""
+    if names:
+        shown = ", ".join(repr(n if len(n) <= 80 else n[:77] + "...") for n in names[:5])
+        log.warning(
+            "%d %s(s) longer than CLIP's %d-token context are truncated to it (the rest is ignored): %s%s",
+            len(names),
+            what,
+            context_length,
+            shown,
+            " ..." if len(names) > 5 else "",
+        )
+
+
+def tokenize(texts: Sequence[str], context_length: int = 77, warn: bool = True) -> torch.Tensor:
+    """``[N, L]`` int64 token ids, L = the longest sequence (SOT ... EOT), at most ``context_length``; a text cut to
+    the context is named in a warning unless ``warn`` is False (a caller that warned by class name)."""
+    if warn:
+        warn_cut([texts[i] for i in too_long(texts, context_length)], context_length)
     tokens = tokenizer()(list(texts), context_length=context_length)
     length = int((tokens != 0).sum(1).max().item()) if len(texts) else 1
     return tokens[:, :length]
@@ -60,12 +85,17 @@ def encode_tokens(
 
 
 @torch.inference_mode()
-def encode_text(model: CLIP, texts: Sequence[str], batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
-    """``texts`` -> ``[N, D]`` float32 on CPU, batched; L2-normalised unless ``normalize=False``."""
+def encode_text(
+    model: CLIP, texts: Sequence[str], batch_size: int = 256, normalize: bool = True, warn: bool = True
+) -> torch.Tensor:
+    """``texts`` -> ``[N, D]`` float32 on CPU, batched; L2-normalised unless ``normalize=False``; texts cut to the
+    context are named in a warning unless ``warn`` is False."""
     device = model.token_embedding.weight.device
+    if warn:
+        warn_cut([texts[i] for i in too_long(texts, model.context_length)], model.context_length)
     out = []
     for i in range(0, len(texts), batch_size):
-        tokens = tokenize(texts[i : i + batch_size], model.context_length).to(device)
+        tokens = tokenize(texts[i : i + batch_size], model.context_length, warn=False).to(device)
         out.append(encode_tokens(model, tokens, normalize=normalize).float())
     if not out:
         return torch.zeros(0, model.text_projection.shape[1])
@@ -76,7 +106,9 @@ def context_tokens(names: Sequence[str], n_ctx: int, context_length: int = 77) -
     """``[K, L]`` tokens of ``"X X ... X <name>."`` (``n_ctx`` placeholders, ``_`` in a name read as a space): the
     learned-context prompt, whose placeholder embeddings :func:`encode_with_context` replaces."""
     placeholder = " ".join(["X"] * n_ctx)
-    return tokenize([f"{placeholder} {n.replace('_', ' ')}." for n in names], context_length)
+    texts = [f"{placeholder} {n.replace('_', ' ')}." for n in names]
+    warn_cut([names[i] for i in too_long(texts, context_length)], context_length, "class name")
+    return tokenize(texts, context_length, warn=False)
 
 
 def encode_with_context(model: CLIP, tokens: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -112,10 +144,14 @@ def vild_embeddings(
     """
     total = None
     templates = vild_templates() if templates is None else list(templates)
+    if templates:  # one warning naming the class names: the longest template decides whether a name is cut
+        longest = max(templates, key=lambda t: len(tokenizer().encode(t.format(""))))
+        cut = too_long([longest.format(n) for n in names], model.context_length)
+        warn_cut([names[i] for i in cut], model.context_length, "class name")
     desc = f"vild: {len(names)} names x {len(templates)} templates"
     loop = track(templates, desc, unit="template", logger=logging.getLogger(__name__)) if progress else templates
     for template in loop:
-        emb = encode_text(model, [template.format(n) for n in names], batch_size=batch_size)
+        emb = encode_text(model, [template.format(n) for n in names], batch_size=batch_size, warn=False)
         total = emb if total is None else total + emb
     mean = total / len(templates)
     return F.normalize(mean, dim=-1) if renormalize else mean
