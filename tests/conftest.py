@@ -1,4 +1,5 @@
-"""Shared fixtures: the real category metadata in ../shared/data and small generated annotation files."""
+"""Shared fixtures: the real COCO and LVIS category metadata (tests/data, with its licence note) and small generated
+annotation files; in CI (``CI=true``) a skipped preset or SLURM test fails the run unless no GPU was the reason."""
 
 from __future__ import annotations
 
@@ -11,24 +12,56 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """``shared/data`` beside the checkout (or inside it, or ``$OADP_SHARED``)."""
-    for cand in (os.environ.get("OADP_SHARED"), REPO.parent / "shared", REPO / "shared"):
-        if cand and (Path(cand) / "data" / "coco_categories.json").exists():
-            return Path(cand) / "data"
-    pytest.skip("shared/data with the real COCO/LVIS category metadata is not beside the checkout")
+DATA = Path(__file__).resolve().parent / "data"
+#: the tests that a CI run must not skip (module files, markers): a skip there means nothing was checked
+MUST_RUN_FILES = ("test_presets_e2e.py", "test_slurm.py")
+MUST_RUN_MARKERS = ("presets", "slurm")
+#: the one acceptable reason to skip them: the machine has no GPU (a skip reason naming it)
+NO_GPU_REASONS = ("no gpu", "needs cuda", "needs a gpu", "no cuda")
 
 
 @pytest.fixture(scope="session")
 def coco_categories() -> list[dict]:
-    return json.loads((shared_data_dir() / "coco_categories.json").read_text())
+    return json.loads((DATA / "coco_categories.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def lvis_categories() -> list[dict]:
-    return json.loads((shared_data_dir() / "lvis_v1_categories.json").read_text())
+    return json.loads((DATA / "lvis_v1_categories.json").read_text())
+
+
+def must_run(nodeid: str, keywords) -> bool:
+    """A preset or SLURM test (by module file or marker)."""
+    return Path(nodeid.split("::")[0]).name in MUST_RUN_FILES or any(m in keywords for m in MUST_RUN_MARKERS)
+
+
+def skip_reason(report) -> str:
+    """The reason of a skipped test report (``longrepr`` is ``(file, line, "Skipped: reason")``)."""
+    longrepr = report.longrepr
+    return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+
+_FORBIDDEN_SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if os.environ.get("CI", "").lower() != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = skip_reason(report)
+    if must_run(report.nodeid, report.keywords) and not any(r in reason.lower() for r in NO_GPU_REASONS):
+        _FORBIDDEN_SKIPS.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _FORBIDDEN_SKIPS and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FORBIDDEN_SKIPS:
+        terminalreporter.section("skips that fail a CI run (CI=true)", red=True)
+        for nodeid, reason in _FORBIDDEN_SKIPS:
+            terminalreporter.line(f"{nodeid}: {reason} (only a missing GPU may skip a preset or SLURM test)")
 
 
 def make_coco(categories: list[dict], num_images: int, seed: int = 0, per_image: int = 4) -> dict:

@@ -168,7 +168,7 @@ def make_tree(
 ) -> dict[str, int]:
     """Write the tree under ``root`` (module docstring); return the number of images and annotations per file.
 
-    ``coco_categories`` / ``lvis_categories``: the real category lists (``shared/data``); the LVIS ones carry
+    ``coco_categories`` / ``lvis_categories``: the real category lists (``tests/data``); the LVIS ones carry
     ``frequency``. Image ids are distinct 12-digit COCO-style numbers; LVIS train / val hold the COCO train / val
     images.
     """

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.slurm,
     pytest.mark.skipif(
         os.environ.get("OADP_TEST_SLURM") != "1",
         reason="starts a SLURM cluster on this machine: run `make test-slurm` (OADP_TEST_SLURM=1)",
