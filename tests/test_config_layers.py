@@ -3,16 +3,14 @@ read only for dataset demo) < the working directory's config.yaml < --configfile
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 
+from workflow import config_layers as layers
+
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("config_layers", REPO / "workflow" / "config_layers.py")
-layers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(layers)
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
 PROJECT = REPO / "config.yaml"
 PRESETS = sorted((REPO / "workflow/presets").glob("ov_*.yaml"))
@@ -128,7 +126,7 @@ CLI_OPTIONS = {
     "proposals.max_per_img": ("pipeline.proposals", "predict", "max_per_img"),
     "oake.shards": ("pipeline.oake.globals", None, "shards"),
     "oake.precision": ("pipeline.oake.globals", None, "precision"),
-    "oake.on_bad_image": ("pipeline.oake.globals", None, "on_bad_image"),
+    "on_bad_image": ("pipeline.oake.globals", None, "on_bad_image"),
     "oake.compression": ("pipeline.oake.globals", None, "compression"),
     "oake.block0_box": ("pipeline.oake.blocks", None, "block0_box"),
     "oake.object_storage": ("pipeline.oake.objects", None, "storage"),

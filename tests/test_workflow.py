@@ -71,10 +71,10 @@ def test_lint_is_clean(snakemake_bin, tmp_path):
     [
         ("dataset=imagenet", "dataset", "is not one of"),
         ("dry_run=maybe", "dry_run", "is not of type 'boolean'"),
-        ("colour=red", "(top level)", "'colour' was unexpected"),
+        ("colour=red", "colour", "unknown key"),
         ({**SMALL_DEMO, "seed": "x"}, "demo.seed", "is not of type 'integer'"),
         ({**SMALL_DEMO, "num_val": 0}, "demo.num_val", "is less than the minimum of 1"),
-        ({**SMALL_DEMO, "colours": 3}, "demo", "'colours' was unexpected"),
+        ({**SMALL_DEMO, "colours": 3}, "demo.colours", "unknown key"),
     ],
 )
 def test_bad_config_fails_at_parse_time_naming_the_key(snakemake_bin, tmp_path, override, key, message):
@@ -268,13 +268,15 @@ def test_demo_long_preset_doubles_every_training(snakemake_bin, tmp_path):
     assert "--iters" not in "".join(x for x in (plain.stdout + plain.stderr).splitlines() if " fit " in x)
 
 
-def test_on_bad_image_reaches_every_stage_that_reads_images(snakemake_bin, tmp_path):
-    """``oake.on_bad_image`` is the one bad-image policy: proposals predict, the OAKE extractors and train predict
-    all get it."""
+@pytest.mark.parametrize("setting", ["on_bad_image: skip", "oake: {on_bad_image: skip}"], ids=["key", "deprecated"])
+def test_on_bad_image_reaches_every_stage_that_reads_images(snakemake_bin, tmp_path, setting):
+    """``on_bad_image`` is the one bad-image policy: proposals predict, the OAKE extractors and train predict all
+    get it; the deprecated ``oake.on_bad_image`` still sets it, with a warning."""
     skip = tmp_path / "skip.yaml"
-    skip.write_text("oake: {on_bad_image: skip}\n")
+    skip.write_text(setting + "\n")
     proc = snakemake(snakemake_bin, tmp_path, "-n", "-p", "--configfile", str(skip))
     lines = (proc.stdout + proc.stderr).splitlines()
+    assert ("config key 'oake.on_bad_image' is deprecated" in proc.stdout + proc.stderr) == ("oake" in setting)
     readers = {
         "proposals predict": [x for x in lines if "python -m pipeline.proposals" in x and " predict " in x],
         "oake": [x for x in lines if "python -m pipeline.oake." in x and "pipeline.oake.verify" not in x],
@@ -293,8 +295,10 @@ def test_unknown_experiment_fails_at_parse_time_listing_the_valid_names(snakemak
     proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", "experiments=[vild_nonexistent]", check=False)
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "config key 'experiments'" in err and "['vild_nonexistent']" in err, err[-2000:]
+    assert "config key 'experiments': unknown experiment 'vild_nonexistent'" in err, err[-2000:]
     assert "vild_demo" in SHIPPED_EXPERIMENTS and str(SHIPPED_EXPERIMENTS) in err, err[-2000:]
+    proc = snakemake(snakemake_bin, tmp_path, "-n", "--config", "experiments=[vild_dem]", check=False)
+    assert "unknown experiment 'vild_dem'; did you mean 'vild_demo'?" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -169,11 +169,7 @@ def base_file(dataset, split):
 
 def num_base():
     """Number of base classes: remapped ids 0..K-1 are the bases."""
-    if DATASET == "demo":
-        return len(config["demo"]["base"])
-    if DATASET == "custom":
-        return CUSTOM_SPLIT.num_bases  # checked at parse time (config.smk)
-    return {"coco": 48, "lvis": 866}[DATASET]
+    return config_check.num_bases(config, CUSTOM_SPLIT)
 
 
 def globals_shards(folder):

@@ -18,6 +18,7 @@ torch): the workflow resolves every experiment once while it plans.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,9 +101,11 @@ def load(config: str, options: Mapping[str, Any] | None = None, *, key: str = "e
     else:
         path = CONFIG_DIR / f"{config}.py"
         if not path.is_file():
+            close = difflib.get_close_matches(config, available(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"config key '{key}': unknown experiment {config!r}; shipped configs ({CONFIG_DIR}): {available()}, "
-                "or give the path of your own .py config file"
+                f"config key '{key}': unknown experiment {config!r}{hint} (shipped configs in {CONFIG_DIR}: "
+                f"{available()}, or give the path of your own .py config file)"
             )
     try:
         cfg = Config.fromfile(str(path), import_custom_modules=False)
