@@ -11,6 +11,9 @@ Subcommands (one per rule of the family)::
     min   a remapped file            -> the same restricted to images with >= 1 annotation (crowd counts)
     lvis-extras lvis_v1_train.json   -> Detic/MM-OVOD lvis_v1_train.norare.json and lvis_v1_train_cat_info.json
 
+Class names are data: ``--novel "red star" --novel=-odd`` (repeatable; the ``--novel=NAME`` form, which the rules
+use, keeps a name that starts with ``-`` a name).
+
 Every output keeps exactly ``images``, ``annotations``, ``categories``; category ids are remapped to the index in
 ``bases + novels`` (LVIS: also every image's ``neg_category_ids`` / ``not_exhaustive_category_ids``); the
 categories list is sorted by the new id. The base file keeps **all** images and **all** categories but only the

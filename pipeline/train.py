@@ -30,9 +30,8 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
-from pipeline.core.images import ON_BAD_IMAGE, list_images
+from pipeline.core.images import ON_BAD_IMAGE, list_images, max_pixels_option
 from pipeline.core.options import Stage, dict_action, key_value, option
-from pipeline.core.progress import track
 from pipeline.formats.detections import detection_record
 from pipeline.models.detector.checkpoint import stored_prompts, write_checkpoint
 from pipeline.models.detector.inference import load_detector
@@ -107,6 +106,7 @@ class PredictOptions:
         help="an unreadable image stops the job (error) or is skipped: no detections, no regions (skip)",
         choices=ON_BAD_IMAGE,
     )
+    max_image_pixels: int | None = max_pixels_option()
     dry_run: bool = option(False, help=f"only the first {dry.IMAGES} images of --annotations", action="store_true")
 
 
@@ -189,7 +189,7 @@ def check_initial_weights(cfg, experiment: str) -> None:
     }
     for what, path in files.items():
         if path and "://" not in str(path) and not Path(path).is_file():
-            raise FileNotFoundError(f"{experiment}: {what} {path}: no such file (relative to {Path.cwd()})")
+            raise ValueError(f"{experiment}: {what} {path}: no such file (relative to {Path.cwd()})")
     given = {what: str(path) for what, path in files.items() if path}
     if given:
         log.info("%s: initial weights %s", experiment, given)
@@ -216,23 +216,22 @@ def _encode_masks(masks) -> list[dict]:
 def run_predict(opts: PredictOptions) -> None:
     import numpy as np
 
-    device = str(resolve_device(opts.device))
-    from pipeline.models.detector.inference import detect_image
+    from pipeline.models.detector.inference import predict
 
+    device = str(resolve_device(opts.device))
     model, cfg, meta = load_detector(opts.checkpoint, device)
     model.roi_head.test_cfg["score_thr"] = opts.score_thr
     if opts.ensemble is not None:
         if getattr(model.roi_head, "object_head", None) is None:
-            raise SystemExit(f"predict --ensemble: {opts.checkpoint} has no object head to ensemble with")
+            raise ValueError(f"predict --ensemble: {opts.checkpoint} has no object head to ensemble with")
         from pipeline.models.detector.roi_head import ensemble_exponents
 
+        lambda_base, lambda_novel = opts.ensemble
         try:
-            lambda_base, lambda_novel = opts.ensemble
             model.roi_head.ensemble = ensemble_exponents({"lambda_base": lambda_base, "lambda_novel": lambda_novel})
         except ValueError as err:
-            raise SystemExit(f"predict --ensemble: {err}") from None
-    policy = images.ImagePolicy(opts.on_bad_image)
-    pipeline = images.mmcv_test_pipeline(cfg.test_pipeline, policy)
+            raise ValueError(f"predict --ensemble: {err}") from None
+    policy = images.ImagePolicy(opts.on_bad_image, opts.max_image_pixels)
     coco = atomic.read_json(opts.annotations)
     anns_by_image: dict[int, list[dict]] = {}
     for ann in coco.get("annotations", []):
@@ -242,11 +241,8 @@ def run_predict(opts: PredictOptions) -> None:
     object_head = getattr(model.roi_head, "object_head", None)
     items = list_images(opts.annotations, opts.images)
     items = dry.select(items, opts.annotations) if opts.dry_run else items
-    for item in track(items, f"detect {meta['experiment']}", unit="img", logger=log):
-        data = pipeline(item)
-        if data is None:  # skipped (unreadable): no detections and no regions
-            continue
-        out, feats, samples = detect_image(model, data)
+    for pred in predict(model, cfg, items, policy, f"train predict {meta['experiment']}", log):
+        item, out, feats, samples = pred.item, pred.instances, pred.feats, pred.samples
         rles = _encode_masks(out.masks) if "masks" in out else None
         for i, (box, score, label) in enumerate(
             zip(out.bboxes.tolist(), out.scores.tolist(), out.labels.tolist(), strict=True)

@@ -1,5 +1,5 @@
 """pipeline.detect: a trained detector with any vocabulary. With the training vocabulary it gives what predict gives,
-a reordered vocabulary relabels the same detections, pictures have the images' sizes; the vocabulary, rendering and
+a reordered vocabulary relabels the same detections, pictures are the images enlarged to a readable size; the vocabulary, rendering and
 learned-context helpers it rests on."""
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ def _checkpoint(tmp_path: Path, experiment: str = "vild_demo") -> Path:
     return demo
 
 
-def _detect(tmp_path: Path, demo: Path, vocabulary: str, out: str, *extra: str) -> list[dict]:
+def _detect(
+    tmp_path: Path, demo: Path, vocabulary: str | None, out: str, *extra: str, images: Path | None = None
+) -> list:
+    """``python -m pipeline.detect`` with the names ``vocabulary`` (``"a, b"``; ``None``: ``extra`` gives them)."""
     from pipeline import detect
 
+    names = [] if vocabulary is None else [f"--vocabulary={vocabulary}"]
     detect.main(
-        ["--checkpoint", str(tmp_path / "final.pth"), "--images", str(demo / "images/val"), "--vocabulary", vocabulary,
+        [str(tmp_path / "final.pth"), str(images or demo / "images/val"), *names,
          "--clip-model", TINY, "--clip-weights", "random", "--device", "cpu", "--score-thr", "0.3",
          "--out-dir", str(tmp_path / out), *extra]
     )  # fmt: skip
@@ -64,6 +68,7 @@ def _assert_same(a: dict[tuple, float], b: dict[tuple, float]) -> None:
 @pytest.mark.slow
 def test_detect_with_the_training_vocabulary_is_predict_and_reordering_relabels(tmp_path):
     from pipeline import train
+    from pipeline.detect.pages import PICTURE_MIN_SIDE
 
     demo = _checkpoint(tmp_path)
     train.main(
@@ -87,8 +92,9 @@ def test_detect_with_the_training_vocabulary_is_predict_and_reordering_relabels(
     val = json.loads((tmp_path / "val.all.json").read_text())
     for im in val["images"]:
         picture = tmp_path / "same/pictures" / Path(im["file_name"]).with_suffix(".jpg").name
-        with Image.open(picture) as p:
-            assert p.size == (im["width"], im["height"])
+        with Image.open(picture) as p:  # enlarged by an integer factor to a readable size (pipeline.detect.pages)
+            factor = max(1, -(-PICTURE_MIN_SIDE // min(im["width"], im["height"])))
+            assert p.size == (im["width"] * min(factor, 4), im["height"] * min(factor, 4))
     page = (tmp_path / "same/index.html").read_text()
     assert all(f"pictures/{Path(im['file_name']).stem}.jpg" in page for im in val["images"])
 
@@ -102,13 +108,13 @@ def test_names_in_no_class_list_and_a_vocabulary_file(tmp_path, capsys):
 
     demo = _checkpoint(tmp_path)
     (tmp_path / "vocab.txt").write_text("# shapes\na striped shape\nred star\n\nblue square\n")
-    dets = _detect(tmp_path, demo, str(tmp_path / "vocab.txt"), "file", "--score-thr", "0.0")
+    dets = _detect(tmp_path, demo, None, "file", "--score-thr", "0.0", "--vocabulary-file", str(tmp_path / "vocab.txt"))
     names = ["a striped shape", "red star", "blue square"]
     assert dets and {d["category_name"] for d in dets} <= set(names)
     assert all(d["category_name"] == names[d["category_id"]] for d in dets)
     assert "<td>a striped shape</td><td>novel</td>" in (tmp_path / "file/index.html").read_text()
     assert "<td>blue square</td><td>base</td>" in (tmp_path / "file/index.html").read_text()
-    argv = ["--checkpoint", str(tmp_path / "final.pth"), "--images", str(demo / "images/val"), "--vocabulary", "x",
+    argv = [str(tmp_path / "final.pth"), str(demo / "images/val"), "--vocabulary", "x",
             "--clip-model", "OADP-Small-ViT-32", "--clip-weights", "random", "--device", "cpu",
             "--out-dir", str(tmp_path / "no")]  # fmt: skip
     assert cli.run_main(main, argv) == 2 and not (tmp_path / "no/detections.json").exists()
@@ -116,24 +122,54 @@ def test_names_in_no_class_list_and_a_vocabulary_file(tmp_path, capsys):
 
 
 def test_vocabulary_parsing(tmp_path):
-    from pipeline.detect.vocabulary import image_items, parse_vocabulary
+    from pipeline.detect.vocabulary import parse_vocabulary, read_vocabulary_file, vocabulary
 
     assert parse_vocabulary(" red star,a striped shape , ") == ["red star", "a striped shape"]
     (tmp_path / "v.txt").write_text("red star\n# comment\n\nblue circle\n")
-    assert parse_vocabulary(str(tmp_path / "v.txt")) == ["red star", "blue circle"]
+    assert read_vocabulary_file(tmp_path / "v.txt") == ["red star", "blue circle"]
+    assert vocabulary(file=tmp_path / "v.txt") == ["red star", "blue circle"]
+    # a name that happens to be a file path is a name: files come by --vocabulary-file only
+    assert parse_vocabulary(str(tmp_path / "v.txt")) == [str(tmp_path / "v.txt")]
+    assert vocabulary(["dog ", "cat"]) == ["dog", "cat"]
     with pytest.raises(ValueError, match=r"repeated names \['red star'\]"):
         parse_vocabulary("red star, red star")
     with pytest.raises(ValueError, match="no class names"):
         parse_vocabulary(" , ")
+    with pytest.raises(ValueError, match="either as --vocabulary .* or as --vocabulary-file"):
+        vocabulary("a", tmp_path / "v.txt")
+    with pytest.raises(ValueError, match="either as --vocabulary"):
+        vocabulary()
+    with pytest.raises(ValueError, match=r"--vocabulary-file .*missing\.txt"):
+        read_vocabulary_file(tmp_path / "missing.txt")
+    names = [f"thing {i}" for i in range(10_000)]
+    assert parse_vocabulary(", ".join(names)) == names  # a big vocabulary parses at once (no quadratic check)
+
+
+def test_image_files_and_folders_are_read_recursively(tmp_path):
+    from pipeline.detect.vocabulary import image_items
+
     for name in ("000000000012.jpg", "000000000003.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     items = image_items([tmp_path])
     assert [(it.image_id, it.path.name) for it in items] == [(3, "000000000003.png"), (12, "000000000012.jpg")]
     assert [it.image_id for it in image_items([tmp_path], limit=1)] == [3]  # the first N in path order
+    (tmp_path / "nested/deeper").mkdir(parents=True)
+    (tmp_path / "nested/deeper/000000000007.JPG").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden/000000000001.jpg").write_bytes(b"")
+    (tmp_path / "nested/.000000000002.jpg").write_bytes(b"")
+    items = image_items([tmp_path])
+    assert [(it.image_id, it.path.relative_to(tmp_path).as_posix()) for it in items] == [
+        (3, "000000000003.png"), (12, "000000000012.jpg"), (7, "nested/deeper/000000000007.JPG")
+    ]  # fmt: skip
+    assert [it.path.name for it in image_items([tmp_path / "nested"])] == ["000000000007.JPG"]
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub/cat.jpg").write_bytes(b"")
     items = image_items([tmp_path / "sub/cat.jpg", tmp_path / "000000000012.jpg"])
     assert [(it.image_id, it.path.name) for it in items] == [(1, "000000000012.jpg"), (2, "cat.jpg")]
+    (tmp_path / "sub/000000000012.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="two images named '000000000012'"):
+        image_items([tmp_path])
     with pytest.raises(ValueError, match="no such image file or folder"):
         image_items([tmp_path / "missing.jpg"])
 

@@ -262,7 +262,7 @@ def test_a_backbone_checkpoint_initialises_the_backbone_and_counts_in_the_finger
     cfg = build(backbone=str(r50))
     assert cfg.model.backbone.init_cfg == dict(type="Pretrained", checkpoint=str(r50))
     assert cfg.model.backbone.style == "pytorch"
-    with pytest.raises(FileNotFoundError, match=f"vild_ov_coco: backbone checkpoint {r50}: no such file"):
+    with pytest.raises(ValueError, match=f"vild_ov_coco: backbone checkpoint {r50}: no such file"):
         check_initial_weights(cfg, "vild_ov_coco")
     r50.write_bytes(b"imagenet weights")
     before = workdir.fingerprint(workdir.identified_config(cfg))

@@ -252,7 +252,7 @@ def test_train_cli_fit_and_predict(tmp_path):
         ]
     )
     dets = json.loads(out.read_text())
-    with pytest.raises(SystemExit, match="no object head to ensemble with"):  # the baseline has one head only
+    with pytest.raises(ValueError, match="no object head to ensemble with"):  # the baseline has one head only
         train.main(
             ["predict", "--checkpoint", str(work / "final.pth"), "--annotations", str(tmp_path / "val.all.json"),
              "--images", str(demo / "images/val"), "--output", str(tmp_path / "x.json"), "--ensemble", "1", "1"]

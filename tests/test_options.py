@@ -76,3 +76,13 @@ def test_an_explicit_action_skips_type_inference():
     opts = from_args(WithActions, parser.parse_args(["--prompt", "a=x", "--prompt", "b=y", "--overrides", "k=1"]))
     assert opts.prompt == (("a", "x"), ("b", "y")) and opts.overrides == {"k": "1"}
     assert "key=value overrides (default: none)" in parser.format_help()
+
+
+def test_a_list_option_repeats_and_keeps_values_that_look_like_options():
+    """``--kinds=VALUE`` per value (the form the workflow's rules use for names from a dataset or a config): the
+    values accumulate in order, replace the default, and one that starts with ``-`` stays a value."""
+    _, opts = parse(["--annotations", "a", "--kinds=--annotations=../../x.json", "--kinds=-x", "--kinds=a b"])
+    assert opts.kinds == ("--annotations=../../x.json", "-x", "a b") and opts.annotations == Path("a")
+    _, opts = parse(["--annotations", "a", "--kinds", "objects", "globals", "--kinds=blocks"])
+    assert opts.kinds == ("objects", "globals", "blocks")
+    assert parse(["--annotations", "a"])[1].kinds == ("globals", "blocks")

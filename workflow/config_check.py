@@ -219,6 +219,7 @@ PATH_KEYS = (
     "oake.import.*",
     "detect.images",
     "detect.vocabulary",
+    "detect.checkpoint",
     "custom.train_annotations",
     "custom.val_annotations",
     "custom.train_images",

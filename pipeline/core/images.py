@@ -1,30 +1,44 @@
-"""The images of a split, and the one policy for images that cannot be read.
+"""The images of a split, the one image decoder, and the one policy for images that cannot be read.
 
-Every stage that reads the images of an annotation file (proposals predict, the OAKE extractors, train predict)
-lists them with :func:`list_images` and reads them under one :class:`ImagePolicy` ``on_bad_image`` (config key
-``oake.on_bad_image``, option ``--on-bad-image``):
+Every stage that reads images (proposals predict, the OAKE extractors, train predict, detect, the report's galleries,
+export_instructcv; detector and RPN training through the ``ReadImage`` transform) decodes them with :func:`decode`:
+
+* the header is read first and an image of more than ``max_pixels`` pixels (config key ``max_image_pixels``,
+  option ``--max-image-pixels``) is refused before anything is decoded;
+* the EXIF orientation is applied (a photo taken upright is read upright, the boxes found on it are drawn on it);
+* every mode becomes 8-bit RGB the same way: 16-bit and 32-bit integer grey (``I;16``, ``I``) keeps its high byte
+  (65535 -> 255, as OpenCV reads 16-bit files), float grey (``F``) is clipped to 0..255, alpha is dropped,
+  palette, grey, CMYK and YCbCr are converted by PIL's colour conversion;
+* every failure (an empty or truncated file, a file no decoder knows, too many pixels) raises
+  :class:`UnreadableImage`, a ``ValueError`` naming the file.
+
+Stages list a split's images with :func:`list_images` and read them under one :class:`ImagePolicy`, the bad-image
+policy ``on_bad_image`` (option ``--on-bad-image``) with the pixel limit:
 
 * ``error``: the stage stops with a ``ValueError`` naming the image file and id;
 * ``skip``: a warning naming the image file and id is logged and the image is left out of the stage's work
   (each stage records what a skipped image leaves behind: see its docstring).
-
-An image is unreadable when opening or decoding it raises one of :data:`BAD_IMAGE_ERRORS` or the loader returns
-nothing (mmcv's ``LoadImageFromFile`` asserts that it decoded something).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.core import atomic
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 log = logging.getLogger(__name__)
 
 ON_BAD_IMAGE = ("error", "skip")
+#: the default pixel limit (config key ``max_image_pixels``): 100 megapixels, a 10000 x 10000 image (300 MB as RGB)
+MAX_IMAGE_PIXELS = 100_000_000
 BAD_IMAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, AssertionError)
 T = TypeVar("T")
 
@@ -33,10 +47,124 @@ class BadImageError(ValueError):
     """An image that cannot be read, under the policy ``error``; the message names the file and the image id."""
 
 
+class UnreadableImage(ValueError):
+    """An image file :func:`decode` cannot read: the message names the file, ``reason`` says why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: unreadable image ({reason})")
+        self.path, self.reason = Path(path), reason
+
+
 @dataclass(frozen=True)
 class ImageItem:
     image_id: int
     path: Path
+
+
+@contextmanager
+def _project_pixel_limit():
+    """PIL's own decompression-bomb check off for one open (the project's limit, checked on the header, replaces
+    it; PIL's would refuse images between its limit and a larger ``max_pixels`` a user asked for)."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _to_rgb8(im: PILImage.Image) -> PILImage.Image:
+    """``im`` (decoded) as 8-bit RGB: integer grey keeps its high byte of 16 bits, float grey is clipped to
+    0..255, alpha is dropped, every other mode goes through PIL's conversion."""
+    import numpy as np
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        values = np.asarray(im)
+        if im.mode == "F":
+            grey = np.clip(np.nan_to_num(values), 0, 255).astype(np.uint8)
+        else:
+            grey = (np.clip(values.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def decode(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> PILImage.Image:
+    """The image file ``path`` as a decoded 8-bit RGB ``PIL.Image``, upright (EXIF orientation applied).
+
+    The header is read first: an image of more than ``max_pixels`` pixels (``None``: no limit) is refused before
+    any pixel is decoded.
+
+    Raises:
+        UnreadableImage: the file is missing, empty, truncated, of no known format, too large or otherwise
+            undecodable (a ``ValueError`` naming the file and the reason).
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with _project_pixel_limit():
+            im = Image.open(path)
+        with im:
+            width, height = im.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UnreadableImage(
+                    path,
+                    f"{width} x {height} = {width * height} pixels, more than max_image_pixels {max_pixels}; "
+                    "refused before decoding",
+                )
+            im.load()
+            upright = ImageOps.exif_transpose(im) or im
+            return _to_rgb8(upright)
+    except UnreadableImage:
+        raise
+    except (*BAD_IMAGE_ERRORS, Image.DecompressionBombError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UnreadableImage(path, reason) from exc
+
+
+def read_rgb(item: ImageItem, max_pixels: int | None = MAX_IMAGE_PIXELS) -> PILImage.Image:
+    """``item``'s image file through :func:`decode`."""
+    return decode(item.path, max_pixels)
+
+
+def read_bgr(path: str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS):
+    """The image file through :func:`decode` as a ``uint8 [H, W, 3]`` BGR array (the layout of mmcv's loaders)."""
+    import numpy as np
+
+    return np.ascontiguousarray(np.asarray(decode(path, max_pixels))[:, :, ::-1])
+
+
+def max_pixels_option():
+    """The ``--max-image-pixels`` option field of a stage that reads images (config key ``max_image_pixels``)."""
+    from pipeline.core.options import option
+
+    return option(
+        MAX_IMAGE_PIXELS,
+        help="an image of more pixels (width x height, read from its header) is unreadable: refused before decoding, "
+        "under the bad-image policy",
+    )
+
+
+def relative_file(name: str, what: str) -> str:
+    """``name``, a file path from an annotation file, checked to stay inside the image folder it is relative to.
+
+    Raises:
+        ValueError: ``name`` is absolute (POSIX or Windows) or climbs out with ``..`` (names ``what``, e.g. the
+            image id, and the name).
+    """
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")):
+        raise ValueError(f"{what}: file_name {name!r} is an absolute path (it must be relative to the image folder)")
+    depth = 0
+    for part in name.replace("\\", "/").split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            raise ValueError(f"{what}: file_name {name!r} leads out of the image folder ('..')")
+    return name
 
 
 def image_records(annotation_file: str | Path) -> list[dict[str, Any]]:
@@ -61,17 +189,19 @@ def image_records(annotation_file: str | Path) -> list[dict[str, Any]]:
 def image_relpath(record: Mapping[str, Any]) -> str:
     """The file of one image record of a COCO- or LVIS-format file, relative to the split's image folder.
 
-    ``file_name`` as it is. LVIS records have no file name: their ``coco_url`` ends with the COCO split folder and
-    the file (``.../train2017/000000000139.jpg``), and the image folder is one split folder beside it, so the file
-    is ``../train2017/000000000139.jpg`` (LVIS v1 val holds COCO train2017 images as well as val2017 ones).
+    ``file_name`` as it is, when it stays inside the folder (:func:`relative_file`). LVIS records have no file
+    name: their ``coco_url`` ends with the COCO split folder and the file (``.../train2017/000000000139.jpg``), and
+    the image folder is one split folder beside it, so the file is ``../train2017/000000000139.jpg`` (LVIS v1 val
+    holds COCO train2017 images as well as val2017 ones).
 
     Raises:
-        ValueError: the record has neither ``file_name`` nor a ``coco_url`` with a folder and a file.
+        ValueError: the record has neither ``file_name`` nor a ``coco_url`` with a folder and a file, or its
+            ``file_name`` is absolute or leads out of the folder (names the image id).
     """
     if record.get("file_name"):
-        return str(record["file_name"])
+        return relative_file(str(record["file_name"]), f"image {record.get('id')}")
     parts = str(record.get("coco_url", "")).rstrip("/").split("/")
-    if len(parts) < 2 or not parts[-1]:
+    if len(parts) < 2 or parts[-1] in ("", ".", "..") or parts[-2] in ("", ".", ".."):
         raise ValueError(f"image {record.get('id')} has neither file_name nor a coco_url with a folder and a file")
     return f"../{parts[-2]}/{parts[-1]}"
 
@@ -97,15 +227,18 @@ def list_images(annotation_file: str | Path, image_dir: str | Path) -> list[Imag
 
 
 class ImagePolicy:
-    """The bad-image policy ``on_bad_image`` (``error`` or ``skip``) of one stage run.
+    """The bad-image policy ``on_bad_image`` (``error`` or ``skip``) of one stage run, with its pixel limit
+    ``max_pixels`` (:func:`decode`).
 
     ``skipped`` lists the images skipped so far as ``{"image_id", "reason"}`` (the reason names the file).
     """
 
-    def __init__(self, on_bad_image: str) -> None:
+    def __init__(self, on_bad_image: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> None:
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"on_bad_image {on_bad_image!r}: expected one of {list(ON_BAD_IMAGE)}")
-        self.on_bad_image = on_bad_image
+        if max_pixels is not None and max_pixels < 1:
+            raise ValueError(f"max_image_pixels {max_pixels}: expected a positive number of pixels")
+        self.on_bad_image, self.max_pixels = on_bad_image, max_pixels
         self.skipped: list[dict[str, Any]] = []
 
     def bad(self, item: ImageItem, reason: str) -> str:
@@ -130,36 +263,19 @@ class ImagePolicy:
         try:
             out = loader(item)
         except BAD_IMAGE_ERRORS as exc:
-            self.bad(item, f"{type(exc).__name__}: {exc}")
+            self.bad(item, failure(exc))
             return None
         if out is None:
             self.bad(item, "nothing decoded")
         return out
 
-
-def read_rgb(item: ImageItem):
-    """The image as a fully decoded RGB ``PIL.Image`` (raises one of :data:`BAD_IMAGE_ERRORS` if unreadable)."""
-    from PIL import Image
-
-    with Image.open(item.path) as im:
-        return im.convert("RGB")
+    def read(self, item: ImageItem) -> PILImage.Image | None:
+        """``item``'s image (:func:`decode` with this policy's pixel limit) under the policy (:meth:`load`)."""
+        return self.load(item, lambda it: decode(it.path, self.max_pixels))
 
 
-def mmcv_test_pipeline(steps: Sequence[Mapping], policy: ImagePolicy) -> Callable[[ImageItem], dict | None]:
-    """An mmcv test pipeline config (first step ``LoadImageFromFile``) as a function of an :class:`ImageItem`:
-    the loading step runs under ``policy`` (:meth:`ImagePolicy.load`), then the other steps; ``None`` for a
-    skipped image.
-    """
-    from mmcv.transforms import Compose
-
-    if not steps or steps[0].get("type") != "LoadImageFromFile":
-        first = steps[0].get("type") if steps else None
-        raise ValueError(f"test pipeline starts with {first!r}, expected LoadImageFromFile")
-    loader = Compose([dict(steps[0])])
-    rest = Compose([dict(s) for s in steps[1:]])
-
-    def run(item: ImageItem) -> dict | None:
-        results = policy.load(item, lambda it: loader(dict(img_path=str(it.path), img_id=it.image_id)))
-        return None if results is None else rest(results)
-
-    return run
+def failure(exc: BaseException) -> str:
+    """Why an image could not be read, in a few words (the reason of :class:`UnreadableImage`)."""
+    if isinstance(exc, UnreadableImage):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"

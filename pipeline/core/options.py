@@ -32,8 +32,9 @@ _SCALARS = (int, float, str, Path)
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None, **argparse_kwargs: Any):
-    """A dataclass field that is a command-line option (``flag`` defaults to ``--<name with dashes>``; extra
-    keyword arguments go to ``add_argument``, e.g. ``metavar`` or ``type`` for a custom parser)."""
+    """A dataclass field that is a command-line option (``flag`` defaults to ``--<name with dashes>``; a ``flag``
+    without a leading ``-`` makes a positional argument shown as ``flag``; extra keyword arguments go to
+    ``add_argument``, e.g. ``metavar`` or ``type`` for a custom parser)."""
     metadata = {"help": help, "flag": flag, "argparse": argparse_kwargs}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata)
@@ -127,7 +128,11 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls) -> None:
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
             help_text += " (default: {})".format("none" if default is None else "%(default)s")
         flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-        action = parser.add_argument(flag, dest=f.name, help=help_text, **kwargs)
+        if flag.startswith("-"):
+            action = parser.add_argument(flag, dest=f.name, help=help_text, **kwargs)
+        else:  # a positional argument, ``flag`` its metavar
+            kwargs.pop("required", None)
+            action = parser.add_argument(f.name, metavar=flag, help=help_text, **kwargs)
         action.help = help_text  # BooleanOptionalAction appends its own default text on some Python versions only
 
 

@@ -1,15 +1,19 @@
-"""The inputs of ``pipeline.detect``: the vocabulary, its text embeddings, and the images.
+"""The inputs of ``pipeline.detect``: the vocabulary, its text embeddings, the CLIP, and the images.
 
-:func:`parse_vocabulary` reads ``"a, b, c"`` or a text file (one name per line, ``#`` comments); names are stripped,
-empty ones dropped, a repeated name is an error. :func:`prompt_rows` embeds names the way a stored prompt file of
-the checkpoint was made (``meta.kind``): ``vild`` with the ViLD template ensemble (``meta.renormalized``), a file with
-a learned ``context`` (``ml``) with that context; ``scaler`` / ``bias`` are kept. :func:`image_items` lists image files
-and folders as :class:`pipeline.core.images.ImageItem` s.
+:func:`parse_vocabulary` reads ``"a, b, c"`` and :func:`read_vocabulary_file` a text file (one name per line, ``#``
+comments); names are stripped, empty ones dropped, a repeated name is an error. :func:`prompt_rows` embeds names the
+way a stored prompt file of the checkpoint was made (``meta.kind``): ``vild`` with the ViLD template ensemble
+(``meta.renormalized``; a progress line per 10 % of the templates for :data:`PROGRESS_NAMES` names or more), a
+file with a learned ``context`` (``ml``) with that context; ``scaler`` / ``bias`` are kept. :func:`recorded_clip` is
+the CLIP those prompt files record. :func:`image_items` lists image files and folders (recursively) as
+:class:`pipeline.core.images.ImageItem` s.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,33 +22,72 @@ from pipeline.core.images import ImageItem
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: a vocabulary of this many names or more logs the progress of its embedding
+PROGRESS_NAMES = 500
 
 
 def parse_vocabulary(text: str) -> list[str]:
-    """Names from ``"a, b, c"`` or from the text file ``text`` names (one per line)."""
-    path = Path(text)
-    if "," not in text and "\n" not in text and path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        names, source = [n.strip() for n in lines if not n.strip().startswith("#")], str(path)
-    else:
-        names, source = [n.strip() for n in text.split(",")], "--vocabulary"
+    """Names from ``"a, b, c"`` (a text that names a file is a name too: files come by
+    :func:`read_vocabulary_file`)."""
+    return _checked([n.strip() for n in text.split(",")], "--vocabulary")
+
+
+def read_vocabulary_file(path: str | Path) -> list[str]:
+    """Names from a UTF-8 text file, one per line; lines starting with ``#`` are comments.
+
+    Raises:
+        ValueError: the file is missing or unreadable, has no name, or repeats one (names the file).
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"--vocabulary-file {path}: {err}") from None
+    return _checked([n.strip() for n in lines if not n.strip().startswith("#")], str(path))
+
+
+def vocabulary(names: str | Sequence[str] | None = None, file: str | Path | None = None) -> list[str]:
+    """The names of exactly one of ``names`` (``"a, b"`` or a list of names) and ``file``
+    (:func:`read_vocabulary_file`).
+
+    Raises:
+        ValueError: both or neither given, or the names are empty or repeated.
+    """
+    if (names is None) == (file is None):
+        raise ValueError("give the class names either as --vocabulary 'a, b, ...' or as --vocabulary-file FILE")
+    if file is not None:
+        return read_vocabulary_file(file)
+    if isinstance(names, str):
+        return parse_vocabulary(names)
+    return _checked([str(n).strip() for n in names], "vocabulary")
+
+
+def _checked(names: list[str], source: str) -> list[str]:
     names = [n for n in names if n]
     if not names:
         raise ValueError(f"{source}: no class names")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
     if repeated:
         raise ValueError(f"{source}: repeated names {repeated}")
     return names
 
 
+def _folder_images(folder: Path) -> list[Path]:
+    """The image files under ``folder`` and its subfolders (hidden files and folders left out), sorted."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+    return sorted(found)
+
+
 def image_items(paths: Sequence[str | Path], limit: int | None = None) -> list[ImageItem]:
-    """Image files of ``paths`` (files, and the image files of folders), sorted by path, the first ``limit`` of them
-    (none: all), with ids: the file stems when all are distinct numbers, else 1-based positions. A missing path or
-    two files with one stem is an error."""
+    """Image files of ``paths`` (files, and the image files of folders and their subfolders), sorted by path, the
+    first ``limit`` of them (none: all), with ids: the file stems when all are distinct numbers, else 1-based
+    positions. A missing path or two files with one stem is an error."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            files += _folder_images(p)
         elif p.is_file():
             files.append(p)
         else:
@@ -81,7 +124,10 @@ def prompt_rows(stored: Mapping, names: Sequence[str], clip, checkpoint: str | P
     if "context" in stored:
         embeddings = text.context_embeddings(clip.model, names, stored["context"])
     elif kind == "vild" or (kind is None and "scaler" not in stored):
-        embeddings = text.vild_embeddings(clip.model, names, renormalize=meta.get("renormalized") == "True")
+        renormalize, progress = meta.get("renormalized") == "True", len(names) >= PROGRESS_NAMES
+        if progress:
+            log.info("embedding %d names with the ViLD templates (a line per 10%% of the templates)", len(names))
+        embeddings = text.vild_embeddings(clip.model, names, renormalize=renormalize, progress=progress)
     else:
         raise ValueError(
             f"{checkpoint}: a classifier reads {kind or 'learned'} prompts without a recipe for new names (vild "
@@ -91,3 +137,33 @@ def prompt_rows(stored: Mapping, names: Sequence[str], clip, checkpoint: str | P
     if "scaler" in stored:
         out["scaler"], out["bias"] = float(stored["scaler"]), float(stored["bias"])
     return out
+
+
+def recorded_clip(stored: Mapping[str, Mapping], checkpoint: str | Path) -> tuple[str, str]:
+    """``(clip model, clip weights)`` that the prompt files stored in ``checkpoint`` record (``{path: prompt dict}``).
+
+    A recorded weights path that is no file from the working directory is looked up from the folder holding the
+    checkpoint's ``results/`` folder too (a run read from elsewhere: ``other/results/train/E/final.pth`` with
+    ``results/teacher/clip.pt`` -> ``other/results/teacher/clip.pt``).
+
+    Raises:
+        ValueError: no stored prompt file records its CLIP, or two record different ones (names the checkpoint).
+    """
+    recorded = {
+        (m["clip_model"], m["clip_weights"])
+        for m in ((p.get("meta") or {}) for p in stored.values())
+        if m.get("clip_model") and m.get("clip_weights")
+    }
+    if not recorded:
+        raise ValueError(
+            f"{checkpoint}: its prompts do not record their CLIP (older final.pth): "
+            "give --clip-model and --clip-weights"
+        )
+    if len(recorded) > 1:
+        raise ValueError(f"{checkpoint}: its prompt files record different CLIPs {sorted(recorded)}: give --clip-model")
+    model, weights = recorded.pop()
+    if weights != "random" and not Path(weights).exists() and not Path(weights).is_absolute():
+        for folder in Path(checkpoint).resolve().parents:
+            if folder.name == "results" and (folder.parent / weights).exists():
+                return model, str(folder.parent / weights)
+    return model, weights

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import atomic, images
-from pipeline.core.images import ON_BAD_IMAGE
+from pipeline.core.images import ON_BAD_IMAGE, max_pixels_option
 from pipeline.core.options import Command, option
 from pipeline.core.render import draw_boxes
 
@@ -70,6 +70,7 @@ class ExportOptions:
     on_bad_image: str = option(
         "error", help="an unreadable image stops the job (error) or gets no pairs (skip)", choices=ON_BAD_IMAGE
     )
+    max_image_pixels: int | None = max_pixels_option()
 
     def __post_init__(self) -> None:
         bad = [t for t in self.templates if t.count("{}") != 1]
@@ -151,7 +152,7 @@ def run(opts: ExportOptions) -> list[str]:
     coco = atomic.read_json(opts.annotations)
     names = class_labels(coco, opts.annotations)
     found = boxes_by_image(opts, coco)
-    policy = images.ImagePolicy(opts.on_bad_image)
+    policy = images.ImagePolicy(opts.on_bad_image, opts.max_image_pixels)
     opts.out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{opts.out_dir.name}.", suffix=".tmp", dir=opts.out_dir.parent))
     try:
@@ -159,7 +160,7 @@ def run(opts: ExportOptions) -> list[str]:
         for item in images.list_images(opts.annotations, opts.images):
             if not found.get(item.image_id):
                 continue
-            image = policy.load(item, images.read_rgb)
+            image = policy.read(item)
             if image is None:
                 continue
             for category_id in sorted(found[item.image_id]):

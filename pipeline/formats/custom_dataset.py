@@ -9,8 +9,8 @@ finite boxes), a split file must
 
 * name its categories distinctly: two names that differ only by case or spacing (``Red Circle``,
   ``red  circle``) are refused naming both (:func:`pipeline.core.vocab.check_distinct`);
-* give every image a ``file_name`` (subfolders allowed) that exists under the split's image folder, and a positive
-  ``width`` and ``height``;
+* give every image a ``file_name`` (subfolders allowed; no absolute path, no ``..`` out of the folder) that exists
+  under the split's image folder, and a positive ``width`` and ``height``;
 * keep every box inside its image: ``x, y >= -1`` and ``x + w <= width + 1``, ``y + h <= height + 1``
   (:data:`BOX_TOLERANCE`: one pixel for rounded coordinates);
 * not be empty: at least one image, and at least one non-crowd box of a base class (train) or of any class of the
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import atomic, vocab
+from pipeline.core.images import relative_file
 from pipeline.formats.annotation_file import load
 
 Json = dict[str, Any]
@@ -63,6 +64,10 @@ def check_images(data: Json, image_dir: str | Path, source: str) -> None:
         name = im.get("file_name")
         if not isinstance(name, str) or not name:
             raise CustomDatasetError(f"{source}: image {im['id']} has no 'file_name'")
+        try:
+            relative_file(name, f"{source}: image {im['id']}")
+        except ValueError as err:
+            raise CustomDatasetError(str(err)) from None
         for key in ("width", "height"):
             if not _positive(im.get(key)):
                 value = im.get(key)

@@ -23,7 +23,7 @@ from pipeline.core import cli, images
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
-from pipeline.core.images import ImageItem, list_images  # noqa: F401  (re-exported: stages import them from here)
+from pipeline.core.images import ImageItem, list_images, max_pixels_option  # noqa: F401  (re-exported)
 from pipeline.core.options import add_arguments, from_args, option
 from pipeline.core.progress import Progress
 from pipeline.formats import feature_cache as cache
@@ -38,8 +38,13 @@ class _Images(Dataset):
     """Decodes one image and runs ``prepare`` on it (inside a worker); an unreadable image becomes a record
     ``{"image_id", "item", "error"}`` for the main process to apply the bad-image policy to."""
 
-    def __init__(self, items: Sequence[ImageItem], prepare: Callable[[ImageItem, Image.Image], dict]) -> None:
-        self.items, self.prepare = list(items), prepare
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        prepare: Callable[[ImageItem, Image.Image], dict],
+        max_pixels: int | None = images.MAX_IMAGE_PIXELS,
+    ) -> None:
+        self.items, self.prepare, self.max_pixels = list(items), prepare, max_pixels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -47,9 +52,9 @@ class _Images(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
         try:
-            image = images.read_rgb(item)
+            image = images.read_rgb(item, self.max_pixels)
         except images.BAD_IMAGE_ERRORS as exc:
-            return {"image_id": item.image_id, "item": item, "error": f"{type(exc).__name__}: {exc}"}
+            return {"image_id": item.image_id, "item": item, "error": images.failure(exc)}
         return {"image_id": item.image_id, **self.prepare(item, image)}
 
 
@@ -73,6 +78,7 @@ class ExtractOptions:
         help="an unreadable image stops the job (error) or is skipped and listed in the shard's skipped attr",
         choices=_ON_BAD_IMAGE,
     )
+    max_image_pixels: int | None = max_pixels_option()
     dry_run: bool = option(
         False, help=f"only the shard's images among the first {dry.IMAGES} of the split", action="store_true"
     )
@@ -137,7 +143,7 @@ def run(
         "dry_run": bool(opts.dry_run),
     }
     start, done = time.perf_counter(), 0
-    policy = images.ImagePolicy(opts.on_bad_image)
+    policy = images.ImagePolicy(opts.on_bad_image, opts.max_image_pixels)
     compression = None if opts.compression == "none" else opts.compression
     with cache.ShardWriter(opts.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
         pending = set(writer.pending)
@@ -145,7 +151,7 @@ def run(
         if len(todo) < len(items):
             log.info("%s: resuming, %d of %d images already extracted", opts.output, len(items) - len(todo), len(items))
         loader = DataLoader(
-            _Images(todo, prepare),
+            _Images(todo, prepare, opts.max_image_pixels),
             batch_size=opts.batch_images,
             num_workers=opts.workers if todo else 0,  # a dry-run shard may have no image: no workers to start
             collate_fn=list,

@@ -32,7 +32,7 @@ from pipeline.core import atomic, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
-from pipeline.core.images import ON_BAD_IMAGE, list_images
+from pipeline.core.images import ON_BAD_IMAGE, list_images, max_pixels_option
 from pipeline.core.options import Stage, option
 from pipeline.core.progress import track
 from pipeline.formats import proposal_file
@@ -90,6 +90,7 @@ class PredictOptions:
         help="an unreadable image stops the job (error) or gets no proposals and is listed in attr skipped (skip)",
         choices=ON_BAD_IMAGE,
     )
+    max_image_pixels: int | None = max_pixels_option()
     dry_run: bool = option(False, help=f"only the first {dry.IMAGES} images of --annotations", action="store_true")
 
 
@@ -137,6 +138,7 @@ def run_train(opts: TrainOptions) -> None:
     from mmengine.runner import Runner
 
     from pipeline.core import compat
+    from pipeline.models.detector import transforms  # noqa: F401  (registers ReadImage)
     from pipeline.proposals import heads as proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
 
     compat.allow_mmengine_checkpoints()
@@ -179,7 +181,13 @@ def load_rpn(checkpoint: str | Path, device: str):
 
 @torch.inference_mode()
 def predict(
-    model, meta: dict, items, device: str, max_per_img: int, on_bad_image: str = "error"
+    model,
+    meta: dict,
+    items,
+    device: str,
+    max_per_img: int,
+    on_bad_image: str = "error",
+    max_image_pixels: int | None = images.MAX_IMAGE_PIXELS,
 ) -> tuple[list, list, list, list]:
     """Run the RPN over ``items`` (``ImageItem``s) -> ids, boxes ``[n, 4]`` (original pixels), scores ``[n]`` and
     the skipped images ``{"image_id", "reason"}``.
@@ -188,17 +196,20 @@ def predict(
     it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
     import numpy as np
 
+    from pipeline.models.detector.inference import test_pipeline as rpn_test_pipeline
+
     _, test_pipeline = rpn_config.pipelines(int(meta["scale"]))
-    policy = images.ImagePolicy(on_bad_image)
-    pipeline = images.mmcv_test_pipeline(test_pipeline, policy)
+    policy = images.ImagePolicy(on_bad_image, max_image_pixels)
+    pipeline = rpn_test_pipeline(test_pipeline)
     ids, boxes, scores = [], [], []
     for item in track(items, "proposals", unit="img", logger=log):
-        data = pipeline(item)
-        if data is None:
+        image = policy.read(item)
+        if image is None:
             ids.append(item.image_id)
             boxes.append(np.zeros((0, 4), np.float32))
             scores.append(np.zeros(0, np.float32))
             continue
+        data = pipeline(item, image)
         batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
         out = model.test_step(batch)[0].pred_instances
         order = torch.argsort(out.scores, descending=True)[:max_per_img]
@@ -216,7 +227,9 @@ def run_predict(opts: PredictOptions) -> None:
     if opts.dry_run:
         items = dry.select(items, opts.annotations)
     start = time.perf_counter()
-    ids, boxes, scores, skipped = predict(model, meta, items, device, opts.max_per_img, opts.on_bad_image)
+    ids, boxes, scores, skipped = predict(
+        model, meta, items, device, opts.max_per_img, opts.on_bad_image, opts.max_image_pixels
+    )
     log.info("%d images in %.1f s, %d skipped as unreadable", len(ids), time.perf_counter() - start, len(skipped))
     attrs = {
         "model": f"{meta.get('arch', 'rpn')}_r{meta['depth']}_fpn",

@@ -80,14 +80,14 @@ def pipelines(scale: int) -> tuple[list, list]:
     """mmdet's train and test pipelines at ``scale`` (the short side; the long side at most ``scale * 1333 / 800``)."""
     size = (int(scale * 1333 / 800), scale)
     train = [
-        dict(type="LoadImageFromFile"),
+        dict(type="ReadImage"),
         dict(type="LoadAnnotations", with_bbox=True),
         dict(type="Resize", scale=size, keep_ratio=True),
         dict(type="RandomFlip", prob=0.5),
         dict(type="PackDetInputs"),
     ]
     test = [
-        dict(type="LoadImageFromFile"),
+        dict(type="ReadImage"),
         dict(type="Resize", scale=size, keep_ratio=True),
         dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
     ]

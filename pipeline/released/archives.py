@@ -11,7 +11,9 @@ list ``objects``). A source here is any of them, or a folder holding that tree:
   a budget and spilled to a folder beside the output beyond it.
 
 A member is a feature file of ``kind`` when its name is ``<digits>.pth`` (the image id) and its folder path inside
-the source names no other OAKE kind; other members are ignored. The split folder is not required: image ids are
+the source names no other OAKE kind; other members are ignored. A wanted member that is not a regular file (a tar
+link or device) and an archive or member that fails its checks (a zip member's CRC, a truncated tar stream) are
+errors naming the archive and the member. The split folder is not required: image ids are
 unique across the COCO 2017 splits, and LVIS's val images include COCO train2017 images (the reference links
 ``lvis_v1/oake/{globals,blocks}`` to COCO's), so an image is found in whichever folder holds it.
 """
@@ -24,6 +26,7 @@ import re
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MEMBER_NAME = re.compile(r"^(\d+)\.pth$")
 MAX_MEMBER_BYTES = 256 << 20  # the largest released file (objects of one image) is a few MB
+#: what a corrupt archive raises while it is read (zipfile, tarfile, gzip, bz2, lzma)
+ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,10 @@ class RandomAccess:
                 rel = Path(root).relative_to(source)
                 names += [(rel / f).as_posix() for f in sorted(files)]
             return names
-        zf = self._zips[source] = zipfile.ZipFile(source)
+        try:
+            zf = self._zips[source] = zipfile.ZipFile(source)
+        except ARCHIVE_ERRORS as err:
+            raise ValueError(f"{source}: unreadable zip archive ({type(err).__name__}: {err})") from None
         return [info.filename for info in zf.infolist() if not info.is_dir()]
 
     def _add(self, member: Member) -> None:
@@ -126,7 +134,10 @@ class RandomAccess:
         if member.source in self._zips:
             zf = self._zips[member.source]
             _check_size(member, zf.getinfo(member.name).file_size)
-            return zf.read(member.name)
+            try:
+                return zf.read(member.name)
+            except ARCHIVE_ERRORS as err:
+                raise ValueError(f"{member}: corrupt zip member ({type(err).__name__}: {err})") from None
         path = member.source / member.name
         _check_size(member, path.stat().st_size)
         return path.read_bytes()
@@ -137,18 +148,42 @@ class RandomAccess:
         self._zips.clear()
 
 
+def _not_a_file(info: tarfile.TarInfo) -> str:
+    if info.issym():
+        return f"a symbolic link to {info.linkname!r}"
+    if info.islnk():
+        return f"a hard link to {info.linkname!r}"
+    if info.ischr() or info.isblk():
+        return "a device"
+    if info.isfifo():
+        return "a FIFO"
+    return "a folder" if info.isdir() else "not a regular file"
+
+
 def stream_tar(source: Path, kind: str, wanted: set[int]) -> Iterator[tuple[Member, bytes]]:
-    """The wanted members of a tar archive with their bytes, in archive order, read in one pass (never seeking)."""
-    with tarfile.open(source, "r|*") as tf:
-        for info in tf:
-            if not info.isfile():
-                continue
-            image_id = member_id(info.name, kind)
-            if image_id is None or image_id not in wanted:
-                continue
-            member = Member(source, info.name, image_id)
-            _check_size(member, info.size)
-            yield member, tf.extractfile(info).read()
+    """The wanted members of a tar archive with their bytes, in archive order, read in one pass (never seeking).
+
+    Raises:
+        ValueError: a wanted member is a link or a device, or the archive is corrupt or truncated (names the archive
+            and the member).
+    """
+    last = None
+    try:
+        with tarfile.open(source, "r|*") as tf:
+            for info in tf:
+                last = info.name
+                image_id = member_id(info.name, kind)
+                if image_id is None or image_id not in wanted:
+                    continue
+                member = Member(source, info.name, image_id)
+                if not info.isfile():
+                    what = _not_a_file(info)
+                    raise ValueError(f"{member}: {what}, not a regular file (links and devices are not read)")
+                _check_size(member, info.size)
+                yield member, tf.extractfile(info).read()
+    except ARCHIVE_ERRORS as err:
+        where = f"after member {last}" if last else "at its start"
+        raise ValueError(f"{source}: corrupt tar archive {where} ({type(err).__name__}: {err})") from None
 
 
 class Reorder:

@@ -28,6 +28,7 @@ rule oake_globals:
         index=shard_index,
         precision=config["oake"]["precision"],
         on_bad_image=config["on_bad_image"],
+        max_pixels=config["max_image_pixels"],
         compression=config["oake"]["compression"],
         kind_args=oake_kind_args,
         dry=dry_run_flag(),
@@ -36,6 +37,7 @@ rule oake_globals:
         " --output {output:q} --shards {params.shards:q} --shard {params.index:q}"
         " --model {params.model:q} --weights {params.weights:q}"
         " --precision {params.precision:q} --on-bad-image {params.on_bad_image:q}"
+        " --max-image-pixels {params.max_pixels:q}"
         " --compression {params.compression:q} {params.kind_args:q} {params.dry:q} --log {log:q}"
 
 

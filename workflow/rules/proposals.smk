@@ -82,11 +82,13 @@ else:
         params:
             max_per_img=config["proposals"]["max_per_img"],
             on_bad_image=config["on_bad_image"],
+            max_pixels=config["max_image_pixels"],
             dry=dry_run_flag(),
         shell:
             "python -m pipeline.proposals --log {log:q} predict --checkpoint {input.checkpoint:q}"
             " --annotations {input.annotations:q} --images {input.images:q}"
             " --max-per-img {params.max_per_img:q} --on-bad-image {params.on_bad_image:q}"
+            " --max-image-pixels {params.max_pixels:q}"
             " {params.dry:q} --output {output:q}"
 
 

@@ -7,16 +7,22 @@ classifiers' text embeddings (non-persistent buffers, not in the state dict). :f
 from them; with ``vocabulary`` every text classifier (bbox, object, block and global heads) gets the rows of that
 vocabulary instead, and the class counts follow. The weights never depend on the number of classes (class-agnostic box
 regression and masks, text classifiers with a learned projection and background row), so the same state dict
-loads. :func:`detect_image` runs the test-time forward pass on one image of the config's test pipeline.
+loads. :func:`detect_image` runs the test-time forward pass on one image of the config's test pipeline;
+:func:`predict` is the one loop over images that ``train predict`` and ``detect`` share: each image read under the
+stage's bad-image policy (:class:`pipeline.core.images.ImagePolicy`), through the test pipeline, forward, with a
+progress line.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pipeline.core.images import ImageItem, ImagePolicy
+from pipeline.core.progress import track
 from pipeline.models.detector.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -85,6 +91,64 @@ def load_detector(checkpoint: str | Path, device: str = "cpu", vocabulary: Vocab
     model = MODELS.build(cfg.model)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), cfg, ckpt["meta"]
+
+
+LOADERS = ("LoadImageFromFile", "ReadImage")
+
+
+def test_pipeline(steps: Sequence[Mapping]) -> Callable[[ImageItem, Any], dict]:
+    """An mmcv test pipeline config (first step an image loader: ``LoadImageFromFile``, as older ``final.pth``
+    files store it, or ``ReadImage``) as a function ``(item, image) -> data`` of an :class:`ImageItem` and its
+    decoded RGB ``PIL.Image`` (:meth:`ImagePolicy.read`: the project's decoder and pixel limit): the loader's
+    fields from ``image``, then the other steps."""
+    import numpy as np
+    from mmcv.transforms import Compose
+
+    from pipeline.models.detector import transforms  # noqa: F401  (registers ReadImage for the configs)
+
+    if not steps or steps[0].get("type") not in LOADERS:
+        first = steps[0].get("type") if steps else None
+        raise ValueError(f"test pipeline starts with {first!r}, expected one of {list(LOADERS)}")
+    rest = Compose([dict(s) for s in steps[1:]])
+
+    def run(item: ImageItem, image) -> dict:
+        img = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])  # BGR, as mmcv's loaders
+        shape = img.shape[:2]
+        return rest(dict(img=img, img_shape=shape, ori_shape=shape, img_path=str(item.path), img_id=item.image_id))
+
+    return run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's test-time output: the decoded RGB ``image`` (``PIL.Image``, what the detector saw), its
+    ``instances`` (mmdet ``InstanceData``: ``bboxes`` xyxy in original pixels, ``scores``, ``labels``[, ``masks``]),
+    the FPN ``feats`` and the preprocessed ``samples``."""
+
+    item: ImageItem
+    image: Any
+    instances: Any
+    feats: Any
+    samples: Any
+
+
+def predict(
+    model, cfg, items: Sequence[ImageItem], policy: ImagePolicy, desc: str, logger: logging.Logger | None = None
+) -> Iterator[Prediction]:
+    """The detector ``model`` (eval mode) over ``items`` with the test pipeline of ``cfg``: one
+    :class:`Prediction` per readable image, in order; an unreadable one follows ``policy`` (raised under ``error``,
+    left out under ``skip``). Progress lines begin with ``desc`` (the stage's name) and go to ``logger``. The
+    forward pass runs under ``torch.inference_mode``: use the features for more tensors inside it too."""
+    import torch
+
+    pipeline = test_pipeline(cfg.test_pipeline)
+    for item in track(items, desc, unit="img", logger=logger or log):
+        image = policy.read(item)
+        if image is None:
+            continue
+        with torch.inference_mode():
+            out, feats, samples = detect_image(model, pipeline(item, image))
+        yield Prediction(item, image, out, feats, samples)
 
 
 def detect_image(model, data: Mapping):

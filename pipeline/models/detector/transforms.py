@@ -1,5 +1,11 @@
-"""``LoadCLIPFeatures``: the mmdet 3 data transform that brings an image's OAKE features into the sample.
+"""The project's mmdet 3 data transforms: ``ReadImage`` (an image through the project's one decoder) and
+``LoadCLIPFeatures`` (an image's OAKE features in the sample).
 
+``ReadImage`` stands where mmcv's ``LoadImageFromFile`` would, in the train and test pipelines of the detectors and
+the RPN: the image is decoded by :func:`pipeline.core.images.decode` (pixel limit checked on the header, EXIF
+orientation applied, every mode as 8-bit RGB), so a picture drawn from the same file shows what the detector saw.
+
+``LoadCLIPFeatures``
 Place it **after** the geometric transforms (Resize, RandomFlip, ...): it reads the image's rows from the HDF5
 shards (opened lazily, once per DataLoader worker) and maps the stored block and object boxes, which are in original
 pixels, through the ``homography_matrix`` those transforms recorded, so the boxes land where the image content went.
@@ -18,6 +24,7 @@ from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import get_box_tensor
 
+from pipeline.core import images
 from pipeline.formats.feature_cache import ShardReader
 from pipeline.models.clip.geometry import keep_objects
 from pipeline.models.detector.losses import block_labels
@@ -34,6 +41,29 @@ def map_boxes(boxes: np.ndarray, homography: np.ndarray | None) -> np.ndarray:
     mapped = np.einsum("ij,cjn->cin", np.asarray(homography, np.float32), pts)
     xy = mapped[:, :2] / mapped[:, 2:3]
     return np.concatenate([xy.min(0), xy.max(0)]).T.astype(np.float32)
+
+
+@TRANSFORMS.register_module()
+class ReadImage(BaseTransform):
+    """Reads ``results["img_path"]`` with :func:`pipeline.core.images.decode`: ``img`` ``uint8 [H, W, 3]`` BGR (mmcv's
+    layout; float32 with ``to_float32``), ``img_shape`` and ``ori_shape`` ``(H, W)``.
+
+    Args:
+        max_pixels: the pixel limit checked on the header (``None``: none).
+        to_float32: as ``LoadImageFromFile``.
+
+    Raises:
+        pipeline.core.images.UnreadableImage: a ``ValueError`` naming the file.
+    """
+
+    def __init__(self, max_pixels: int | None = images.MAX_IMAGE_PIXELS, to_float32: bool = False) -> None:
+        self.max_pixels, self.to_float32 = max_pixels, to_float32
+
+    def transform(self, results: dict) -> dict:
+        img = images.read_bgr(results["img_path"], self.max_pixels)
+        results["img"] = img.astype(np.float32) if self.to_float32 else img
+        results["img_shape"] = results["ori_shape"] = img.shape[:2]
+        return results
 
 
 class _Shards:

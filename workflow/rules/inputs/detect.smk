@@ -10,37 +10,72 @@ wildcard_constraints:
 
 
 def detect_targets():
-    """The detect job's index page, when detect.experiment, images and vocabulary are all set."""
+    """The detect job's index page, when images, vocabulary and detect.experiment or detect.checkpoint are set.
+
+    Raises:
+        ValueError: detect.checkpoint names no file (at plan time, naming the key).
+    """
     d = config["detect"]
-    if not (d["experiment"] and d["images"] and d["vocabulary"]):
+    if not ((d["experiment"] or d["checkpoint"]) and d["images"] and d["vocabulary"]):
         return []
-    return [f"results/detect/{d['experiment']}/index.html"]
+    if d["checkpoint"] and not Path(d["checkpoint"]).is_file():
+        raise ValueError(
+            f"config key 'detect.checkpoint': no such file: {d['checkpoint']} (relative to the working directory "
+            f"{Path.cwd()})"
+        )
+    return [f"results/detect/{detect_name()}/index.html"]
+
+
+def detect_name():
+    """The folder of detect's outputs: detect.experiment, else the folder name of detect.checkpoint."""
+    d = config["detect"]
+    return d["experiment"] or Path(d["checkpoint"]).resolve().parent.name
+
+
+def detect_checkpoint(wildcards):
+    """detect.checkpoint as an absolute path: a file that Snakemake reads as it is and that no rule makes, so no
+    training is planned for it (not even for this folder's results/train/E/final.pth); else the experiment's
+    final.pth, which Snakemake trains when it is missing or out of date."""
+    given = config["detect"]["checkpoint"]
+    if given:
+        return str(Path(given).resolve())
+    return f"results/train/{wildcards.experiment}/final.pth"
 
 
 def detect_inputs(wildcards):
     """Checkpoint, the folders holding the configured images (a path with a file suffix is an image file, one
-    without a folder), the CLIP weights and a vocabulary file."""
+    without a folder), the CLIP weights (of an experiment trained here; a given checkpoint's CLIP is the one it
+    records) and a vocabulary file."""
     folders = sorted(
         {
             str(Path(p).parent) if Path(p).suffix else p
             for p in config["detect"]["images"]
         }
     )
-    inputs = {
-        "checkpoint": f"results/train/{wildcards.experiment}/final.pth",
-        "images": folders,
-        "weights": clip_weights_input(),
-    }
+    inputs = {"checkpoint": detect_checkpoint(wildcards), "images": folders}
+    if not config["detect"]["checkpoint"]:
+        inputs["weights"] = clip_weights_input()
     if isinstance(config["detect"]["vocabulary"], str):
         inputs["vocabulary"] = config["detect"]["vocabulary"]
     return inputs
+
+
+def detect_clip_args(wildcards, input):
+    """``--clip-model``, ``--clip-weights`` of an experiment trained here; none for detect.checkpoint (the stage
+    reads the CLIP the checkpoint records)."""
+    if config["detect"]["checkpoint"]:
+        return []
+    return [
+        f"--clip-model={config['clip']['model']}",
+        f"--clip-weights={clip_weights_arg(wildcards, input)}",
+    ]
 
 
 def detect_vocabulary_arg(wildcards, input):
     """``--vocabulary=...`` (one argv word): the vocabulary file, or the configured names joined by commas."""
     vocabulary = config["detect"]["vocabulary"]
     if isinstance(vocabulary, str):
-        return f"--vocabulary={input.vocabulary}"
+        return f"--vocabulary-file={input.vocabulary}"
     bad = [n for n in vocabulary if "," in n]
     if bad:
         raise ValueError(

@@ -6,9 +6,7 @@ def teacher_budget(wildcards):
     dry_run: --dry-run (the stage caps the steps, pipeline.core.dry_run)."""
     t = config["teacher"]
     steps = t["steps"]
-    args = [] if steps is None else ["--steps", str(steps)]
-    if config["dry_run"]:
-        args.append("--dry-run")
+    args = ([] if steps is None else ["--steps", str(steps)]) + dry_run_flag()
     if t["seconds"] is not None:
         args += ["--seconds", str(t["seconds"])]
     return args

@@ -44,7 +44,7 @@ slim_model_pyramid = dict(
     slim_model, roi_head=dict(slim_model_object["roi_head"], block_head=dict(fc_out_channels=256))
 )
 slim_train_pipeline = [
-    dict(type="LoadImageFromFile"),
+    dict(type="ReadImage"),
     dict(type="LoadAnnotations", with_bbox=True),
     dict(type="Resize", scale=(426, 256), keep_ratio=True),
     dict(type="RandomFlip", prob=0.5),
@@ -52,7 +52,7 @@ slim_train_pipeline = [
     dict(type="PackOADPInputs"),
 ]
 slim_test_pipeline = [
-    dict(type="LoadImageFromFile"),
+    dict(type="ReadImage"),
     dict(type="Resize", scale=(426, 256), keep_ratio=True),
     dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
 ]

@@ -2,7 +2,7 @@
 # resize/flip; images without base boxes or under 32 px are filtered. Paths, class names and cache shards are
 # filled at run time (fill_runtime) from the Snakemake inputs.
 train_pipeline = [
-    dict(type="LoadImageFromFile"),
+    dict(type="ReadImage"),
     dict(type="LoadAnnotations", with_bbox=True),
     dict(type="RandomResize", scale=[(1333, 640), (1333, 800)], keep_ratio=True),
     dict(type="RandomFlip", prob=0.5),
@@ -10,7 +10,7 @@ train_pipeline = [
     dict(type="PackOADPInputs"),
 ]
 test_pipeline = [
-    dict(type="LoadImageFromFile"),
+    dict(type="ReadImage"),
     dict(type="Resize", scale=(1333, 800), keep_ratio=True),
     dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")),
 ]

@@ -2,7 +2,7 @@
 # mask head, repeat-factor sampling (ClassBalancedDataset, oversample_thr 1e-3); CLIP features as for COCO.
 _base_ = ["./ov_coco.py"]
 train_pipeline = [
-    dict(type="LoadImageFromFile"),
+    dict(type="ReadImage"),
     dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
     dict(type="RandomResize", scale=[(1333, 640), (1333, 800)], keep_ratio=True),
     dict(type="RandomFlip", prob=0.5),
