@@ -214,8 +214,9 @@ def test_the_demo_plans_detect_and_its_gallery(snakemake_bin, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "--checkpoint results/train/vild_demo/final.pth" in out and "results/detect/vild_demo/index.html" in out
-    assert "--vocabulary 'red circle, green square" in out and "a striped shape" in out
+    assert "-- results/train/vild_demo/final.pth results/demo_data/images/val" in out
+    assert "results/detect/vild_demo/index.html" in out and "--clip-model=OADP-Teacher-ViT-4H" in out
+    assert "'--vocabulary=red circle, green square" in out and "a striped shape" in out
     assert "--detect-dir results/detect/vild_demo" in out
     assert "results/export_instructcv/gt/image_pairs_evaluation" in out
     assert "--detections results/evaluate/vild_demo/detections.json" in out
