@@ -76,14 +76,22 @@ def test_a_renamed_copy_of_oadp_ov_coco_plans_what_oadp_ov_coco_plans(small_tree
 
 
 def test_a_config_without_a_global_head_plans_no_globals_extraction(small_tree, tmp_path):
+    """Its training reads no globals; the ml prompt (which its heads read) is trained on globals, so with the
+    reference's released ml prompt imported nothing extracts them at all."""
     mine = user_config(tmp_path / "mine", "oadp_no_global", "oadp_ov_coco", "model = dict(global_head=None)\n")
-    extra = layer(tmp_path / "mine.yaml", experiments=[str(mine)])
-    plan = dag.plan("coco", small_tree, tmp_path / "work", configfiles=[extra])
+    (tmp_path / "ml_coco.pth").touch()
+    built = layer(tmp_path / "built.yaml", experiments=[str(mine)])
+    imported = layer(
+        tmp_path / "imported.yaml", experiments=[str(mine)], prompts={"import": {"ml": str(tmp_path / "ml_coco.pth")}}
+    )
+    for name, extra in (("built", built), ("imported", imported)):
+        plan = dag.plan("coco", small_tree, tmp_path / name, configfiles=[extra])
+        (inputs,) = train_job_inputs(plan["output"])
+        assert not any("/globals/" in f for f in inputs), name
+        assert any("/blocks/" in f for f in inputs) and any("/objects/" in f for f in inputs), name
+        assert plan["jobs_per_rule"]["oake_blocks"] > 0 and plan["jobs_per_rule"]["oake_objects"] > 0
     assert "oake_globals" not in plan["jobs_per_rule"], plan["jobs_per_rule"]
-    assert plan["jobs_per_rule"]["oake_blocks"] > 0 and plan["jobs_per_rule"]["oake_objects"] > 0
     assert not any("/globals/" in f for f in extractions(plan["output"]))
-    (inputs,) = train_job_inputs(plan["output"])
-    assert not any("/globals/" in f for f in inputs) and any("/blocks/" in f for f in inputs)
 
 
 def test_the_pyramid_ablation_plans_no_extraction_beyond_the_full_methods(full_tree, tmp_path):
