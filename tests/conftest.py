@@ -64,6 +64,32 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.line(f"{nodeid}: {reason} (only a missing GPU may skip a preset or SLURM test)")
 
 
+def check_metrics(metrics: dict, keys: tuple[str, ...], where: str) -> None:
+    """Each of ``keys`` is a number in [0, 100] in ``metrics``: an evaluation that found no ground truth for a group
+    (``None``) fails, as does a value out of range (``where`` names the run)."""
+    missing = sorted(set(keys) - set(metrics))
+    assert not missing, f"{where}: metrics without {missing}"
+    bad = {k: metrics[k] for k in keys if not isinstance(metrics[k], int | float) or not 0 <= metrics[k] <= 100}
+    assert not bad, f"{where}: metrics that are not numbers in [0, 100]: {bad}"
+
+
+def check_final(path: Path, experiment: str) -> None:
+    """``final.pth`` of ``experiment``: its state dict loads strictly into the model its resolved config builds
+    (every tensor present, none extra, same shapes), and every floating tensor is finite."""
+    import torch
+
+    from pipeline.models.detector.inference import load_detector
+
+    model, _, meta = load_detector(path)  # load_state_dict(strict=True) inside
+    assert meta["experiment"] == experiment, (path, meta["experiment"])
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert state.keys() == model.state_dict().keys(), path
+    bad = [
+        k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()
+    ]
+    assert not bad, f"{path}: tensors that are not finite: {bad[:10]}"
+
+
 def make_coco(categories: list[dict], num_images: int, seed: int = 0, per_image: int = 4) -> dict:
     """A COCO-format dict over ``categories`` with random boxes (no image files).
 
