@@ -16,7 +16,6 @@ number of iterations with its lr steps at the same fractions (``dry_run`` and th
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -242,8 +241,3 @@ def detector_config(
         experiment=str(experiment),
     )
     return cfg
-
-
-def model_config(cfg) -> dict:
-    """A deep copy of the model part (for building a detector outside the Runner)."""
-    return copy.deepcopy(cfg.model)

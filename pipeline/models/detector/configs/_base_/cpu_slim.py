@@ -1,29 +1,21 @@
 # Slimmed settings for the embedded demo on a laptop CPU (named slim_*, applied by the *_demo configs); every OADP
 # branch is kept (bbox, object, block and global heads, the same classifiers, losses and inference ensemble).
 # - ResNet-18 FPN at 256 px; 1000 / 300 RPN proposals in training, 128 sampled RoIs per image, RoIAlign
-#   sampling_ratio 2, 200 RPN proposals at inference; every stored object (100 per image) is an object-head RoI.
-#   Cheaper steps were measured and rejected: 64 RoIs and the 40 objects of highest objectness
-#   (LoadCLIPFeatures.max_objects) cut the step from 1.25 s to 1.1 s, but at 300 iterations the distilled
-#   detectors fell to 15-25 novel AP50 (from 36 on seed 0).
-# - 300 iterations, so that `make demo` stays near 20 minutes on 2 cores. workflow/presets/demo_long.yaml runs
-#   600 (about 10 more minutes): there the distilled detectors are no longer 15-20 base AP50 behind the
-#   baseline, and the baseline has overfitted its base classes (seed 0: its novel AP50 fell from 35.4 to 28.0
-#   between 300 and 600 iterations); see the README's demo status.
-# - Two-fc heads (256 wide) in place of the 4-conv heads: RoIAlign and the per-RoI heads set the cost on a CPU,
-#   not the backbone; measured with batch 2: about 0.85 s per step with the object head on 2 cores, against
-#   2.1-3.5 s with the 4-conv heads (two trainings side by side, one core each).
+#   sampling_ratio 2, 200 RPN proposals at inference; every stored object (100 per image) is an object-head RoI:
+#   fewer RoIs or objects save little time and cost the distilled detectors much of their novel AP.
+# - 300 iterations, so that `make demo` stays near 20 minutes on 2 cores; workflow/presets/demo_long.yaml runs 600.
+# - Two-fc heads (256 wide) in place of the 4-conv heads: on a CPU, RoIAlign and the per-RoI heads set the cost of a
+#   step, not the backbone.
 # - AdamW with gradient clipping instead of SGD: the reference's SGD at lr 0.02 / 16 images needs its 40,000
-#   iterations; a few hundred CPU steps of SGD leave the randomly initialised heads untrained (AP50 < 1), and a
-#   larger SGD lr diverges under the ViLD temperature (logits x 100-143). lr is for 2 images per iteration
-#   (auto-scaled linearly for other batch sizes, as the full configs).
+#   iterations; a few hundred SGD steps leave the randomly initialised heads untrained, and a larger SGD lr diverges
+#   under the ViLD temperature (logits x 100-143). lr is for 2 images per iteration (auto-scaled linearly for other
+#   batch sizes, as the full configs).
 # - The bbox head's text classifier scores at temperature 0.05 (logits x 20) in training and inference, in place of
-#   the reference's 0.01 / 0.007 (ViLD) or 0.007 / 0.01 (OADP): with logits x 100-143 and a few hundred steps, the
-#   bbox head separates the base classes by a small residual on a direction that all its region embeddings share,
-#   and that shared direction, never trained against the novel text embeddings (masked in training), hands most
-#   boxes to one novel class (seed 0 vild_demo: 76 % of the base boxes). At 0.05 the region embeddings must point
-#   at their class's text embedding. Measured in the README's "Status".
-# - Measured and not adopted (README, "Status"): trunk_grad 0 (distillation trains its heads only; base AP50 back,
-#   novel AP50 not stable across seeds) and the bbox classifier's init_std 1e-3.
+#   the reference's 0.01 / 0.007 (ViLD) or 0.007 / 0.01 (OADP): with logits x 100-143 and a few hundred steps the
+#   bbox head separates the base classes by a small residual on a direction all its region embeddings share, and
+#   that direction, never trained against the novel text embeddings (masked in training), hands most boxes to one
+#   novel class; at 0.05 a region embedding must point at its class's text embedding to score.
+# The measurements behind each choice, and the options tried and not adopted: docs/demo_history.md.
 slim_head = dict(type="Shared2FCBBoxHead", fc_out_channels=256)
 slim_bbox_head = dict(slim_head, cls_predictor_cfg=dict(tau_train=0.05, tau_val=0.05))
 slim_model = dict(
