@@ -183,3 +183,84 @@ def test_masks_equal_the_references_construction():
         ref = ((fg[0] <= x) & (x <= fg[2]))[None, :] & ((fg[1] <= y) & (y <= fg[3]))[:, None]
         ref = F.interpolate(ref[None, None].float(), size=(14, 14), mode="nearest")[0, 0].bool()
         np.testing.assert_array_equal(g.foreground_mask(box, square.tolist(), 14), ref.numpy(), err_msg=str(box))
+
+
+# ---- crop strategies (the paper's crop ablation, expand_mode) --------------------------------------------------------
+def crop(box, mode, w=640, h=480):
+    return tuple(round(v, 6) for v in g.object_crop(box, w, h, mode))
+
+
+def test_adaptive_crop_is_the_adaptive_square():
+    assert crop((100, 100, 120, 110), "adaptive") == (90, 85, 130, 125)
+    assert crop((0, 100, 20, 110), "adaptive") == (0, 85, 40, 125)
+
+
+@pytest.mark.parametrize(
+    ("box", "size", "expected"),
+    [
+        ((300, 200, 340, 230), (640, 480), (208, 103, 432, 327)),  # centre (320, 215), side 224, inside
+        ((100, 100, 120, 110), (640, 480), (0, 0, 224, 224)),  # centre (110, 105): -2 and -7 shifted to 0
+        ((600, 440, 630, 470), (640, 480), (416, 256, 640, 480)),  # centre (615, 455): shifted left and up
+        ((300, 50, 340, 90), (640, 200), (208, -42, 432, 182)),  # 224 > the height 200: y centred, not shifted
+        ((100, 100, 400, 300), (640, 480), (138, 88, 362, 312)),  # a box larger than 224 px is cut
+    ],
+)
+def test_constant_crop_is_a_224_square(box, size, expected):
+    assert crop(box, "constant", *size) == expected
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((100, 100, 160, 120), (100, 80, 160, 140)),  # 60 x 20: side 60 centred on (130, 110)
+        ((0, 100, 60, 120), (0, 80, 60, 140)),  # at the left edge: already inside
+        ((620, 0, 640, 50), (590, 0, 640, 50)),  # 20 x 50: side 50, x 605..655 shifted left by 15
+        ((300, 470, 310, 480), (300, 470, 310, 480)),  # a square box is its own crop
+    ],
+)
+def test_longest_edge_crop_is_the_tightest_square(box, expected):
+    assert crop(box, "longest_edge") == expected
+
+
+def test_rectangle_crop_is_the_proposal_itself():
+    assert crop((100.5, 100, 160, 120.25), "rectangle") == (100.5, 100, 160, 120.25)
+
+
+def test_unknown_crop_strategy_is_refused():
+    with pytest.raises(ValueError, match="crop strategy .*'square'"):
+        g.object_crop((0, 0, 10, 10), 64, 64, "square")
+
+
+def test_masks_of_the_longest_edge_and_rectangle_crops():
+    # longest edge of (100, 100, 160, 120): square (100, 80, 160, 140), 60 positions -> 14 cells, sources
+    # floor(g * 60/14) = 0 4 8 12 17 21 25 30 34 38 42 47 51 55; the box spans x [0, 60] (all cells) and
+    # y [20, 40] -> sources 21..38 = cells 5..9
+    box = (100, 100, 160, 120)
+    expected = np.zeros((14, 14), bool)
+    expected[5:10, :] = True
+    np.testing.assert_array_equal(g.foreground_mask(box, g.object_crop(box, 640, 480, "longest_edge"), 14), expected)
+    # the rectangle is all object
+    assert g.foreground_mask(box, g.object_crop(box, 640, 480, "rectangle"), 14).all()
+
+
+def test_object_inputs_per_crop_strategy():
+    import torch
+    from PIL import Image
+
+    from pipeline.models.clip import preprocess
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    boxes = np.array([[20, 30, 60, 50], [100, 10, 150, 110]], dtype=np.float32)
+    crops, masks = preprocess.object_inputs(image, boxes, 14, "rectangle")
+    assert crops.shape == (2, 3, 224, 224) and crops.dtype == torch.uint8 and masks.all()
+    squashed = image.crop((100, 10, 150, 110)).resize((224, 224), Image.BICUBIC)  # 50 x 100 -> 224 x 224
+    np.testing.assert_array_equal(crops[1].permute(1, 2, 0).numpy(), np.asarray(squashed))
+    crops, masks = preprocess.object_inputs(image, boxes, 14, "constant")
+    # 224 > both sides of the 160 x 120 image: the square is centred on the box and PIL pads with black
+    square = g.object_crop(boxes[0], 160, 120, "constant")
+    assert square == (-72.0, -72.0, 152.0, 152.0)
+    np.testing.assert_array_equal(crops[0], preprocess.standard_uint8(image.crop((-72, -72, 152, 152))))
+    np.testing.assert_array_equal(masks[0], g.foreground_mask(boxes[0], square, 14))
+    adaptive, _ = preprocess.object_inputs(image, boxes, 14)
+    assert not torch.equal(adaptive, crops)

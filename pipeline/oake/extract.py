@@ -125,8 +125,11 @@ def run(
     forward: Callable[[list[dict]], list[dict]],
     attrs: dict[str, Any],
     storage: str = "float16",
+    rows: Callable[[ImageItem], int] | None = None,
 ) -> dict:
     """Extract one shard. ``forward`` maps prepared records to ``{"embeddings", ["boxes", "objectness"]}`` each.
+    ``rows`` (when an image's row count is known before decoding it) gives the writer the shard's row count, so
+    that a disk without room for the shard stops the job before any work (:mod:`pipeline.formats.feature_cache`).
 
     An unreadable image follows ``opts.on_bad_image`` (:class:`pipeline.core.images.ImagePolicy`): ``error`` stops with
     a ``ValueError`` naming it (images done so far stay committed); ``skip`` gives it no rows and lists it in the
@@ -145,7 +148,10 @@ def run(
     start, done = time.perf_counter(), 0
     policy = images.ImagePolicy(opts.on_bad_image, opts.max_image_pixels)
     compression = None if opts.compression == "none" else opts.compression
-    with cache.ShardWriter(opts.output, expected, kind, dim, attrs, storage=storage, compression=compression) as writer:
+    expected_rows = None if rows is None else sum(rows(it) for it in items)
+    with cache.ShardWriter(
+        opts.output, expected, kind, dim, attrs, storage=storage, compression=compression, expected_rows=expected_rows
+    ) as writer:
         pending = set(writer.pending)
         todo = [it for it in items if it.image_id in pending]
         if len(todo) < len(items):

@@ -59,7 +59,7 @@ def run(opts: GlobalsOptions) -> dict:
     device, clip = extract.load_model(opts)
     attrs = {**clip.provenance(), "preprocessing": "adaptive: full resolution, CLIP mean/std, interpolated pos"}
     forward = make_forward(clip.model.visual, device, opts.precision)
-    return extract.run(opts, "globals", clip.embed_dim, prepare, forward, attrs)
+    return extract.run(opts, "globals", clip.embed_dim, prepare, forward, attrs, rows=lambda item: 1)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -3,6 +3,11 @@
 and the object-aware forward ([OBJ] attends to foreground patches and itself). Rows are L2-normalised; the
 stored boxes are the filtered, un-expanded proposals; ``objectness`` keeps their scores.
 
+The paper's OAKE ablations are options: ``--expand-mode`` (the crop strategy: adaptive, constant 224 px square,
+longest-edge square, the bare rectangle; :func:`pipeline.models.clip.geometry.object_crop`) and
+``--no-object-masking`` (the [CLS] of the half-stride model instead of the masked [OBJ] token). Both are recorded
+in the shard's attrs, so a partial shard of other settings is started again.
+
 ``python -m pipeline.oake.objects --proposals P.h5 --annotations A --images DIR --output shard-000.h5 ...``
 """
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -30,14 +36,18 @@ from pipeline.oake import extract
 log = logging.getLogger(__name__)
 
 
-def make_prepare(proposals: ProposalFile, grid: int, limit: int | None):
+def kept_proposals(proposals: ProposalFile, image_id: int, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The proposals of one image that get a row: ``boxes [n, 4]`` and ``scores [n]`` with w, h >= 4, the first
+    ``limit`` of them (dry run)."""
+    boxes, scores = proposals.get(image_id)
+    keep = geometry.keep_objects(boxes)
+    return boxes[keep][:limit], scores[keep][:limit]
+
+
+def make_prepare(proposals: ProposalFile, grid: int, limit: int | None, expand_mode: str = "adaptive"):
     def prepare(item: extract.ImageItem, image: Image.Image) -> dict:
-        boxes, scores = proposals.get(item.image_id)
-        keep = geometry.keep_objects(boxes)
-        boxes, scores = boxes[keep], scores[keep]
-        if limit is not None:
-            boxes, scores = boxes[:limit], scores[:limit]
-        crops, masks = preprocess.object_inputs(image, boxes, grid)
+        boxes, scores = kept_proposals(proposals, item.image_id, limit)
+        crops, masks = preprocess.object_inputs(image, boxes, grid, expand_mode)
         return {"crops": crops, "masks": masks, "boxes": boxes, "objectness": scores}
 
     return prepare
@@ -71,6 +81,15 @@ class ObjectsOptions(extract.ExtractOptions):
     storage: Literal["float16", "int8"] = option(
         "float16", help="embedding storage; int8 = per-row scale, about half the disk"
     )
+    expand_mode: str = option(
+        geometry.EXPAND_MODES[0],
+        help="crop strategy: adaptive sqrt(8wh) square (the reference), constant 224 px square, longest-edge "
+        "square, or the proposal rectangle resized to 224 x 224",
+        choices=geometry.EXPAND_MODES,
+    )
+    object_masking: bool = option(
+        True, help="object-aware attention mask on the [OBJ] token; off: the half-stride model's [CLS]"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +104,13 @@ def run(opts: ObjectsOptions) -> dict:
     if missing:
         raise ValueError(f"{opts.proposals}: no proposals for image(s) {missing[:10]} of {opts.annotations}")
     device, clip = extract.load_model(opts)
-    encoder = vision.ObjectAwareEncoder(clip.model.visual)
+    encoder = vision.ObjectAwareEncoder(clip.model.visual, masking=opts.object_masking)
     attrs = {
         **clip.provenance(),
-        # the mask on the unrounded square (the reference's): another value in a partial shard restarts it
-        "preprocessing": "adaptive square sqrt(8wh), standard 224, mask on the unrounded square, object-aware forward",
+        # the mask on the unrounded crop region (the reference's): another value in a partial shard restarts it
+        "preprocessing": "object crop, standard 224 (rectangle: resized), mask on the unrounded region",
+        "expand_mode": opts.expand_mode,
+        "object_masking": bool(opts.object_masking),
         "proposals": str(opts.proposals),
         "proposals_sha256": sha256_file(opts.proposals),
         "min_side": geometry.MIN_OBJECT_SIDE,
@@ -102,10 +123,11 @@ def run(opts: ObjectsOptions) -> dict:
         opts,
         "objects",
         clip.embed_dim,
-        make_prepare(proposals, encoder.grid, limit),
+        make_prepare(proposals, encoder.grid, limit, opts.expand_mode),
         forward,
         attrs,
         storage=opts.storage,
+        rows=lambda item: len(kept_proposals(proposals, item.image_id, limit)[0]),
     )
 
 

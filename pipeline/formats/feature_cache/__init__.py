@@ -4,7 +4,8 @@ the detector's data transform and the ml prompt read.
 - :mod:`.layout`: datasets, shapes, dtypes and attrs of a shard; constants, shard assignment, checksum helpers;
 - :mod:`.writer`: ``ShardWriter``, crash-safe and resumable through ``<path>.partial``, repacked on finalize;
 - :mod:`.reader`: ``ShardReader``, random access to the rows of a final shard (memory-mapped, fork-safe);
-- :mod:`.verify`: ``verify_shard``, everything wrong with a final shard as readable strings.
+- :mod:`.verify`: ``verify_shard``, everything wrong with a final shard as readable strings;
+- :mod:`.space`: the free-space checks of the writer and ``DiskSpaceError`` (a full disk, named with the shard).
 """
 
 from pipeline.formats.feature_cache.layout import (
@@ -20,6 +21,7 @@ from pipeline.formats.feature_cache.layout import (
     shard_image_ids,
 )
 from pipeline.formats.feature_cache.reader import ShardReader
+from pipeline.formats.feature_cache.space import DiskSpaceError
 from pipeline.formats.feature_cache.verify import verify_shard
 from pipeline.formats.feature_cache.writer import ShardWriter
 
@@ -33,6 +35,7 @@ __all__ = [
     "STATE_FIELDS",
     "STORAGES",
     "CacheError",
+    "DiskSpaceError",
     "ShardReader",
     "ShardWriter",
     "shard_image_ids",

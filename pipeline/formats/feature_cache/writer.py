@@ -9,6 +9,10 @@ torn metadata, checksum mismatch) restarts.
 The partial has chunked, resizable row datasets. ``finalize`` verifies it and repacks it into the final shard: every
 dataset contiguous and exactly sized, so readers memory-map the rows (or, with ``compression="gzip"``, the row
 datasets shuffled + gzip-1 in chunks of ``COMPRESSED_CHUNK`` rows: ~13% smaller, slower reads).
+
+Disk space (:mod:`.space`) is checked before the whole shard (given ``expected_rows``), each commit and the final
+copy; a write that fails all the same raises :class:`~.space.DiskSpaceError` naming the shard and the free space,
+and the writer then only closes the file (the partial keeps its last commit for a rerun with space).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.formats.feature_cache import space
 from pipeline.formats.feature_cache.layout import (
     _BLOCK,
     _ROW_NAMES,
@@ -39,6 +44,7 @@ from pipeline.formats.feature_cache.layout import (
     _py,
     _row_datasets,
     _skipped_json,
+    data_nbytes,
 )
 from pipeline.formats.feature_cache.verify import _problems
 
@@ -73,6 +79,8 @@ class ShardWriter:
 
     ``add``/``skip`` must be called for the ids of ``pending`` in ascending order. ``commit_every`` images trigger an
     automatic ``commit``. ``fsync=False`` skips the fsyncs (survives a killed process, not a power cut).
+    ``expected_rows``: the shard's row count if the caller knows it (globals: one per image; objects: the kept
+    proposals): the free space is then checked for the whole shard before anything is written.
     """
 
     def __init__(
@@ -86,6 +94,7 @@ class ShardWriter:
         commit_every: int = 64,
         fsync: bool = True,
         compression: str | None = None,
+        expected_rows: int | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise CacheError(f"compression {compression!r} not in {COMPRESSIONS}")
@@ -108,12 +117,18 @@ class ShardWriter:
         self._specs = _row_datasets(kind, storage, self.dim)
         self._buf: list[tuple[int, dict[str, np.ndarray] | None, str | None]] = []  # (id, rows | None, skip reason)
         self._h5: h5py.File | None = None
+        self._failed = False  # a write failed: write nothing more, only close
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if expected_rows is not None:
+            # the partial grows to about the final size, and finalize then writes the final copy beside it
+            total = data_nbytes(kind, storage, self.dim, len(self.image_ids), int(expected_rows))
+            held = self.partial_path.stat().st_size if self.partial_path.exists() else 0
+            space.require(self.path, max(0, 2 * total - held), f"{expected_rows} rows and their final copy")
         reason = self._try_resume() if self.partial_path.exists() else None
         if self._h5 is None:
             if reason:
                 log.warning("%s: discarding partial shard and starting fresh: %s", self.partial_path, reason)
-            self._create()
+            self._written(self._create)
         elif self.n_done:
             log.info("%s: resuming, %d of %d images already done", self.partial_path, self.n_done, len(self.image_ids))
 
@@ -143,6 +158,16 @@ class ShardWriter:
         self._h5.flush()
         if self._fsync:
             _fsync(self.partial_path)
+
+    def _written(self, write, *args) -> Any:
+        """``write(*args)``; an ``OSError`` (disk full, quota, I/O) marks the writer failed, closes the file and
+        becomes a :class:`~.space.DiskSpaceError` naming the shard and the free space."""
+        try:
+            return write(*args)
+        except (OSError, RuntimeError) as exc:  # h5py raises either for a failed write or flush
+            self._failed = True
+            self.close()
+            raise space.write_failed(self.partial_path, exc) from exc
 
     def _create(self) -> None:
         self.partial_path.unlink(missing_ok=True)
@@ -265,11 +290,17 @@ class ShardWriter:
             self.commit()
 
     def commit(self) -> None:
-        """Make every image added so far durable (rows, then done/offsets/skipped, then commit_state; sync each)."""
+        """Make every image added so far durable (rows, then done/offsets/skipped, then commit_state; sync each).
+        Checks the free space for the rows first (:func:`.space.require`)."""
         if self._h5 is None:
             raise CacheError(f"{self.partial_path}: writer is closed")
         if not self._buf:
             return
+        rows = sum(arr.nbytes for _, rows, _ in self._buf if rows is not None for arr in rows.values())
+        space.require(self.partial_path, rows, f"a commit of {len(self._buf)} images")
+        self._written(self._commit)
+
+    def _commit(self) -> None:
         f, a, r0 = self._h5, self.n_done, self.rows
         counts = np.array([0 if rows is None else len(rows["embeddings"]) for _, rows, _ in self._buf])
         r1 = r0 + int(counts.sum())
@@ -308,13 +339,19 @@ class ShardWriter:
             if not any(p.startswith("image_ids differ") for p in problems):
                 self.partial_path.unlink(missing_ok=True)  # the committed rows themselves are bad: do not resume them
             raise CacheError(f"shard {self.path}: " + "; ".join(problems))
-        self._sync()
+        self._written(self._sync)
         self._h5.close()
         self._h5 = None
         staged = self.path.with_name(self.path.name + ".final")
-        _repack(self.partial_path, staged, self.compression)
-        if self._fsync:
-            _fsync(staged)
+        final = data_nbytes(self.kind, self.storage, self.dim, len(self.image_ids), self.rows)
+        space.require(staged, final, "the final copy")
+        try:
+            _repack(self.partial_path, staged, self.compression)
+            if self._fsync:
+                _fsync(staged)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)  # the verified partial stays: a rerun with space repacks it again
+            raise space.write_failed(staged, exc) from exc
         os.replace(staged, self.path)
         self.partial_path.unlink()
         if self._fsync:
@@ -322,17 +359,25 @@ class ShardWriter:
         log.info("%s: %d images, %d rows, %d skipped", self.path, len(self.image_ids), self.rows, len(self._skipped))
 
     def close(self) -> None:
-        """Close without committing (buffered images are lost; the partial keeps the last commit)."""
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
+        """Close without committing (buffered images are lost; the partial keeps the last commit). After a failed
+        write, an error of the close itself is logged, not raised (the write's error is the one to report)."""
+        if self._h5 is None:
+            return
+        f, self._h5 = self._h5, None
+        try:
+            f.close()
+        except (OSError, RuntimeError):
+            if not self._failed:
+                raise
+            log.warning("%s: HDF5 cannot close the file after the failed write", self.partial_path, exc_info=True)
+            space.skip_hdf5_exit_cleanup()
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if self._h5 is not None:
+            if self._h5 is not None and not self._failed and not isinstance(exc, space.DiskSpaceError):
                 self.commit()
         except Exception:
             if exc_type is None:

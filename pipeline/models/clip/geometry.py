@@ -1,4 +1,5 @@
-"""OAKE geometry (method sections 5.4 and 5.5): block windows and pyramid, adaptive object squares, masks.
+"""OAKE geometry (method sections 5.4 and 5.5): block windows and pyramid, object crops (the four crop strategies
+of the paper's crop ablation), masks.
 
 Pure functions on sizes and boxes; no images, no models. Boxes are xyxy in original-image pixels.
 """
@@ -15,6 +16,10 @@ MAX_STRIDE = 112
 RESCALE = 1.5
 MIN_OBJECT_SIDE = 4.0
 BLOCK0_BOX_MODES = ("centre", "reference_quirk")
+#: object crop strategies (:func:`object_crop`); the first is the reference's default
+EXPAND_MODES = ("adaptive", "constant", "longest_edge", "rectangle")
+ADAPTIVE_RATIO = 8.0
+CONSTANT_SIDE = 224.0
 
 
 def partition(length: int, block: int = BLOCK, stride: int = MAX_STRIDE) -> list[int]:
@@ -98,16 +103,48 @@ def _shift(lo: float, side: float, size: float) -> float:
     return lo
 
 
-def adaptive_square(box, width: int, height: int) -> tuple[float, float, float, float]:
-    """The adaptive square of a proposal: side sqrt(8 w h) centred on the box, shifted inside per axis
-    (right/down if it overflows the left/top, left/up if it overflows the right/bottom, which wins; no shift
-    when the side exceeds the image on that axis). No clamping, no minimum side."""
+def _square(box, side: float, width: int, height: int) -> tuple[float, float, float, float]:
+    """A square of ``side`` centred on ``box``, shifted inside per axis (right/down if it overflows the left/top,
+    left/up if it overflows the right/bottom, which wins; no shift when the side exceeds the image on that axis)."""
     x1, y1, x2, y2 = (float(v) for v in box)
-    side = math.sqrt(8.0 * (x2 - x1) * (y2 - y1))
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     sx = _shift(cx - side / 2, side, width)
     sy = _shift(cy - side / 2, side, height)
     return (sx, sy, sx + side, sy + side)
+
+
+def adaptive_square(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """The adaptive square of a proposal: side sqrt(8 w h) centred on the box, shifted inside as :func:`_square`.
+    No clamping, no minimum side (a very elongated box can be longer than its square)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return _square(box, math.sqrt(ADAPTIVE_RATIO * (x2 - x1) * (y2 - y1)), width, height)
+
+
+def object_crop(box, width: int, height: int, mode: str = "adaptive") -> tuple[float, float, float, float]:
+    """The region of the image that represents a proposal (xyxy floats; PIL crops it rounded, :func:`crop_box`),
+    by crop strategy (the paper's crop ablation, the reference's ``expand_mode``):
+
+    - ``adaptive`` (the reference's default): :func:`adaptive_square`, side sqrt(8 w h);
+    - ``constant``: a 224 px square centred on the box, shifted inside as the adaptive one (a box larger than
+      224 px is cut; as the reference's CONSTANT mode);
+    - ``longest_edge``: a square of side max(w, h) centred on the box, shifted inside: the tightest square that
+      holds the box (the reference's LONGEST_EDGE mode fails: it takes the side from ``torch.max(..., 1, True)``,
+      a (values, indices) pair);
+    - ``rectangle``: the proposal itself, no context (the reference's enum has RECTANGLE but no code for it);
+      the crop is resized to the model's square input without keeping its aspect ratio.
+
+    Raises ``ValueError`` for another mode.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if mode == "adaptive":
+        return adaptive_square(box, width, height)
+    if mode == "constant":
+        return _square(box, CONSTANT_SIDE, width, height)
+    if mode == "longest_edge":
+        return _square(box, max(x2 - x1, y2 - y1), width, height)
+    if mode == "rectangle":
+        return (x1, y1, x2, y2)
+    raise ValueError(f"crop strategy (expand_mode) {mode!r} not in {EXPAND_MODES}")
 
 
 def crop_box(square) -> tuple[int, int, int, int]:
@@ -124,8 +161,9 @@ def nearest_sources(size: int, grid: int) -> np.ndarray:
 
 
 def foreground_mask(box, square, grid: int) -> np.ndarray:
-    """``[grid, grid]`` bool, True = foreground, as the reference builds it on the UNROUNDED adaptive ``square``
-    (xyxy floats; the crop PIL takes is rounded, the mask is not): the proposal translated to the square's corner,
+    """``[grid, grid]`` bool, True = foreground, as the reference builds it on the UNROUNDED crop region ``square``
+    (xyxy floats, :func:`object_crop`, a square or the rectangle; the crop PIL takes is rounded, the mask is not;
+    each axis is resized on its own, as the crop is): the proposal translated to the region's corner,
     sampled at the integer positions ``0 .. ceil(side) - 1`` of each axis (inclusive bounds: ``x1 <= p <= x2``),
     then nearest-neighbour resized to ``grid`` (:func:`nearest_sources`). Computed in float32 as the reference."""
     sx1, sy1, sx2, sy2 = np.asarray(square, dtype=np.float32)

@@ -70,13 +70,21 @@ def normalize_uint8(batch: torch.Tensor) -> torch.Tensor:
     return (batch.float() / 255.0 - mean) / std
 
 
-def object_inputs(image: Image.Image, boxes: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N, 3, 224, 224]`` uint8 crops and ``[N, grid, grid]`` bool foreground masks for ``boxes [N, 4]``."""
+def object_inputs(
+    image: Image.Image, boxes: np.ndarray, grid: int, expand_mode: str = "adaptive"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, 3, 224, 224]`` uint8 crops and ``[N, grid, grid]`` bool foreground masks for ``boxes [N, 4]``: the
+    region :func:`geometry.object_crop` gives for ``expand_mode``; a square goes through the standard
+    preprocessing, the ``rectangle`` is resized (bicubic) to 224 x 224 without keeping its aspect ratio."""
     crops, masks = [], []
     for box in boxes:
-        square = geometry.adaptive_square(box, *image.size)
-        crops.append(standard_uint8(image.crop(geometry.crop_box(square))))  # PIL pads outside the image with black
-        masks.append(torch.from_numpy(geometry.foreground_mask(box, square, grid)))
+        region = geometry.object_crop(box, *image.size, expand_mode)
+        crop = image.crop(geometry.crop_box(region))  # PIL pads outside the image with black
+        if expand_mode == "rectangle":
+            crops.append(pil_to_uint8(crop.resize((224, 224), Image.BICUBIC)))
+        else:
+            crops.append(standard_uint8(crop))
+        masks.append(torch.from_numpy(geometry.foreground_mask(box, region, grid)))
     if not crops:
         return torch.zeros(0, 3, 224, 224, dtype=torch.uint8), torch.zeros(0, grid, grid, dtype=torch.bool)
     return torch.stack(crops), torch.stack(masks)

@@ -6,7 +6,9 @@
 (c) :class:`ObjectAwareEncoder`: the object-aware forward of section 5.5: patch conv at half stride with padding
     ``patch/2 - 1`` (ViT-B/32: stride 16, padding 15, 14x14 grid at 224 px), position embedding interpolated to
     that grid, and an [OBJ] stream that starts as a copy of [CLS] and, before each residual block, attends to the
-    patch tokens entering that block and to itself, with an additive -100 on background patches.
+    patch tokens entering that block and to itself, with an additive -100 on background patches. With the
+    object-aware masking off (the paper's mask ablation) the output is the [CLS] of the same half-stride model:
+    an [OBJ] stream without the mask attends to the same keys as [CLS] and equals it.
 
 All outputs are L2-normalised ``[N, D]`` in the model's dtype.
 """
@@ -80,12 +82,15 @@ class ObjectAwareEncoder:
     Args:
         visual: the loaded CLIP vision tower (unchanged; the half-stride conv reuses its kernel).
         mini_batch: objects per forward (the reference's 512).
+        masking: the object-aware attention mask (the reference's); ``False`` = the [CLS] output of the
+            half-stride model (:meth:`encode_cls`), the foreground masks are then not used.
     """
 
-    def __init__(self, visual: VisionTransformer, mini_batch: int = OBJECT_MINI_BATCH) -> None:
+    def __init__(self, visual: VisionTransformer, mini_batch: int = OBJECT_MINI_BATCH, masking: bool = True) -> None:
         _check(visual)
         self.visual = visual
         self.mini_batch = mini_batch
+        self.masking = masking
         patch = visual.conv1.kernel_size[0]
         self.stride = patch // 2
         self.padding = patch // 2 - 1
@@ -124,9 +129,9 @@ class ObjectAwareEncoder:
         -> ``[N, D]`` object embeddings, in mini-batches of ``mini_batch``."""
         if len(images) == 0:
             return images.new_zeros(0, self.visual.output_dim)
-        return torch.cat(
-            [
-                self._forward(images[i : i + self.mini_batch], foreground[i : i + self.mini_batch])
-                for i in range(0, len(images), self.mini_batch)
-            ]
-        )
+        rows = []
+        for i in range(0, len(images), self.mini_batch):
+            batch = images[i : i + self.mini_batch]
+            masks = foreground[i : i + self.mini_batch]
+            rows.append(self._forward(batch, masks) if self.masking else self.encode_cls(batch))
+        return torch.cat(rows)
