@@ -74,7 +74,7 @@ def train_inputs(wildcards):
             inputs[key.rsplit(".", 1)[1]] = PRETRAINED[key]
     # the prompt files its classifiers read (among prompts.kinds: checked at parse time)
     for kind in experiment.prompts:
-        inputs[f"prompt_{kind}"] = f"results/prompts/{PROMPT_FILES[kind]}.pth"
+        inputs[f"prompt_{kind}"] = f"results/prompts/{PROMPT_FILES.get(kind, kind)}.pth"
     for kind in experiment.caches:
         inputs[kind] = experiment_cache_shards(experiment, kind)
     return inputs
