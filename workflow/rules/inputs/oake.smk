@@ -49,17 +49,21 @@ def oake_shards(wildcards):
 
 
 def oake_targets():
-    """Verified caches of both splits: of the configured kinds that a trained experiment distils from (its
-    resolved heads, read_caches), or of every configured kind when no experiment is configured."""
-    kinds = config["oake"]["kinds"]
-    if EXPERIMENTS:
-        kinds = [k for k in kinds if k in read_caches()]
-    return expand(
-        "results/oake/{dataset}/{kind}/{folder}/verify.json",
-        dataset=DATASET,
-        kind=kinds,
-        folder=OAKE_FOLDERS,
-    )
+    """Verified caches: of the configured kinds, the cache folders that trained experiments distil from (their
+    resolved heads and extraction settings: read_caches), both splits at the run's settings and the training split
+    of a variant's own; every configured kind when no experiment is configured."""
+    if not EXPERIMENTS:
+        folders = [oake_kind_folder(k) for k in config["oake"]["kinds"]]
+    else:
+        folders = [
+            f for f in read_caches() if f.split("-", 1)[0] in config["oake"]["kinds"]
+        ]
+    run_folders = {oake_kind_folder(k) for k in ("globals", "blocks", "objects")}
+    return [
+        f"results/oake/{DATASET}/{folder}/{split}/verify.json"
+        for folder in folders
+        for split in (OAKE_FOLDERS if folder in run_folders else OAKE_FOLDERS[:1])
+    ]
 
 
 def oake_kind_args(wildcards, input):
