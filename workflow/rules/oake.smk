@@ -1,5 +1,8 @@
 # OAKE: CLIP knowledge extraction (method section 5) into HDF5 shards, one job per shard, split and kind.
 # Each job writes <shard>.partial, resumes after a kill, verifies, then renames into place.
+# The shards of a kind live in results/oake/{dataset}/{kind}{variant}/: {variant} is empty at the reference's
+# extraction settings, else a word per setting that differs (objects-expand_constant, objects-mask_off; made by
+# oake_kind_folder, read back by oake_folder_settings: workflow/rules/inputs/oake.smk, pipeline/oake/settings.py).
 
 
 # One extraction rule, inherited by the three kinds (rule names oake_{globals,blocks,objects} kept for logs,
@@ -10,13 +13,14 @@ rule oake_globals:
         images=oake_images,
         weights=clip_weights_input(),
     output:
-        "results/oake/{dataset}/{kind}/{folder}/shard-{shard}.h5",
+        "results/oake/{dataset}/{kind}{variant}/{folder}/shard-{shard}.h5",
     log:
-        "results/logs/oake_{kind}/{dataset}/{folder}/shard-{shard}.log",
+        "results/logs/oake_{kind}/{dataset}/{folder}{variant}/shard-{shard}.log",
     benchmark:
-        "results/benchmarks/oake_{kind}/{dataset}/{folder}/shard-{shard}.tsv"
+        "results/benchmarks/oake_{kind}/{dataset}/{folder}{variant}/shard-{shard}.tsv"
     wildcard_constraints:
         kind="globals",
+        variant="(?:)",
     conda:
         "../../envs/clip.yaml"
     resources:
@@ -44,6 +48,7 @@ rule oake_globals:
 use rule oake_globals as oake_blocks with:
     wildcard_constraints:
         kind="blocks",
+        variant="(?:)",
 
 
 use rule oake_globals as oake_objects with:
@@ -54,6 +59,7 @@ use rule oake_globals as oake_objects with:
         weights=clip_weights_input(),
     wildcard_constraints:
         kind="objects",
+        variant=OAKE_VARIANT_PATTERN,
 
 
 # The reference's released features (oake.import) replace extraction of the kinds they name: the same shards,
@@ -97,9 +103,11 @@ rule oake_verify:
         shards=oake_shards,
         annotations=oake_source,
     output:
-        "results/oake/{dataset}/{kind}/{folder}/verify.json",
+        "results/oake/{dataset}/{kind}{variant}/{folder}/verify.json",
     log:
-        "results/logs/oake_verify/{dataset}/{kind}/{folder}.log",
+        "results/logs/oake_verify/{dataset}/{kind}{variant}/{folder}.log",
+    wildcard_constraints:
+        variant=OAKE_VARIANT_PATTERN,
     conda:
         "../../envs/clip.yaml"
     params:

@@ -1,6 +1,7 @@
 # Input functions and parameters of the oake rules (workflow/rules/oake.smk). No rules here.
 
 import jsonschema
+import yaml
 
 from pipeline.oake import settings as oake_settings
 
@@ -10,6 +11,7 @@ _OAKE_SCHEMA = yaml.safe_load(
     (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text()
 )["properties"]["oake"]["properties"]
 OAKE_DEFAULTS = {name: _OAKE_SCHEMA[name]["default"] for name in oake_settings.SETTINGS}
+OAKE_VARIANT_PATTERN = oake_settings.SUFFIX_PATTERN
 
 
 def oake_extraction(overrides=None, key="oake"):
@@ -43,6 +45,7 @@ def shard_index(wildcards):
 
 
 def oake_shards(wildcards):
+    oake_folder_settings(wildcards)  # a folder that names no settings of its kind is an error here, not a missing rule
     return oake_shard_files(
         wildcards.kind + wildcards.variant, wildcards.folder, wildcards.dataset
     )
