@@ -43,7 +43,7 @@ def front_html(
     if transfer_png is not None and transfer_png.is_file():
         plot = (
             f'<p><img alt="transfer: base and novel AP50 per experiment" src="{data_uri(transfer_png)}" '
-            'style="max-width:100%"></p>'
+            'style="width:min(1000px,68vw);max-width:none"></p>'
         )
     return (
         f"<style>{STYLE}</style><h2>Results</h2>{note}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 STYLE = (
-    "body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em}"
+    "body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #bbb;padding:3px 8px;text-align:right}"
     "th:first-child,td:first-child{text-align:left}th{background:#eee}"
     ".zoom input{display:none}.zoom img{max-width:100%;cursor:zoom-in;vertical-align:top;margin:2px}"
