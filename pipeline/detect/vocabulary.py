@@ -1,7 +1,8 @@
 """The inputs of ``pipeline.detect``: the vocabulary, its text embeddings, the CLIP, and the images.
 
 :func:`parse_vocabulary` reads ``"a, b, c"`` and :func:`read_vocabulary_file` a text file (one name per line, ``#``
-comments); names are stripped, empty ones dropped, a repeated name is an error. :func:`prompt_rows` embeds names the
+comments); names are stripped, empty ones dropped, a repeated name is an error, and so are two names that
+differ only by case or spacing (:func:`pipeline.core.vocab.check_distinct`). :func:`prompt_rows` embeds names the
 way a stored prompt file of the checkpoint was made (``meta.kind``): ``vild`` with the ViLD template ensemble
 (``meta.renormalized``; a progress line per 10 % of the templates for :data:`PROGRESS_NAMES` names or more), a
 file with a learned ``context`` (``ml``) with that context; ``scaler`` / ``bias`` are kept. :func:`recorded_clip` is
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline.core.images import ImageItem
+from pipeline.core.vocab import check_distinct
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def read_vocabulary_file(path: str | Path) -> list[str]:
     return _checked([n.strip() for n in lines if not n.strip().startswith("#")], str(path))
 
 
-def vocabulary(names: str | Sequence[str] | None = None, file: str | Path | None = None) -> list[str]:
+def vocabulary_names(names: str | Sequence[str] | None = None, file: str | Path | None = None) -> list[str]:
     """The names of exactly one of ``names`` (``"a, b"`` or a list of names) and ``file``
     (:func:`read_vocabulary_file`).
 
@@ -68,6 +70,7 @@ def _checked(names: list[str], source: str) -> list[str]:
     repeated = sorted(n for n, k in Counter(names).items() if k > 1)
     if repeated:
         raise ValueError(f"{source}: repeated names {repeated}")
+    check_distinct(names, source)
     return names
 
 
