@@ -13,6 +13,8 @@ rule train:
         runner="results/logs/train/{experiment}.runner.log",
     benchmark:
         "results/benchmarks/train/{experiment}.tsv"
+    wildcard_constraints:
+        experiment=RUN_PATTERN,
     conda:
         "../../envs/mmdet.yaml"
     resources:

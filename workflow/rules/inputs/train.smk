@@ -9,8 +9,7 @@ EXPERIMENTS = detector_experiment.check(config)
 
 
 # a run is an experiment name (pipeline/core/runs.py: safe in paths and shells), perhaps with its seed mark
-wildcard_constraints:
-    experiment=f"{run_names.NAME_PATTERN}(?:[+]seed[0-9]+)?",
+RUN_PATTERN = f"{run_names.NAME_PATTERN}(?:[+]seed[0-9]+)?"
 
 
 def run_experiment(wildcards):
