@@ -102,6 +102,16 @@ def test_experiment_names_of_detect_and_export_are_checked(cli, key):
     assert f"config key '{key}': 'vild_dem' is not a run of this configuration; did you mean 'vild_demo'?" in message
 
 
+def test_runs_label_val_pairs_only_and_a_checkpoint_is_a_file(tmp_path):
+    message = refused({"export_instructcv": {"sources": ["vild_demo"], "split": "train"}})
+    assert "config key 'export_instructcv.sources': ['vild_demo'] label val pairs only" in message
+    assert configure({"export_instructcv": {"sources": ["gt"], "split": "train"}})
+    missing = tmp_path / "final.pth"
+    assert f"config key 'detect.checkpoint': no such file: {missing}" in refused({"detect": {"checkpoint": str(missing)}})
+    missing.write_bytes(b"x")
+    assert configure({"detect": {"checkpoint": str(missing)}}).config["detect"]["checkpoint"] == str(missing)
+
+
 def test_seed_runs_are_runs():
     checked = configure({"train": {"seeds": [2]}, "export_instructcv": {"sources": ["gt", "vild_demo+seed2"]}})
     assert "vild_demo+seed2" in C.run_names(checked.config)

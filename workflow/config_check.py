@@ -176,9 +176,21 @@ def run_names(cfg: Mapping) -> list[str]:
 
 def check_run_names(cfg: Mapping) -> None:
     """``detect.experiment`` (unless ``detect.checkpoint`` is given: then it only names the output folder) and every
-    ``export_instructcv.sources`` entry but ``gt`` name a run of this configuration."""
+    ``export_instructcv.sources`` entry but ``gt`` name a run of this configuration (a run's pairs are of val,
+    where it predicted); ``detect.checkpoint`` is a file."""
+    detect, export = cfg["detect"], cfg["export_instructcv"]
+    if detect["checkpoint"] and not Path(detect["checkpoint"]).is_file():
+        raise ConfigError(
+            f"config key 'detect.checkpoint': no such file: {detect['checkpoint']} (relative to the working "
+            f"directory {Path.cwd()})"
+        )
+    runs_exported = [s for s in export["sources"] if s != "gt"]
+    if runs_exported and export["split"] != "val":
+        raise ConfigError(
+            f"config key 'export_instructcv.sources': {runs_exported} label val pairs only (the detector predicts "
+            f"on val), but export_instructcv.split is {export['split']!r}: set it to val or use the source gt"
+        )
     known = run_names(cfg)
-    detect = cfg["detect"]
     wanted = [("detect.experiment", detect["experiment"])] if detect["experiment"] and not detect["checkpoint"] else []
     wanted += [("export_instructcv.sources", s) for s in cfg["export_instructcv"]["sources"] if s != "gt"]
     for key, name in wanted:
