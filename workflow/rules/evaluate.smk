@@ -99,6 +99,8 @@ rule report:
         ),
     log:
         "results/logs/report/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
     conda:
         "../../envs/pipeline.yaml"
     params:
