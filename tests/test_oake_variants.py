@@ -117,3 +117,53 @@ def test_a_partial_shard_of_other_settings_is_started_again(tmp_path, demo):  # 
     )
     assert cache.ShardReader(out).attrs["expand_mode"] == "longest_edge"
     assert json.loads(cache.ShardReader(out).attrs["skipped"]) == []
+
+
+# ---- the workflow: one extraction per distinct setting, read by the runs that ask for it -----------------------------
+VARIANTS_CONFIG = """
+experiments: [oadp_demo]
+variants:
+  oadp_demo-constant: {from: oadp_demo, oake: {expand_mode: constant}}
+  oadp_demo-constant_again: {from: oadp_demo, options: {train_cfg.max_iters: 3}, oake: {expand_mode: constant}}
+  oadp_demo-nomask: {from: oadp_demo, oake: {object_masking: false}}
+oake: {shards: 2}
+detect: {experiment: null}
+export_instructcv: {sources: [gt]}
+"""
+
+
+@pytest.mark.slow
+def test_the_plan_extracts_each_distinct_setting_once_for_the_runs_that_read_it(snakemake_bin, tmp_path):
+    import re
+    import subprocess
+
+    from tests.test_oake_extract import REPO
+
+    (tmp_path / "config.yaml").write_text(VARIANTS_CONFIG)
+    cmd = [snakemake_bin, "-n", "-p", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = re.findall(r"python -m pipeline\.oake\.objects .*--output (\S+) .*--expand-mode (\S+) (--\S+)", proc.stdout)
+    assert sorted(jobs) == sorted(
+        [
+            (f"results/oake/demo/objects/{split}/shard-{i:03d}.h5", "adaptive", "--object-masking")
+            for split in ("train", "val")
+            for i in range(2)
+        ]
+        # the variants distil on the training images: their own extraction covers the train split only
+        + [
+            (f"results/oake/demo/objects-expand_constant/train/shard-{i:03d}.h5", "constant", "--object-masking")
+            for i in range(2)
+        ]
+        + [
+            (f"results/oake/demo/objects-mask_off/train/shard-{i:03d}.h5", "adaptive", "--no-object-masking")
+            for i in range(2)
+        ]
+    )
+    trains = dict(re.findall(r"python -m pipeline\.train .* --experiment=(\S+) .*?--objects (\S+)", proc.stdout))
+    assert trains["oadp_demo"].startswith("results/oake/demo/objects/train/")
+    assert trains["oadp_demo-constant"] == trains["oadp_demo-constant_again"]
+    assert trains["oadp_demo-constant"].startswith("results/oake/demo/objects-expand_constant/train/")
+    assert trains["oadp_demo-nomask"].startswith("results/oake/demo/objects-mask_off/train/")
+    # globals and blocks: one extraction each, shared by all four runs
+    assert len(re.findall(r"python -m pipeline\.oake\.globals .*--output results/oake/demo/globals/", proc.stdout)) == 4
