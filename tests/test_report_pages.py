@@ -310,3 +310,27 @@ def test_front_page_has_the_headline_table_and_the_transfer_plot(tmp_path):
     ]
     (img,) = [a for t, a in page.tags if t == "img"]
     assert img["src"].startswith("data:image/png;base64,") and "transfer" in img["alt"]
+
+
+def test_ablation_of_a_real_preset_puts_the_published_figure_beside_the_full_method(tmp_path):
+    """The pyramid preset's names: the full method oadp_ov_coco has the reference README's 31.3 novel AP50 beside
+    its measured row; the variants have no published row (none is in the reference notes)."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    preset = yaml.safe_load((REPO / "workflow/presets/ablation_pyramid.yaml").read_text())
+    runs = ["oadp_ov_coco", *preset["variants"]]
+    _seeded(tmp_path, {r: (30.0 - k, 55.0, 48.0) for k, r in enumerate(runs)})
+    out = tmp_path / "report"
+    report.main(["--experiments", *runs, "--evaluate-dir", str(tmp_path / "evaluate"), "--out-dir", str(out),
+                 "--variants", json.dumps(preset["variants"])])  # fmt: skip
+    table = [line for line in (out / "summary.md").read_text().split("## Ablations")[1].splitlines()
+             if line.startswith("| oadp_ov_coco")]  # fmt: skip
+    assert len(table) == 4
+    assert table[0].startswith("| oadp_ov_coco | full method | 1 | 30.0 |")
+    source = "reference README (LutingWang/OADP d641d28), Results, OV COCO: mAPN50"
+    assert table[0].endswith(f"| novel AP50 31.3 ({source}) |")
+    assert table[1].startswith("| oadp_ov_coco-object | object distillation only (no block head, no global head) | 1 "
+                               "| 29.0 | -1.0 |")  # one seed each: no spread, no mark
+    assert all(line.endswith("| – |") for line in table[1:])
