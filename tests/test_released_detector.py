@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pipeline.core.safe_pickle import UnsafePickleError
 from pipeline.formats import prompt_file
 from pipeline.released import detector as released
+from pipeline.released import detector_keys as keys
 from tests.conftest import DEMO4
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -143,7 +144,7 @@ def convert(inputs, checkpoint: Path, output: Path, experiment: str = "oadp_demo
 
 def test_the_reference_layout_of_every_tensor(inputs):
     model = build(inputs)
-    ref = released.to_reference(model.state_dict(), model)
+    ref = keys.to_reference(model.state_dict(), model)
     tensors = [k for k in model.state_dict() if not k.endswith("_extra_state")]
     # every tensor once, the six step counters and the five non-persistent buffers mmcv 1.x saves as well
     assert len(ref) == len(tensors) + 6 + 5
@@ -206,7 +207,7 @@ def test_a_released_checkpoint_converts_to_the_same_detector(inputs, tmp_path):
 
     model = build(inputs)
     source = write_release(
-        tmp_path / "work_dirs/oadp_demo/iter_32000.pth", released.to_reference(model.state_dict(), model)
+        tmp_path / "work_dirs/oadp_demo/iter_32000.pth", keys.to_reference(model.state_dict(), model)
     )
     convert(inputs, source, tmp_path / "final.pth")
     ckpt = torch.load(tmp_path / "final.pth", map_location="cpu", weights_only=True)
@@ -286,7 +287,7 @@ def _tamper(state: OrderedDict, change: str) -> tuple[OrderedDict, str]:
 )
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_file_and_key(inputs, tmp_path, change):
     model = build(inputs)
-    state, message = _tamper(released.to_reference(model.state_dict(), model), change)
+    state, message = _tamper(keys.to_reference(model.state_dict(), model), change)
     source = write_release(tmp_path / "iter_1.pth", state)
     with pytest.raises(released.ReleasedFormatError, match=message) as err:
         convert(inputs, source, tmp_path / "final.pth")
@@ -315,7 +316,7 @@ def test_the_released_buffers_are_accepted_and_the_wrong_prompt_file_is_named(in
     """A file with the reference's `_lambda` and `_embeddings` converts to the same weights as one without them; one
     trained with the ml prompts in the bbox head (where this experiment reads vild) is refused naming vild.pth."""
     model = build(inputs)
-    bare = OrderedDict((k, v) for k, v in released.to_reference(model.state_dict(), model).items()
+    bare = OrderedDict((k, v) for k, v in keys.to_reference(model.state_dict(), model).items()
                        if not k.endswith(("._lambda", "._embeddings")))  # fmt: skip
     state = OrderedDict({**bare, **reference_buffers(inputs)})
     convert(inputs, write_release(tmp_path / "iter_1.pth", state), tmp_path / "final.pth")
@@ -339,7 +340,7 @@ def test_the_released_buffers_are_accepted_and_the_wrong_prompt_file_is_named(in
 
 def test_to_reference_writes_the_buffers_the_reference_saves(inputs):
     model = build(inputs)
-    ref = released.to_reference(model.state_dict(), model)
+    ref = keys.to_reference(model.state_dict(), model)
     for key, value in reference_buffers(inputs).items():
         assert ref[key].dtype == value.dtype == torch.float32 and torch.allclose(ref[key], value), key
 
@@ -347,7 +348,7 @@ def test_to_reference_writes_the_buffers_the_reference_saves(inputs):
 def test_the_released_lvis_file_needs_the_experiment_without_a_global_head(inputs, tmp_path):
     """An OV-LVIS-style file (no global head, no global counters) into an experiment with one: listed as missing."""
     model = build(inputs, {**SMALL, "model.global_head": None})
-    source = write_release(tmp_path / "epoch_24.pth", released.to_reference(model.state_dict(), model))
+    source = write_release(tmp_path / "epoch_24.pth", keys.to_reference(model.state_dict(), model))
     with pytest.raises(released.ReleasedFormatError, match=r"_global_head\._classifier\._linear\.weight \(-> glo"):
         convert(inputs, source, tmp_path / "final.pth")
     convert(inputs, source, tmp_path / "final.pth", options={**SMALL, "model.global_head": None})
@@ -459,7 +460,7 @@ def test_a_demo_detector_exported_and_imported_back_evaluates_the_same(snakemake
     trained = tmp_path / "results/train/baseline_demo/final.pth"
     model = load_detector(trained)[0]
     release = tmp_path / "work_dirs/baseline_demo/iter_3.pth"
-    released.write_reference_checkpoint(release, released.to_reference(model.state_dict(), model), MMCV_META)
+    released.write_reference_checkpoint(release, keys.to_reference(model.state_dict(), model), MMCV_META)
     original = json.loads((tmp_path / target).read_text())
     trained.rename(tmp_path / "trained.pth")
     (tmp_path / target).unlink()
