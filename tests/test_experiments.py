@@ -88,6 +88,7 @@ def test_variants_are_a_base_plus_overrides():
         ([], {"x": {"from": "y"}, "y": {"from": "x"}}, "made from each other: x -> y -> x"),
         ([], {"x": {"from": "nope"}}, "config key 'variants.x': unknown experiment 'nope'"),
         ([], {"x": {"from": "vild_ov_coco", "options": [1]}}, "variants.x.options"),
+        ([], {"x": {"from": "vild_ov_coco", "options": {"work_dir": "a,b"}}}, "option work_dir: 'a,b' would reach"),
     ],
 )
 def test_bad_experiments_and_variants_name_the_key(experiments, variants, message):

@@ -216,7 +216,35 @@ def resolve_all(
             description=d["description"],
             base=d["base"],
         )
+        _check_cli_round_trip(out[name], key)
     return out
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _check_cli_round_trip(experiment: Experiment, key: str) -> None:
+    """The overrides reach training as ``--cfg-options`` words: each must read back (mmengine's DictAction) as the
+    value configured, else ValueError naming the key (e.g. a string with a comma or a space, read as a list or
+    squeezed)."""
+    import argparse
+
+    from mmengine.config import DictAction
+
+    words = experiment.cli_options()
+    if not words:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--o", nargs="+", action=DictAction)
+    parsed = parser.parse_args(["--o", *words]).o
+    for dotted, value in flatten(experiment.option_dict).items():
+        if _plain(parsed.get(dotted)) != _plain(value):
+            raise ValueError(
+                f"config key '{key}': option {dotted}: {value!r} would reach training as {parsed.get(dotted)!r} "
+                "(a --cfg-options value; use numbers, booleans, null, lists, or strings without ',', ' ', quotes "
+                "or brackets)"
+            )
 
 
 def check_prompts(resolved: Mapping[str, Experiment], kinds: Iterable[str]) -> None:
