@@ -1,13 +1,15 @@
 """pipeline.detect: a trained detector with any vocabulary. With the training vocabulary it gives what predict gives,
-a reordered vocabulary relabels the same detections, pictures are the images enlarged to a readable size; the vocabulary, rendering and
-learned-context helpers it rests on."""
+a reordered vocabulary relabels the same detections, pictures are the images enlarged to a readable size and upright;
+the vocabulary, image listing, rendering and learned-context helpers it rests on; the README's Python example."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -67,18 +69,24 @@ def _assert_same(a: dict[tuple, float], b: dict[tuple, float]) -> None:
 
 @pytest.mark.slow
 def test_detect_with_the_training_vocabulary_is_predict_and_reordering_relabels(tmp_path):
+    """One predict loop: ``train predict`` and ``detect`` give the same detections, each stage's progress lines
+    carry its own name."""
     from pipeline import train
     from pipeline.detect.pages import PICTURE_MIN_SIDE
 
     demo = _checkpoint(tmp_path)
     train.main(
-        ["predict", "--checkpoint", str(tmp_path / "final.pth"), "--annotations", str(tmp_path / "val.all.json"),
-         "--images", str(demo / "images/val"), "--output", str(tmp_path / "predict.json"), "--device", "cpu",
-         "--score-thr", "0.3"]
+        ["--log", str(tmp_path / "predict.log"), "predict", "--checkpoint", str(tmp_path / "final.pth"),
+         "--annotations", str(tmp_path / "val.all.json"), "--images", str(demo / "images/val"),
+         "--output", str(tmp_path / "predict.json"), "--device", "cpu", "--score-thr", "0.3"]
     )  # fmt: skip
     predicted = json.loads((tmp_path / "predict.json").read_text())
     assert predicted, "the untrained detector should score some boxes above 0.3"
-    same = _detect(tmp_path, demo, ", ".join(DEMO4), "same")
+    progress = [line for line in (tmp_path / "predict.log").read_text().splitlines() if " img (" in line]
+    assert progress and all("pipeline.train: train predict vild_demo: " in line for line in progress)
+    same = _detect(tmp_path, demo, ", ".join(DEMO4), "same", "--log", str(tmp_path / "detect.log"))
+    progress = [line for line in (tmp_path / "detect.log").read_text().splitlines() if " img (" in line]
+    assert progress and all("pipeline.detect: detect vild_demo: " in line for line in progress)
     assert [d["category_name"] for d in same] == [DEMO4[d["category_id"]] for d in same]
     _assert_same({_key(d, d["category_id"]): d["score"] for d in same},
                  {_key(d, d["category_id"]): d["score"] for d in predicted})  # fmt: skip
@@ -121,24 +129,78 @@ def test_names_in_no_class_list_and_a_vocabulary_file(tmp_path, capsys):
     assert "prompts were made with CLIP OADP-Tiny-ViT-32 random" in capsys.readouterr().err
 
 
+def _exif_rotated_copy(source: Path, path: Path) -> Image.Image:
+    """``path``: ``source`` cut to a landscape 256 x 160, saved as a JPEG whose EXIF orientation (6) says "turn
+    90 degrees clockwise to view"; returns the upright image as the decoder reads it (portrait 160 x 256)."""
+    from pipeline.core.images import decode
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(source) as im:
+        im.convert("RGB").crop((0, 48, 256, 208)).save(path, quality=95, exif=exif)
+    upright = decode(path)
+    assert upright.size == (160, 256)
+    return upright
+
+
+@pytest.mark.slow
+def test_images_are_detected_and_drawn_upright_and_bad_ones_follow_the_policy(tmp_path, capsys, monkeypatch):
+    """The checkpoint's own CLIP (no flags); an EXIF-rotated JPEG is detected as its upright copy is, and drawn
+    upright; a 0-byte image stops the run naming it (error) or is left out, named (skip); a big vocabulary logs
+    its embedding's progress."""
+    from pipeline.core import cli
+    from pipeline.detect import main, vocabulary
+
+    demo = _checkpoint(tmp_path)
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    source = sorted((demo / "images/val").iterdir())[0]
+    _exif_rotated_copy(source, photos / "a_rotated.jpg").save(photos / "nested/b_upright.png")
+    (photos / "c_empty.jpg").write_bytes(b"")
+    argv = [str(tmp_path / "final.pth"), str(photos), "--vocabulary", ", ".join(DEMO4), "--device", "cpu"]
+    assert cli.run_main(main, [*argv, "--out-dir", str(tmp_path / "error")]) == 2
+    assert f"{photos / 'c_empty.jpg'}: unreadable image, id 2" in capsys.readouterr().err  # ids in path order
+    assert not (tmp_path / "error/detections.json").exists()
+
+    monkeypatch.setattr(vocabulary, "PROGRESS_NAMES", 2)  # a "big" vocabulary of 4 names
+    assert cli.run_main(main, [*argv, "--on-bad-image", "skip", "--out-dir", str(tmp_path / "skip")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping {photos / 'c_empty.jpg'}: unreadable image, id 2" in err
+    assert "embedding 4 names with the ViLD templates" in err and "vild: 4 names x 74 templates: " in err
+    dets = json.loads((tmp_path / "skip/detections.json").read_text())
+    rotated = {(d["category_name"], tuple(d["bbox"])): d["score"] for d in dets if d["image_id"] == 1}
+    upright = {(d["category_name"], tuple(d["bbox"])): d["score"] for d in dets if d["image_id"] == 3}
+    assert rotated and {d["image_id"] for d in dets} == {1, 3}
+    _assert_same(rotated, upright)
+    assert all(d["bbox"][0] + d["bbox"][2] <= 160.5 and d["bbox"][1] + d["bbox"][3] <= 256.5 for d in dets)
+    for stem in ("a_rotated", "b_upright"):
+        with Image.open(tmp_path / f"skip/pictures/{stem}.jpg") as p:
+            assert p.width * 256 == p.height * 160  # portrait, as the detector saw it
+    with (
+        Image.open(tmp_path / "skip/pictures/a_rotated.jpg") as a,
+        Image.open(tmp_path / "skip/pictures/b_upright.jpg") as b,
+    ):
+        assert np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() < 3  # the same picture
+
+
 def test_vocabulary_parsing(tmp_path):
-    from pipeline.detect.vocabulary import parse_vocabulary, read_vocabulary_file, vocabulary
+    from pipeline.detect.vocabulary import parse_vocabulary, read_vocabulary_file, vocabulary_names
 
     assert parse_vocabulary(" red star,a striped shape , ") == ["red star", "a striped shape"]
     (tmp_path / "v.txt").write_text("red star\n# comment\n\nblue circle\n")
     assert read_vocabulary_file(tmp_path / "v.txt") == ["red star", "blue circle"]
-    assert vocabulary(file=tmp_path / "v.txt") == ["red star", "blue circle"]
+    assert vocabulary_names(file=tmp_path / "v.txt") == ["red star", "blue circle"]
     # a name that happens to be a file path is a name: files come by --vocabulary-file only
     assert parse_vocabulary(str(tmp_path / "v.txt")) == [str(tmp_path / "v.txt")]
-    assert vocabulary(["dog ", "cat"]) == ["dog", "cat"]
+    assert vocabulary_names(["dog ", "cat"]) == ["dog", "cat"]
     with pytest.raises(ValueError, match=r"repeated names \['red star'\]"):
         parse_vocabulary("red star, red star")
     with pytest.raises(ValueError, match="no class names"):
         parse_vocabulary(" , ")
     with pytest.raises(ValueError, match="either as --vocabulary .* or as --vocabulary-file"):
-        vocabulary("a", tmp_path / "v.txt")
+        vocabulary_names("a", tmp_path / "v.txt")
     with pytest.raises(ValueError, match="either as --vocabulary"):
-        vocabulary()
+        vocabulary_names()
     with pytest.raises(ValueError, match=r"--vocabulary-file .*missing\.txt"):
         read_vocabulary_file(tmp_path / "missing.txt")
     names = [f"thing {i}" for i in range(10_000)]
@@ -250,3 +312,69 @@ def test_report_gallery_links_the_pictures_relative_to_the_report(tmp_path):
     )
     with pytest.raises(ValueError, match="not a detections file of pipeline.detect"):
         gallery_lines(detect_dir, tmp_path / "results/report")
+
+
+def _readme_block(marker: str) -> str:
+    """The README's fenced Python block that contains ``marker``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    found = [b for b in blocks if marker in b]
+    assert len(found) == 1, f"README.md: {len(found)} python blocks with {marker!r}"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_and_matches_the_command_line(tmp_path, monkeypatch):
+    """The README's three lines, run as written in a folder laid out as after ``make demo`` (a tiny random
+    checkpoint at the README's path), give the detections with names that the command line writes."""
+    import shutil
+
+    from pipeline.detect import main
+
+    code = _readme_block("Detector.from_checkpoint")
+    assert len([line for line in code.splitlines() if line.strip()]) == 3
+    demo = _checkpoint(tmp_path)
+    run = tmp_path / "run"
+    (run / "results/train/oadp_demo").mkdir(parents=True)
+    shutil.copy(tmp_path / "final.pth", run / "results/train/oadp_demo/final.pth")
+    shutil.copytree(demo / "images/val", run / "results/demo_data/images/val")
+    monkeypatch.chdir(run)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    detections = namespace["detections"]
+    names = re.search(r"\[(\"[^]]*\")\]\)", code).group(1)  # the names the example asks for
+    names = [n.strip().strip('"') for n in names.split(",")]
+    assert detections and {d["category_name"] for d in detections} <= set(names)
+    assert all(d["category_name"] == names[d["category_id"]] and d["score"] > 0.3 for d in detections)
+    val = sorted(p.name for p in (run / "results/demo_data/images/val").iterdir())
+    assert {d["file_name"] for d in detections} <= set(val)
+    main(["results/train/oadp_demo/final.pth", "results/demo_data/images/val", f"--vocabulary={', '.join(names)}"])
+    written = json.loads((run / "detections/vild_demo/detections.json").read_text())  # the checkpoint's experiment
+    _assert_same({_key(d, d["category_name"]): d["score"] for d in written},
+                 {_key(d, d["category_name"]): d["score"] for d in detections})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_given_checkpoint_plans_no_training(snakemake_bin, tmp_path):
+    """detect.checkpoint: Snakemake reads the file as it is (even this folder's results/train/E/final.pth, whose
+    training inputs do not exist here) and plans the detect job only, without CLIP flags (the checkpoint's own)."""
+    (tmp_path / "results/train/vild_demo").mkdir(parents=True)
+    (tmp_path / "results/train/vild_demo/final.pth").write_bytes(b"a trained detector")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos/cat.jpg").write_bytes(b"")
+    cmd = [snakemake_bin, "-n", "-p", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    config = ["detect={checkpoint: results/train/vild_demo/final.pth, experiment: null, images: [photos], "
+              "vocabulary: [red star, -dog]}", "export_instructcv={sources: []}"]  # fmt: skip
+    proc = subprocess.run([*cmd, "--config", *config, "--", "results/detect/vild_demo/index.html"],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^detect\s+1$", proc.stdout, flags=re.M) and re.search(r"^total\s+1$", proc.stdout, flags=re.M)
+    assert f"-- {tmp_path / 'results/train/vild_demo/final.pth'} photos" in proc.stdout
+    assert "'--vocabulary=red star, -dog'" in proc.stdout and "--clip-model" not in proc.stdout
+    target = ["--", "results/detect/vild_demo/index.html"]
+    trained = subprocess.run([*cmd, "--config", "export_instructcv={sources: []}", *target],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert trained.returncode == 0 and "python -m pipeline.train" in trained.stdout  # without it: trained first
+    missing = subprocess.run([*cmd, "--config", "detect={checkpoint: nothing.pth, images: [photos], vocabulary: [x]}"],
+                             capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert missing.returncode != 0 and "config key 'detect.checkpoint': no such file: nothing.pth" in missing.stderr

@@ -53,7 +53,7 @@ from pathlib import Path
 from pipeline.core import atomic, images
 from pipeline.core.images import ON_BAD_IMAGE, ImageItem, max_pixels_option
 from pipeline.core.options import Command, option
-from pipeline.detect.vocabulary import image_items, prompt_rows, recorded_clip, vocabulary
+from pipeline.detect.vocabulary import image_items, prompt_rows, recorded_clip, vocabulary_names
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Detector:
         """Detections of ``names`` (a list, or ``"a, b"``) on the image files and folders ``paths``."""
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
         found: list[dict] = []
-        for _, _, dets in self.detect(image_items(paths), vocabulary(names), self.score_thr):
+        for _, _, dets in self.detect(image_items(paths), vocabulary_names(names), self.score_thr):
             found += dets
         return found
 
@@ -187,7 +187,7 @@ def run(opts: DetectOptions) -> list[dict]:
 
     from pipeline.detect.pages import SCORE_FLOOR, ScoreBook, index_html, write_picture
 
-    names = vocabulary(opts.vocabulary, opts.vocabulary_file)
+    names = vocabulary_names(opts.vocabulary, opts.vocabulary_file)
     items = image_items(opts.images, opts.max_images)
     detector = Detector(
         opts.checkpoint,
