@@ -5,8 +5,10 @@ Subcommands::
     fit      train an experiment on base annotations with the OAKE caches. The experiment name is a config of
              ``pipeline/models/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
              ``oadp_*`` object + block + global, ``baseline_*`` none) or ``--config FILE``; ``--cfg-options``
-             overrides keys. lr is the config's for 16 images per iteration, scaled to the real batch by mmengine
-             (said in the log). Resumes from the last checkpoint of its work dir when the same run made it (config,
+             overrides keys. Every optimiser step sees the config's batch (16 images; gradients accumulated over
+             16 / (gpus x batch size) iterations, the schedule in optimiser steps) or, ``--effective-batch actual``,
+             gpus x batch size images at an lr scaled to them; the log and final.pth's ``meta.batch`` say which.
+             Resumes from the last checkpoint of its work dir when the same run made it (config,
              input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``);
              TensorBoard events in ``<work dir>/<timestamp>/vis_data``; writes ``final.pth`` (weights + the resolved
              config; weights-only loadable). ``--gpus N`` relaunches under torchrun.
@@ -73,6 +75,12 @@ class FitOptions:
     batch_size: int | None = option(None, help="images per GPU (none: the config's, 2)")
     workers: int | None = option(None, help="data loader workers per process (none: the config's)")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
+    effective_batch: str = option(
+        "reference",
+        help="reference: every optimiser step sees the config's batch (16 images), gradients accumulated over "
+        "16 / (gpus x batch size) iterations; actual: one step per iteration, lr scaled to gpus x batch size",
+        choices=("reference", "actual"),
+    )
     dry_run: bool = option(
         False, help=f"{dry.ITERS} iterations on the first {dry.IMAGES} images of --annotations", action="store_true"
     )
@@ -134,6 +142,8 @@ def _config(opts: FitOptions, *, cuda: bool):
         world_size=world,
         cuda=cuda,
         backbone=None if opts.backbone is None else str(opts.backbone),
+        effective_batch=opts.effective_batch,
+        data_iters=dry.ITERS if opts.dry_run else None,  # a few iterations, whatever the accumulation
     )
     if opts.dry_run:  # the dry-run image set, which the dry-run OAKE shards hold (keyed by image id)
         from pipeline.models.detector.datasets import restrict_images
@@ -161,7 +171,11 @@ def run_fit(opts: FitOptions) -> None:
     compat.allow_mmengine_checkpoints()
     register_modules()
     workdir.initial_weights(cfg, opts.work_dir)
+    from pipeline.models.training import quiet_mmengine, schedule_line
+
     runner = Runner.from_cfg(cfg)
+    quiet_mmengine(runner.logger)
+    log.info("%s: %s", opts.experiment, schedule_line(cfg))
     prompts = stored_prompts(cfg)  # read as the model was built, not after training
     with cli.also_to_log_file(runner.logger):  # iteration, loss, lr, ETA in the --log file too
         runner.train()
@@ -172,6 +186,7 @@ def run_fit(opts: FitOptions) -> None:
         "experiment": opts.experiment,
         "argv": shlex.join(opts.argv),
         "config": cfg.to_dict(),
+        "batch": dict(cfg.batch),  # gpus, per_gpu, accumulation, effective, reference, mode
         "prompts": prompts,
         "environment": environment(),
     }

@@ -560,3 +560,132 @@ def test_predict_refuses_or_skips_an_unreadable_image(tmp_path, capsys):
     arrays = np.load(regions, allow_pickle=False)
     expected = sorted(a["id"] for a in val["annotations"] if a["image_id"] != ids[0])
     assert sorted(arrays["ann_ids"].tolist()) == expected and ids[0] not in arrays["image_ids"].tolist()
+
+
+# ---- gradient accumulation: an accumulated step is a large-batch step ------------------------------------------------
+
+#: float32 agreement of the accumulated and the large-batch weights, relative to how far training moved them
+ACCUMULATION_RTOL = 1e-4
+
+
+def _first_k_sampler():
+    """A RoI / anchor sampler that draws the same samples of an image whatever else the batch holds: mmdet's
+    ``RandomSampler`` with each draw from a generator seeded by the pool's size instead of the global random
+    stream (which a batch of 4 consumes in another order than two batches of 2: RPN 1-4 then R-CNN 1-4 against
+    RPN 1-2, R-CNN 1-2, RPN 3-4, R-CNN 3-4)."""
+    from mmdet.models.task_modules.samplers import RandomSampler
+    from mmdet.registry import TASK_UTILS
+
+    if "BatchIndependentSampler" in TASK_UTILS.module_dict:
+        return
+
+    @TASK_UTILS.register_module()
+    class BatchIndependentSampler(RandomSampler):
+        def random_choice(self, gallery, num):
+            gallery = torch.as_tensor(gallery, dtype=torch.long)
+            perm = torch.randperm(gallery.numel(), generator=torch.Generator().manual_seed(gallery.numel()))
+            return gallery[perm[:num]]
+
+
+@pytest.fixture(scope="module")
+def accumulation_setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("accumulation")
+    demo = make_demo_split(tmp, num_train=8, num_val=1)  # 256 x 256 images: the same padding in any batch
+    return tmp, demo, _vild_and_ml_prompts(tmp)
+
+
+def _baseline_run(setup, name, *, per_gpu, reference, mode="reference", iters=3, fixed_sampling=True, stop_at=None):
+    """Train baseline_demo (R18-FPN, frozen BN statistics) with SGD for ``iters`` optimiser steps at ``per_gpu``
+    images per iteration in one process, the config's batch ``reference``; ``stop_at`` data iterations end the run
+    early (a checkpoint at its end), as a job stopped there. Returns the weights and the run's log text."""
+    from mmengine.runner import Runner
+
+    from pipeline.core import compat
+    from pipeline.models.detector import register_modules
+    from pipeline.models.detector.config import detector_config
+    from pipeline.models.training import quiet_mmengine
+
+    tmp, demo, prompt_files = setup
+    register_modules()
+    compat.allow_mmengine_checkpoints()
+    options = {
+        "randomness.seed": 0,
+        "auto_scale_lr.base_batch_size": reference,
+        "model.train_cfg.rpn_proposal.max_per_img": 50,
+        "model.train_cfg.rcnn.sampler.num": 32,
+    }
+    if fixed_sampling:
+        _first_k_sampler()
+        options["model.train_cfg.rpn.sampler.type"] = "BatchIndependentSampler"
+        options["model.train_cfg.rcnn.sampler.type"] = "BatchIndependentSampler"
+    cfg = detector_config(
+        "baseline_demo",
+        names=list(DEMO4),
+        num_base=3,
+        prompts=prompt_files,
+        annotations=str(tmp / "train.base.json"),
+        images=str(demo / "images/train"),
+        work_dir=str(tmp / name),
+        options=options,
+        iters=iters,
+        batch_size=per_gpu,
+        workers=0,
+        effective_batch=mode,
+    )
+    cfg.optim_wrapper.optimizer = dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=2.5e-5)  # the reference's
+    for step in cfg.train_dataloader.dataset.pipeline:  # 128 px: a quarter of the demo's pixels, the same code
+        if step.type == "Resize":
+            step.scale = (128, 128)
+    if stop_at is not None:
+        cfg.train_cfg.max_iters = stop_at
+    runner = Runner.from_cfg(cfg)
+    quiet_mmengine(runner.logger)
+    runner.train()
+    state = runner.model.state_dict()
+    weights = {k: v.detach().clone() for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()}
+    return weights, sorted((tmp / name).glob("2*/2*.log"))[-1].read_text(), cfg
+
+
+@pytest.mark.slow
+def test_an_accumulated_step_equals_a_large_batch_step(accumulation_setup):
+    """1 process x 2 images accumulated to 4 gives the weights of 1 x 4 after 3 SGD steps (warm-up and lr step
+    included), within float32 summation order; 1 x 2 without accumulation (the old behaviour, lr halved) does not.
+
+    Tolerance: the per-image losses and samples are the same (frozen BN statistics, one image size, fixed per-image
+    sampling, a fixed number of samples per image so that every mean has the same normaliser), so the two runs
+    differ only in how float32 sums are grouped (two backward passes of 2 images added, against one of 4), a few
+    ulps (~1e-7) of each gradient, which 3 SGD steps carry into the weights; the bound is the largest weight
+    difference over the largest weight change, 1e-4, and the old behaviour's difference must be 100x larger."""
+    initial = _baseline_run(accumulation_setup, "init", per_gpu=4, reference=4, iters=1, stop_at=0)[0]
+    big, _, big_cfg = _baseline_run(accumulation_setup, "big", per_gpu=4, reference=4)
+    acc, log, acc_cfg = _baseline_run(accumulation_setup, "acc", per_gpu=2, reference=4)
+    old = _baseline_run(accumulation_setup, "old", per_gpu=2, reference=4, mode="actual")[0]
+    assert big_cfg.batch["accumulation"] == 1 and acc_cfg.batch["accumulation"] == 2
+    assert acc_cfg.train_cfg.max_iters == 6 and big_cfg.train_cfg.max_iters == 3
+    # the lr of each optimiser step is the large batch's: warm-up over 3 steps, x0.1 after step 2
+    assert "1 GPU x 2 images x 2 accumulated = 4 images per optimiser step" not in log  # the stage's line, not here
+
+    moved = max((big[k] - initial[k]).abs().max().item() for k in big)
+    diff = max((acc[k] - big[k]).abs().max().item() for k in big)
+    diff_old = max((old[k] - big[k]).abs().max().item() for k in big)
+    print(f"largest weight change {moved:.3e}; accumulated vs large batch {diff:.3e}; old behaviour {diff_old:.3e}")
+    assert moved > 1e-3
+    assert diff <= ACCUMULATION_RTOL * moved
+    assert diff_old >= 100 * diff
+    # mmengine's notices a user cannot act on are filtered out of the training log
+    assert "requires_grad=False" not in log and "FileClient" not in log
+
+
+@pytest.mark.slow
+def test_a_resumed_accumulated_run_continues_exactly(accumulation_setup):
+    """An accumulated run (2 x 2 images per step, 3 steps) stopped after 1 step and resumed from its checkpoint
+    ends with exactly the weights of the run that was never stopped: the data order, the optimiser state, the
+    schedulers in optimiser steps and the samplers' random state (RandomStateHook) continue."""
+    run = dict(per_gpu=2, reference=4, iters=3, fixed_sampling=False)
+    whole = _baseline_run(accumulation_setup, "whole", **run)[0]
+    _baseline_run(accumulation_setup, "resumed", **run, stop_at=2)
+    resumed, log, _ = _baseline_run(accumulation_setup, "resumed", **run)
+    assert "resumed epoch: 0, iter: 2" in log
+    assert whole.keys() == resumed.keys()
+    for k in whole:
+        assert torch.equal(whole[k], resumed[k]), k

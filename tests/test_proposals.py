@@ -490,25 +490,36 @@ def test_training_images_counts_what_mmdet_trains_on():
 
 
 def test_rpn_1x_schedule_by_hand():
-    # OV-COCO: 107,761 training images with base boxes, 12 epochs at 16 images: ceil(80,820.75) iterations, steps
-    # after epochs 8 and 11 = round(53,880.67) and round(74,085.92); lr 0.02 as given for 16 images
-    s = schedule.schedule(images=107_761, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, batch=16)
-    assert (s.iters, s.milestones, s.lr) == (80_821, (53_881, 74_086), 0.02)
-    # one GPU x 2 images: 8x the iterations, lr / 8
-    s = schedule.schedule(images=1000, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, batch=2)
-    assert (s.iters, s.milestones, s.lr) == (6000, (4000, 5500), 0.0025)
-    # fixed iterations keep the steps' fractions 8/12 and 11/12
-    s = schedule.schedule(images=1000, epochs=12, iters=200, steps=[8, 11], lr=0.01, lr_batch=2, batch=2)
+    # OV-COCO: 107,761 training images with base boxes, 12 epochs at 16 images: ceil(80,820.75) optimiser steps,
+    # lr steps after epochs 8 and 11 = round(53,880.67) and round(74,085.92); lr 0.02 as given for 16 images
+    s = schedule.schedule(
+        images=107_761, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, gpus=8, batch_size=2
+    )
+    assert (s.iters, s.milestones, s.lr, s.batch.accumulation) == (80_821, (53_881, 74_086), 0.02, 1)
+    # one GPU x 2 images, reference batch: the same steps of 16 images, 8 iterations accumulated per step
+    s = schedule.schedule(images=1000, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, gpus=1, batch_size=2)
+    assert (s.iters, s.milestones, s.lr, s.batch.accumulation) == (750, (500, 688), 0.02, 8)
+    # actual batch (the old behaviour): 8x the steps of 2 images, lr / 8
+    s = schedule.schedule(
+        images=1000, epochs=12, iters=None, steps=[8, 11], lr=0.02, lr_batch=16, gpus=1, batch_size=2, mode="actual"
+    )
+    assert (s.iters, s.milestones, s.lr, s.batch.accumulation) == (6000, (4000, 5500), 0.0025, 1)
+    # fixed steps keep the lr steps' fractions 8/12 and 11/12
+    s = schedule.schedule(images=1000, epochs=12, iters=200, steps=[8, 11], lr=0.01, lr_batch=2, gpus=1, batch_size=2)
     assert (s.iters, s.milestones, s.lr) == (200, (133, 183), 0.01)
     assert s.param_scheduler() == [
         dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=200),
         dict(type="MultiStepLR", by_epoch=False, begin=0, end=200, milestones=[133, 183], gamma=0.1),
     ]
     with pytest.raises(ValueError, match=r"lr steps \[8, 13\]"):
-        schedule.schedule(images=10, epochs=12, iters=None, steps=[8, 13], lr=0.02, lr_batch=16, batch=2)
+        schedule.schedule(images=10, epochs=12, iters=None, steps=[8, 13], lr=0.02, lr_batch=16, gpus=1, batch_size=2)
+    with pytest.raises(ValueError, match=r"'proposals.gpus' x 'proposals.batch_size' = 3 x 2 = 6 images"):
+        schedule.schedule(images=10, epochs=12, iters=None, steps=[8], lr=0.02, lr_batch=16, gpus=3, batch_size=2)
 
 
 def test_train_config_schedule(tmp_path):
+    from pipeline.models.training import schedule_line
+
     ann = write_json(
         tmp_path / "a.json",
         {
@@ -521,19 +532,36 @@ def test_train_config_schedule(tmp_path):
     def cfg(*extra):
         return rpn_config.train_config(train_args(ann, tmp_path, tmp_path / "w", "--backbone-init", "random", *extra))
 
-    # 9 images with a box, 12 epochs at 2 GPUs x 2 images: ceil(27) = 27 iterations, steps after 18 and 24.75 -> 25;
-    # lr 0.02 for 16 images -> 0.005 for 4
+    # 9 images with a box, 12 epochs at 16 images per step: ceil(6.75) = 7 steps, lr steps after round(4.67) = 5 and
+    # round(6.42) = 6; 2 GPUs x 2 images accumulate 4 iterations per step: 28 iterations; lr 0.02 as given
     c = cfg("--gpus", "2")
+    assert c["train_cfg"]["max_iters"] == 28 and c["optim_wrapper"]["optimizer"]["lr"] == 0.02
+    assert c["optim_wrapper"]["accumulative_counts"] == 4 and c["param_scheduler"][1]["milestones"] == [5, 6]
+    assert c["default_hooks"]["param_scheduler"] == dict(type="AccumulatedParamSchedulerHook", accumulation=4)
+    assert c["default_hooks"]["checkpoint"]["interval"] == 4 * 200  # --checkpoint-every counts optimiser steps
+    assert c["batch"] == dict(gpus=2, per_gpu=2, accumulation=4, reference=16, mode="reference", effective=16)
+    assert schedule_line(c) == (
+        "2 GPUs x 2 images x 4 accumulated = 16 images per optimiser step (reference 16), 7 optimiser steps = 28 "
+        "data iterations, lr 0.02, linear warm-up over 7 steps, lr x0.1 after steps [5, 6]"
+    )
+    # actual (the old behaviour): 12 epochs at 2 GPUs x 2 images: ceil(27) = 27 iterations, steps after 18 and
+    # 24.75 -> 25; lr 0.02 for 16 images -> 0.005 for 4
+    c = cfg("--gpus", "2", "--effective-batch", "actual")
     assert c["train_cfg"]["max_iters"] == 27 and c["optim_wrapper"]["optimizer"]["lr"] == pytest.approx(0.005)
-    assert c["param_scheduler"][1]["milestones"] == [18, 25]
+    assert c["param_scheduler"][1]["milestones"] == [18, 25] and "accumulative_counts" not in c["optim_wrapper"]
     # the demo's settings: 200 iterations, no steps, lr 0.01 for its 2 images: the warm-up alone, lr unscaled
     c = cfg("--iters", "200", "--steps", "--lr", "0.01", "--lr-batch", "2")
     assert c["optim_wrapper"]["optimizer"]["lr"] == 0.01 and c["train_cfg"]["max_iters"] == 200
     assert c["param_scheduler"] == [dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=200)]
-    # a dry run shrinks the schedule to its iterations, the steps at the same fractions
+    assert schedule_line(c).endswith(
+        "200 iterations, lr 0.01, linear warm-up over 200 steps, no lr decay step (constant lr after the warm-up)"
+    )
+    # a dry run: its few iterations whatever the accumulation, the steps at the same fractions
     c = cfg("--dry-run")
-    assert c["train_cfg"]["max_iters"] == dry.ITERS
+    assert c["train_cfg"]["max_iters"] == dry.ITERS and c["optim_wrapper"]["accumulative_counts"] == 8
     assert c["param_scheduler"][1]["milestones"] == sorted({round(8 * dry.ITERS / 12), round(11 * dry.ITERS / 12)})
+    with pytest.raises(ValueError, match=r"a.json: config keys 'proposals.gpus' x 'proposals.batch_size' = 1 x 5"):
+        cfg("--batch-size", "5")
     empty = write_json(tmp_path / "e.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
     with pytest.raises(ValueError, match="e.json: no training image"):
         rpn_config.train_config(train_args(empty, tmp_path, tmp_path / "w"))

@@ -3,7 +3,8 @@
 Subcommands::
 
     train    an mmdet 3 RPN (ResNet-FPN) on the BASE annotations only (``.48`` / ``.866`` / ``.base``), by default
-             mmdet's RPN 1x from an ImageNet backbone (:mod:`pipeline.proposals.schedule`);
+             mmdet's RPN 1x from an ImageNet backbone, 16 images per optimiser step on any number of GPUs
+             (gradients accumulated; :mod:`pipeline.proposals.schedule`);
              resumable: restarts from the last checkpoint of its work dir when the same run made it (options,
              input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``)
     predict  run a trained RPN over every image of a split -> ``results/proposals/{dataset}/{folder}.h5``;
@@ -59,14 +60,20 @@ class TrainOptions:
         "torchvision:" + IMAGENET_R50, help="random, torchvision:PATH (ImageNet ResNet) or detector:PATH (SoCo)"
     )
     epochs: float = option(12.0, help="schedule length in epochs over the training images (mmdet's RPN 1x)")
-    iters: int | None = option(None, help="training iterations (none: --epochs)")
+    iters: int | None = option(None, help="optimiser steps (none: from --epochs)")
     steps: tuple[float, ...] = option((8, 11), help="epochs after which lr x0.1 (with --iters: the same fractions)")
     batch_size: int = option(2, help="images per GPU")
-    lr: float = option(0.02, help="SGD learning rate for --lr-batch images per iteration")
-    lr_batch: int = option(16, help="images per iteration --lr is for (scaled linearly to gpus x batch size)")
+    lr: float = option(0.02, help="SGD learning rate for --lr-batch images per optimiser step")
+    lr_batch: int = option(16, help="images per optimiser step --lr is for: the reference batch")
+    effective_batch: str = option(
+        "reference",
+        help="reference: every optimiser step sees --lr-batch images, gradients accumulated over "
+        "lr_batch / (gpus x batch size) iterations; actual: gpus x batch size images per step, lr scaled linearly",
+        choices=("reference", "actual"),
+    )
     scale: int = option(800, help="short side of the training images")
     workers: int = option(2, help="data loader workers per process")
-    checkpoint_every: int = option(200, help="iterations between checkpoints")
+    checkpoint_every: int = option(200, help="optimiser steps between checkpoints")
     seed: int = option(3407, help="random seed")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
     dry_run: bool = option(
@@ -138,18 +145,18 @@ def run_train(opts: TrainOptions) -> None:
     from mmengine.runner import Runner
 
     from pipeline.core import compat
+    from pipeline.models import hooks  # noqa: F401  (registers the accumulation and random-state hooks)
     from pipeline.models.detector import transforms  # noqa: F401  (registers ReadImage)
+    from pipeline.models.training import quiet_mmengine, schedule_line
     from pipeline.proposals import heads as proposal_heads  # noqa: F401  (registers OLNStyleRPNHead)
 
     compat.allow_mmengine_checkpoints()
     register_all_modules()
     cfg = Config(config)
-    steps = [m for s in cfg.param_scheduler if s.type == "MultiStepLR" for m in s.milestones]
-    log.info(
-        "schedule: %d iterations, lr %g, x0.1 after %s", cfg.train_cfg.max_iters, cfg.optim_wrapper.optimizer.lr, steps
-    )
+    log.info("schedule: %s", schedule_line(cfg))
     workdir.initial_weights(cfg, opts.work_dir)
     runner = Runner.from_cfg(cfg)
+    quiet_mmengine(runner.logger)
     with cli.also_to_log_file(runner.logger):  # iteration, loss, lr, ETA in the --log file too
         runner.train()
     if runner.rank != 0:
@@ -158,6 +165,7 @@ def run_train(opts: TrainOptions) -> None:
     model = getattr(runner.model, "module", runner.model)  # unwrap DistributedDataParallel
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = dict(depth=opts.depth, scale=opts.scale, arch=opts.arch, annotations_sha256=sha256_file(opts.annotations))
+    meta["batch"] = dict(cfg.batch)  # gpus, per_gpu, accumulation, effective, reference, mode
     with atomic.atomic_path(final, suffix=".pth") as tmp:
         torch.save({"state_dict": state, "meta": meta}, tmp)
     log.info("wrote %s", final)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.core import atomic
 from pipeline.core import dry_run as dry
+from pipeline.models.training import accumulate
 from pipeline.proposals import schedule
 
 BACKBONE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048]}
@@ -108,7 +109,9 @@ def train_config(args: Any) -> dict:
             steps=args.steps,
             lr=args.lr,
             lr_batch=args.lr_batch,
-            batch=args.gpus * args.batch_size,
+            gpus=args.gpus,
+            batch_size=args.batch_size,
+            mode=args.effective_batch,
         )
     except ValueError as err:
         raise ValueError(f"{args.annotations}: {err}") from None
@@ -129,7 +132,7 @@ def train_config(args: Any) -> dict:
         from pipeline.models.detector.datasets import restrict_images
 
         restrict_images(dataset, dry.image_ids(args.annotations))
-    return dict(
+    config = dict(
         model=rpn_model(args.depth, args.backbone_init, args.arch),
         work_dir=str(args.work_dir),
         train_dataloader=dict(
@@ -162,4 +165,13 @@ def train_config(args: Any) -> dict:
         # a detector checkpoint initialises every module with a matching name (backbone, neck, rpn_head), loaded
         # non-strictly by a fresh run; a resumed run ignores it (pipeline.core.workdir.initial_weights)
         load_from=args.backbone_init.split(":", 1)[1] if args.backbone_init.startswith("detector:") else None,
+        custom_hooks=[dict(type="RandomStateHook")],  # a resumed run samples anchors as the uninterrupted one
+        batch=sched.batch.as_dict(),
     )
+    # optimiser steps of lr_batch images: accumulated over several iterations (pipeline.models.training)
+    accumulate(config, sched.batch.accumulation, sched.batch.per_gpu)
+    if args.dry_run:  # a few iterations whatever the accumulation (the last optimiser step partial)
+        config["train_cfg"].update(max_iters=iters, val_interval=iters + 1)
+        checkpoint = config["default_hooks"]["checkpoint"]
+        checkpoint["interval"] = min(checkpoint["interval"], iters)
+    return config

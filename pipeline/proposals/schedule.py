@@ -1,12 +1,13 @@
 """The RPN's training schedule (``proposals train``): its length in epochs over the training images, lr steps at
-epochs, and the lr scaled linearly to the real batch.
+epochs, and the batch of an optimiser step.
 
 The defaults are mmdet's ``rpn_r50_fpn_1x``: 12 epochs, lr 0.02 for 16 images per iteration, x0.1 after epochs 8
 and 11, a 500-iteration linear warm-up. The loop is iteration-based (a requeued job resumes at its last checkpoint,
-not at an epoch boundary), so the epochs become ``ceil(epochs * images / (gpus * batch_size))`` iterations, the
-steps the same fractions of them; ``--iters`` fixes the length instead and keeps the steps' fractions
-(``s / epochs`` of the run). The lr is scaled as mmengine's ``auto_scale_lr`` scales the detectors':
-``lr * gpus * batch_size / lr_batch``.
+not at an epoch boundary). The batch (:mod:`pipeline.core.batching`) is ``lr_batch`` images per optimiser step in
+``reference`` mode (gradients of ``lr_batch / (gpus x batch_size)`` iterations accumulated, the lr as given) or
+``gpus x batch_size`` in ``actual`` mode (the lr scaled linearly: ``lr * gpus * batch_size / lr_batch``). The epochs
+become ``ceil(epochs * images / effective batch)`` optimiser steps, the lr steps the same fractions of them;
+``--iters`` fixes the number of optimiser steps instead and keeps the steps' fractions (``s / epochs`` of the run).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from pipeline.core.batching import Batch, plan
 
 #: mmdet's ``filter_cfg`` of the training dataset: images without a box, or with a side below this, are left out
 MIN_SIZE = 32
@@ -29,11 +32,12 @@ def training_images(data: Mapping, min_size: int = MIN_SIZE) -> int:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Iterations, the iterations after which the lr drops x0.1, and the lr of the real batch."""
+    """Optimiser steps, the steps after which the lr drops x0.1, the lr of the effective batch and the batch."""
 
     iters: int
     milestones: tuple[int, ...]
     lr: float
+    batch: Batch
 
     def param_scheduler(self) -> list[dict]:
         """mmengine ``param_scheduler``: the linear warm-up from lr x 0.001, then the steps (none: constant lr)."""
@@ -54,16 +58,20 @@ def schedule(
     steps: Sequence[float],
     lr: float,
     lr_batch: int,
-    batch: int,
+    gpus: int,
+    batch_size: int,
+    mode: str = "reference",
 ) -> Schedule:
-    """The schedule of ``epochs`` over ``images`` training images at ``batch`` images per iteration (all GPUs), or of
-    ``iters`` iterations when given; ``steps`` in epochs (each must lie in ``(0, epochs]``); ``lr`` is for
-    ``lr_batch`` images per iteration."""
+    """The schedule of ``epochs`` over ``images`` training images, or of ``iters`` optimiser steps when given;
+    ``steps`` in epochs (each must lie in ``(0, epochs]``); ``lr`` is for ``lr_batch`` images per step, the
+    reference batch; ``gpus x batch_size`` images per iteration, ``mode`` as :func:`pipeline.core.batching.plan`
+    (a ``ValueError`` names ``proposals.gpus`` / ``proposals.batch_size`` when they do not divide ``lr_batch``)."""
     if any(not 0 < s <= epochs for s in steps):
         raise ValueError(f"lr steps {list(steps)}: each must be an epoch in (0, {epochs}]")
+    batch = plan(lr_batch, gpus, batch_size, mode, keys="proposals")
     if iters is None:
         if images < 1:
             raise ValueError("no training image has a base box of the minimum size: nothing to train on")
-        iters = math.ceil(epochs * images / batch)
+        iters = math.ceil(epochs * images / batch.effective)
     milestones = tuple(sorted({max(1, round(s * iters / epochs)) for s in steps}))
-    return Schedule(iters=iters, milestones=milestones, lr=lr * batch / lr_batch)
+    return Schedule(iters=iters, milestones=milestones, lr=lr * batch.lr_factor, batch=batch)

@@ -51,6 +51,7 @@ else:
             batch_size=config["proposals"]["batch_size"],
             lr=config["proposals"]["lr"],
             lr_batch=config["proposals"]["lr_batch"],
+            effective_batch=config["proposals"]["effective_batch"],
             scale=config["proposals"]["scale"],
             gpus=config["proposals"]["gpus"],
             dry=dry_run_flag(),
@@ -60,7 +61,8 @@ else:
             " --depth {params.depth:q}"
             " --backbone-init {params.backbone_init:q} --epochs {params.epochs:q} {params.iters:q}"
             " --steps {params.steps:q} --batch-size {params.batch_size:q} --lr {params.lr:q}"
-            " --lr-batch {params.lr_batch:q} --scale {params.scale:q}"
+            " --lr-batch {params.lr_batch:q} --effective-batch {params.effective_batch:q}"
+            " --scale {params.scale:q}"
             " --gpus {params.gpus:q}"
             " {params.dry:q} > {log.runner:q} 2>&1"
 

@@ -10,5 +10,6 @@ def register_modules() -> None:
     from mmdet.utils import register_all_modules
 
     from pipeline.models.detector import datasets, model, modules, roi_head, transforms  # noqa: F401
+    from pipeline.models import hooks  # noqa: F401  (accumulation and random-state hooks)
 
     register_all_modules()

@@ -11,7 +11,10 @@ of the DAG is the config name. What a file cannot know is filled by :func:`fill_
 * one process without a GPU: ``SyncBN`` becomes ``BN``, and fp16 (``AmpOptimWrapper``) becomes fp32.
 
 ``--cfg-options``-style overrides (dotted keys) apply before filling; :func:`set_iters` shortens a schedule to a given
-number of iterations with its lr steps at the same fractions (``dry_run`` and the demo use it).
+number of iterations with its lr steps at the same fractions (``dry_run`` and the demo use it); :func:`set_batch`
+makes every optimiser step see the config's batch (``auto_scale_lr.base_batch_size``: the reference's 16 images)
+by accumulating gradients over ``base / (gpus x batch_size)`` iterations, or keeps mmengine's lr scaling
+(:mod:`pipeline.core.batching`).
 """
 
 from __future__ import annotations
@@ -122,6 +125,56 @@ def set_iters(cfg, iters: int) -> None:
     cfg.default_hooks.logger.interval = min(cfg.default_hooks.logger.interval, max(1, iters // 10))
 
 
+def reference_batch(cfg) -> int:
+    """The images per optimiser step the config's lr and schedule are for: ``auto_scale_lr.base_batch_size`` (16 for
+    the reference's configs, 2 for the CPU demo's); a config without one is for its own batch (gpus x batch_size is
+    then unknown here: 0)."""
+    scale = cfg.get("auto_scale_lr") or {}
+    return int(scale.get("base_batch_size") or 0)
+
+
+def batch_of(cfg, world_size: int, mode: str = "reference"):
+    """The :class:`~pipeline.core.batching.Batch` of ``cfg`` trained by ``world_size`` processes of
+    ``train_dataloader.batch_size`` images; ``ValueError`` naming ``train.gpus`` / ``train.batch_size`` when they
+    do not divide the config's batch in ``reference`` mode."""
+    from pipeline.core import batching
+
+    per_gpu = int(cfg.train_dataloader.batch_size)
+    reference = reference_batch(cfg) or world_size * per_gpu
+    return batching.plan(reference, world_size, per_gpu, mode, keys="train")
+
+
+def set_batch(cfg, world_size: int, mode: str = "reference", data_iters: int | None = None):
+    """Apply the batch of :func:`batch_of` to ``cfg`` and return it (also stored as ``cfg.batch``, plain values).
+
+    ``reference``: gradients of ``accumulation`` iterations per optimiser step
+    (:func:`pipeline.models.training.accumulate`: loop length, checkpoint and log intervals in data iterations,
+    schedulers stepped per optimiser step), the config's lr unscaled, and the distillation warm-ups (counted per
+    forward pass) stretched to end at the same optimiser step. ``actual``: mmengine's ``auto_scale_lr`` scales the lr
+    to ``world_size x batch_size``, one step per iteration. ``data_iters`` fixes the loop's data iterations
+    afterwards (the dry run: a few iterations whatever the accumulation; mmengine steps the optimiser on the last
+    partial accumulation too)."""
+    from pipeline.models.training import accumulate
+
+    batch = batch_of(cfg, world_size, mode)
+    if mode == "reference":
+        n = batch.accumulation
+        accumulate(cfg, n, batch.per_gpu)
+        if cfg.get("auto_scale_lr"):
+            cfg.auto_scale_lr.enable = False  # the step sees the config's batch: its lr as it is
+        if n > 1:  # WarmupWeight: gain * min(forward / end, 1); full weight at the first forward of step `end`
+            roi_weights = cfg.model.get("roi_head", {}).get("weights")
+            for node in (cfg.model, roi_weights):
+                if node and node.get("warmup"):
+                    node["warmup"] = n * (int(node["warmup"]) - 1) + 1
+    if data_iters is not None:
+        cfg.train_cfg.max_iters = data_iters
+        cfg.train_cfg.val_interval = data_iters + 1
+        cfg.default_hooks.checkpoint.interval = min(cfg.default_hooks.checkpoint.interval, data_iters)
+    cfg.batch = batch.as_dict()
+    return batch
+
+
 def train_dataset(cfg):
     """The training dataset config (inside a ClassBalancedDataset wrapper when there is one)."""
     dataset = cfg.train_dataloader.dataset
@@ -212,8 +265,13 @@ def detector_config(
     world_size: int = 1,
     cuda: bool = False,
     backbone: str | None = None,
+    effective_batch: str = "reference",
+    data_iters: int | None = None,
 ):
     """The complete ``Config`` of an experiment for ``mmengine.Runner.from_cfg`` (or for building the model).
+
+    ``iters``: the run's length in optimiser steps (none: the config's); ``effective_batch`` and ``data_iters``: see
+    :func:`set_batch` (``cfg.batch`` holds the resulting batch).
 
     ``backbone``: an ImageNet ResNet state dict in torchvision's layout (``resnet50-0676ba61.pth``) that initialises
     the backbone (``init_cfg`` Pretrained, applied before ``load_from``); the backbone then runs in pytorch style,
@@ -227,6 +285,10 @@ def detector_config(
         cfg.train_dataloader.batch_size = batch_size
     if workers is not None:
         cfg.train_dataloader.num_workers = workers
+    try:
+        set_batch(cfg, world_size, effective_batch, data_iters)
+    except ValueError as err:
+        raise ValueError(f"{experiment}: {err}") from None
     fill_runtime(
         cfg,
         names=names,

@@ -1,6 +1,7 @@
 # Runtime shared by every experiment: mmdet scope, seed 3407, logs every 50 iterations, TensorBoard + JSON scalars,
-# checkpoints every 2,000 iterations (method 6.8), resume from the work dir's last checkpoint (a killed or requeued
-# job continues where it stopped).
+# checkpoints every 2,000 iterations (method 6.8; optimiser steps: with gradient accumulation the intervals are
+# multiplied, pipeline/models/training.py), resume from the work dir's last checkpoint (a killed or requeued job
+# continues where it stopped, with the random states it had).
 default_scope = "mmdet"
 custom_imports = dict(
     imports=[
@@ -8,6 +9,7 @@ custom_imports = dict(
         "pipeline.models.detector.roi_head",
         "pipeline.models.detector.model",
         "pipeline.models.detector.transforms",
+        "pipeline.models.hooks",
     ],
     allow_failed_imports=False,
 )
@@ -17,6 +19,9 @@ default_hooks = dict(
     param_scheduler=dict(type="ParamSchedulerHook"),
     checkpoint=dict(type="CheckpointHook", interval=2000, by_epoch=False, max_keep_ckpts=2, save_last=True),
 )
+# torch's random states travel in every checkpoint: a resumed run samples as the uninterrupted one
+# (pipeline/models/hooks.py)
+custom_hooks = [dict(type="RandomStateHook")]
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl"))
 vis_backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
 visualizer = dict(type="DetLocalVisualizer", vis_backends=vis_backends, name="visualizer")

@@ -1,0 +1,129 @@
+"""The batch of an optimiser step (pipeline.core.batching) and what it does to the training configs: gradient
+accumulation to the reference's 16 images in optimiser-step units, the old lr scaling behind one key, the plan-time
+check with the nearest valid settings, and the schedule's log line."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.core import batching
+from pipeline.models.detector import config as C
+from pipeline.models.training import check_batches, schedule_line
+
+NAMES = ["c", "x", "a", "b"]
+PROMPTS = {"vild": "vild.pth", "ml": "ml.pth", "detpro": "detpro.pth"}  # recorded as paths only; not read here
+
+
+def test_plan_accumulates_to_the_reference_batch():
+    for gpus, per_gpu, n in ((1, 2, 8), (2, 2, 4), (4, 2, 2), (8, 2, 1), (1, 16, 1), (2, 1, 8)):
+        b = batching.plan(16, gpus, per_gpu)
+        assert (b.accumulation, b.effective, b.lr_factor) == (n, 16, 1.0)
+    b = batching.plan(16, 1, 2)
+    assert b.describe() == "1 GPU x 2 images x 8 accumulated = 16 images per optimiser step (reference 16)"
+    assert b.as_dict() == dict(gpus=1, per_gpu=2, accumulation=8, reference=16, mode="reference", effective=16)
+    # actual: no accumulation, lr scaled to the real batch (mmengine's auto_scale_lr, the old behaviour)
+    b = batching.plan(16, 1, 2, "actual")
+    assert (b.accumulation, b.effective, b.lr_factor) == (1, 2, 0.125)
+    assert b.describe().endswith("= 2 images per optimiser step (reference 16; lr x 0.125)")
+
+
+def test_a_batch_that_does_not_divide_names_the_keys_and_the_nearest_valid_settings():
+    with pytest.raises(ValueError) as err:
+        batching.plan(16, 3, 2, keys="train")
+    msg = str(err.value)
+    assert "'train.gpus' x 'train.batch_size' = 3 x 2 = 6 images" in msg and "16 images per optimiser step" in msg
+    # gpus 2 and 4 divide 16 with 2 images each; no batch size does on 3 GPUs; or give up accumulation
+    assert "train.gpus 2 (batch_size 2); train.gpus 4 (batch_size 2); train.effective_batch actual" in msg
+    with pytest.raises(ValueError, match=r"proposals.batch_size 2 \(gpus 2\); proposals.batch_size 4 \(gpus 2\)"):
+        batching.plan(16, 2, 3, keys="proposals")
+    assert batching.plan(16, 3, 2, "actual").effective == 6  # actual takes any batch
+    with pytest.raises(ValueError, match="'train.effective_batch': 'big'"):
+        batching.plan(16, 1, 2, "big")
+
+
+def _detector(name, world_size=1, mode="reference", **kw):
+    return C.detector_config(
+        name, names=NAMES, num_base=3, prompts=PROMPTS, world_size=world_size, effective_batch=mode, **kw
+    )
+
+
+def test_coco_on_one_gpu_accumulates_eight_iterations_per_step_in_the_reference_units():
+    ref = C.read_config("oadp_ov_coco")
+    cfg = _detector("oadp_ov_coco")
+    assert cfg.batch == dict(gpus=1, per_gpu=2, accumulation=8, reference=16, mode="reference", effective=16)
+    assert cfg.optim_wrapper.accumulative_counts == 8
+    assert cfg.optim_wrapper.optimizer.lr == 0.02 and cfg.auto_scale_lr.enable is False  # the config's lr, unscaled
+    # the loop counts data iterations: 8 per optimiser step; checkpoints and log lines at the same steps
+    assert cfg.train_cfg.max_iters == 8 * 40_000
+    assert cfg.default_hooks.checkpoint.interval == 8 * ref.default_hooks.checkpoint.interval
+    assert cfg.default_hooks.logger.interval == 8 * ref.default_hooks.logger.interval
+    # the schedulers keep the reference's numbers and step once per optimiser step
+    assert cfg.param_scheduler == ref.param_scheduler
+    assert cfg.default_hooks.param_scheduler == dict(type="AccumulatedParamSchedulerHook", accumulation=8)
+    # distillation warm-ups (counted per forward pass) reach full weight at the first forward of step 200
+    assert cfg.model.warmup == cfg.model.roi_head.weights.warmup == 8 * 199 + 1
+    assert {"type": "RandomStateHook"} in cfg.custom_hooks
+    # 8 GPUs x 2 images are the reference's batch: nothing accumulated, nothing changed
+    eight = _detector("oadp_ov_coco", world_size=8)
+    assert eight.batch["accumulation"] == 1 and "accumulative_counts" not in eight.optim_wrapper
+    assert eight.train_cfg.max_iters == 40_000 and eight.model.warmup == 200
+    # --iters counts optimiser steps; the dry run fixes data iterations (the last step partial)
+    short = _detector("oadp_ov_coco", iters=100)
+    assert short.train_cfg.max_iters == 800 and short.param_scheduler[1].milestones == [75]
+    dry = _detector("oadp_ov_coco", iters=4, data_iters=4)
+    assert dry.train_cfg.max_iters == 4 and dry.optim_wrapper.accumulative_counts == 8
+
+
+def test_actual_keeps_the_old_behaviour_and_lvis_keeps_its_epochs():
+    cfg = _detector("oadp_ov_coco", mode="actual")
+    assert cfg.batch["accumulation"] == 1 and cfg.batch["effective"] == 2
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)  # mmengine scales lr to 2 images
+    assert cfg.train_cfg.max_iters == 40_000 and "accumulative_counts" not in cfg.optim_wrapper
+    with pytest.raises(ValueError, match="oadp_ov_coco: config keys 'train.gpus' x 'train.batch_size' = 3 x 2"):
+        _detector("oadp_ov_coco", world_size=3)
+    lvis = _detector("oadp_ov_lvis", world_size=2)
+    assert lvis.optim_wrapper.accumulative_counts == 4
+    assert (
+        lvis.train_cfg.max_epochs == 24
+        and lvis.default_hooks.checkpoint == C.read_config("oadp_ov_lvis").default_hooks.checkpoint
+    )
+    # the demo configs are for their own 2 images: one CPU process accumulates nothing
+    assert _detector("oadp_demo").batch == dict(
+        gpus=1, per_gpu=2, accumulation=1, reference=2, mode="reference", effective=2
+    )
+
+
+def _workflow(**train):
+    return {
+        "experiments": ["vild_ov_coco", "oadp_ov_coco"],
+        "train": {"gpus": 1, "batch_size": None, "effective_batch": "reference", "options": {}, "import": {}, **train},
+        "proposals": {"import": None, "gpus": 1, "batch_size": 2, "lr_batch": 16, "effective_batch": "reference"},
+    }
+
+
+def test_the_plan_time_check_stops_a_batch_that_does_not_divide():
+    check_batches(_workflow())
+    check_batches(_workflow(gpus=4))
+    with pytest.raises(
+        ValueError, match="experiment vild_ov_coco: config keys 'train.gpus' x 'train.batch_size' = 3 x 2"
+    ):
+        check_batches(_workflow(gpus=3))
+    check_batches(_workflow(gpus=3, effective_batch="actual"))
+    # an imported experiment trains nothing
+    check_batches(_workflow(gpus=3, **{"import": {"vild_ov_coco": "a.pth", "oadp_ov_coco": "b.pth"}}))
+    rpn = _workflow()
+    rpn["proposals"]["batch_size"] = 3
+    with pytest.raises(ValueError, match="'proposals.gpus' x 'proposals.batch_size' = 1 x 3 = 3 images"):
+        check_batches(rpn)
+
+
+def test_schedule_line_names_steps_and_decay_or_its_absence():
+    line = schedule_line(_detector("oadp_ov_coco"))
+    assert line.startswith("1 GPU x 2 images x 8 accumulated = 16 images per optimiser step (reference 16), ")
+    assert "40000 optimiser steps = 320000 data iterations, lr 0.02, linear warm-up over 500 steps" in line
+    assert line.endswith("lr x0.1 after steps [30000]")
+    flat = _detector("oadp_ov_coco", mode="actual")
+    flat.param_scheduler = flat.param_scheduler[:1]
+    line = schedule_line(flat)
+    assert "40000 iterations, lr 0.02 for 16 images (mmengine scales it to the real batch)" in line
+    assert line.endswith("no lr decay step (constant lr after the warm-up)")
