@@ -26,7 +26,7 @@ HOSTILE = [
 ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "p", "table", "thead", "tbody", "tr",
     "th", "td", "ul", "ol", "li", "img", "a", "label", "input", "code", "em", "strong", "blockquote", "span",
-    "figure", "figcaption", "b", "hr", "br",
+    "figure", "figcaption", "b", "hr", "br", "div", "tt", "cite",
 }  # fmt: skip
 
 
@@ -334,3 +334,16 @@ def test_ablation_of_a_real_preset_puts_the_published_figure_beside_the_full_met
     assert table[1].startswith("| oadp_ov_coco-object | object distillation only (no block head, no global head) | 1 "
                                "| 29.0 | -1.0 |")  # one seed each: no spread, no mark
     assert all(line.endswith("| – |") for line in table[1:])
+
+
+def test_report_captions_interpolate_only_values_that_cannot_carry_markup():
+    """The RST captions of snakemake --report are Jinja templates and docutils reads raw HTML: they may show only
+    values the schema or a wildcard constraint restricts (the dataset enum, the dry-run flag, a run name)."""
+    import re
+
+    from tests.conftest import REPO
+
+    allowed = {'snakemake.config["dataset"]', 'snakemake.config["dry_run"]', "snakemake.wildcards.experiment"}
+    for caption in sorted((REPO / "workflow/report").glob("*.rst")):
+        for expression in re.findall(r"\{\{(.*?)\}\}", caption.read_text(), re.S):
+            assert expression.strip() in allowed, (caption.name, expression)
