@@ -13,19 +13,11 @@ import pytest
 import yaml
 
 from benchmarks import dag
-from pipeline.models.detector.config import CONFIG_DIR
+from tests.test_experiments import user_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 SHARD = re.compile(r"results/oake/\S+?/shard-\d{3}\.h5")
-
-
-def user_config(folder: Path, name: str, base: str, body: str = "") -> Path:
-    """A user's config file ``folder/name.py`` inheriting the shipped ``base`` (by its absolute path)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.py"
-    path.write_text(f"_base_ = [{str(CONFIG_DIR / f'{base}.py')!r}]\n{body}")
-    return path
 
 
 def layer(path: Path, **keys) -> Path:

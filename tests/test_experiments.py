@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def user_config(folder: Path, name: str, base: str, body: str = "") -> Path:
     """A user's config file ``folder/name.py`` inheriting the shipped ``base`` by its absolute path."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
     path.write_text(f"_base_ = [{str(CONFIG_DIR / f'{base}.py')!r}]\n{body}")
     return path
