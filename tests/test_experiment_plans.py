@@ -129,3 +129,33 @@ def test_the_oake_ablation_plans_one_extraction_per_switched_setting(full_tree, 
     objects = Counter(next(f.split("/")[3] for f in job if "/objects" in f) for job in trains)
     assert objects["objects"] == 1 and objects["objects-expand_constant"] == 2
     assert set(objects) == {"objects"} | {e.split("/")[3] for e in extra}
+
+
+def test_the_demo_ablation_plans_every_variant_over_three_seeds(tmp_path):
+    """Each variant trains as its base's config with its overrides (and a seed run's seed last), reads its own
+    objects extraction where it switches an OAKE setting, and no run or extraction is planned twice."""
+    import subprocess
+
+    preset = REPO / "workflow/presets/demo_ablation.yaml"
+    cmd = [dag.snakemake_exe(), "-n", "-p", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run([*cmd, "--configfile", str(preset)], capture_output=True, text=True, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    experiments = ["oadp_demo", *yaml.safe_load(preset.read_text())["variants"]]
+    trained = re.findall(r"^\s+output: results/train/(\S+)/final\.pth$", out, re.M)
+    assert sorted(trained) == sorted(f"{e}{s}" for e in experiments for s in ("", "+seed1", "+seed2"))
+    command = next(line for line in out.splitlines() if "--experiment=oadp_demo-object+seed2 " in line)
+    assert command.endswith(
+        "--config=oadp_demo --cfg-options model.roi_head.block_head=None model.global_head=None randomness.seed=2"
+        " 2>&1 | tee -a results/logs/train/oadp_demo-object+seed2.runner.log.history"
+        " > results/logs/train/oadp_demo-object+seed2.runner.log"
+    )
+    assert extractions(out) == {
+        *(
+            f"results/oake/demo/{kind}/{split}"
+            for kind in ("globals", "blocks", "objects")
+            for split in ("train", "val")
+        ),
+        "results/oake/demo/objects-expand_constant/train",
+        "results/oake/demo/objects-mask_off/train",
+    }
