@@ -2,11 +2,11 @@
 
 Subcommands::
 
-    fit      train an experiment on base annotations with the OAKE caches. The experiment name is a config of
-             ``pipeline/models/detector/configs`` (mmdet 3 style, ``_base_`` inheritance: ``vild_*`` object branch,
-             ``oadp_*`` object + block + global, ``baseline_*`` none) or ``--config FILE``; ``--cfg-options``
-             overrides keys. Every optimiser step sees the config's batch (16 images; gradients accumulated over
-             16 / (gpus x batch size) iterations, the schedule in optimiser steps) or, ``--effective-batch actual``,
+    fit      train an experiment on base annotations with the OAKE caches its heads distil from. The experiment
+             name is a config of ``pipeline/models/detector/configs`` (mmdet 3 style, ``_base_`` inheritance) or
+             ``--config NAME_OR_FILE``; ``--cfg-options`` overrides keys (a variant's overrides, a seed). Every
+             optimiser step sees the config's batch (16 images; gradients accumulated over 16 / (gpus x batch size)
+             iterations, the schedule in optimiser steps) or, ``--effective-batch actual``,
              gpus x batch size images at an lr scaled to them; the log and final.pth's ``meta.batch`` say which.
              Resumes from the last checkpoint of its work dir when the same run made it (config,
              input contents, initial weights: ``pipeline.core.workdir``; other checkpoints move to ``stale/``);
