@@ -70,9 +70,18 @@ def test_variants_are_a_base_plus_overrides():
     assert got["oadp_ov_coco-object_block"].caches == ("blocks", "objects")
     assert got["oadp_ov_coco-object"].caches == ("objects",)  # its base's overrides, then its own
     assert got["oadp_ov_coco-object"].config == "oadp_ov_coco"
-    assert got["oadp_ov_coco-object"].option_dict == {"model": {"global_head": None}, "model.roi_head.block_head": None}
+    assert got["oadp_ov_coco-object"].option_dict == {"model.global_head": None, "model.roi_head.block_head": None}
     assert got["oadp_ov_coco-object"].cli_options() == ["model.global_head=None", "model.roi_head.block_head=None"]
     assert got["oadp_ov_coco-object"].base == "oadp_ov_coco-object_block"
+    nested = E.resolve_all(
+        [],
+        {
+            "a": {"from": "oadp_ov_coco", "options": {"model": {"global_head": None}}},
+            "b": {"from": "a", "options": {"model": {"roi_head": {"block_head": None}}}},
+        },
+    )["b"]
+    assert nested.caches == ("objects",)
+    assert nested.cli_options() == ["model.global_head=None", "model.roi_head.block_head=None"]
     assert got["vild-ml"].prompts == ("ml", "vild") and got["vild-ml"].caches == ("objects",)
     assert got["oadp_ov_coco"].options == ()  # train.options are the run's, not the experiment's
 

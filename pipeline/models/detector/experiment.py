@@ -7,7 +7,8 @@ An experiment of the workflow is one of
   ones through ``_base_``; the experiment is named by the file's stem (``my/oadp.py`` -> ``oadp``);
 * a variant (config key ``variants``): ``NAME: {from: BASE, options: {dotted.key: value}}``, where BASE is any of
   the above or another variant, and ``options`` are mmengine overrides (as ``--cfg-options``) applied after the
-  base's own, e.g. ``{model.roi_head.block_head: null}`` removes the block head.
+  base's own, e.g. ``{model.roi_head.block_head: null}`` removes the block head; ``oake`` are its own OAKE
+  extraction settings (the workflow names the cache folder they make).
 
 What a run reads follows from its resolved config (:func:`reads`), never from its name: the prompt kinds of its
 text classifiers (``prompts``: vild, ml, detpro) and the OAKE caches its distillation heads learn from (the object
@@ -52,13 +53,16 @@ class Experiment:
 
     @property
     def option_dict(self) -> dict[str, Any]:
-        """The overrides as one dotted-key mapping (later keys win)."""
-        return dict(self.options)
+        """The overrides as one mapping of dotted keys (nested mappings flattened; a later value of a key wins)."""
+        out: dict[str, Any] = {}
+        for key, value in self.options:
+            out.update(flatten({key: value}))
+        return out
 
     def cli_options(self) -> list[str]:
         """The overrides as ``--cfg-options`` words ``key=value`` (nested mappings flattened into dotted keys;
         ``None`` as ``None``, which mmengine's DictAction reads back as None)."""
-        return [f"{k}={_cli_value(v)}" for k, v in flatten(self.option_dict).items()]
+        return [f"{k}={_cli_value(v)}" for k, v in self.option_dict.items()]
 
 
 def _cli_value(value: Any) -> str:
@@ -238,7 +242,7 @@ def _check_cli_round_trip(experiment: Experiment, key: str) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--o", nargs="+", action=DictAction)
     parsed = parser.parse_args(["--o", *words]).o
-    for dotted, value in flatten(experiment.option_dict).items():
+    for dotted, value in experiment.option_dict.items():
         if _plain(parsed.get(dotted)) != _plain(value):
             raise ValueError(
                 f"config key '{key}': option {dotted}: {value!r} would reach training as {parsed.get(dotted)!r} "
