@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -267,23 +268,24 @@ def test_train_seeds_add_seed_runs_to_the_plan(snakemake_bin, tmp_path):
 
     fits, evaluations, reports = plan()
     assert len(fits) == len(evaluations) == 3 and len(reports) == 1
-    assert not any("--config " in x or "randomness.seed" in x for x in fits)
+    assert not any("randomness.seed" in x for x in fits)
+    assert all(re.search(r"--experiment=(\S+) .* --config=\1$", x.split(" 2>&1")[0]) for x in fits)
     assert "--experiments baseline_demo vild_demo oadp_demo " in reports[0]
     seeds = tmp_path / "seeds.yaml"
     seeds.write_text("train: {seeds: [1, 2], options: {randomness.seed: 5}}\n")
     fits, evaluations, reports = plan("--configfile", str(seeds))
     assert len(fits) == len(evaluations) == 9
-    (vild,) = [x for x in fits if "--experiment vild_demo+seed2 " in x]
+    (vild,) = [x for x in fits if "--experiment=vild_demo+seed2 " in x]
     assert "--work-dir results/train/vild_demo+seed2 " in vild and "--objects results/oake/demo/objects/" in vild
-    assert "--blocks" not in vild and "--config vild_demo --cfg-options randomness.seed=2" in vild
+    assert "--blocks" not in vild and "--config=vild_demo --cfg-options randomness.seed=2" in vild
     assert vild.index("randomness.seed=5") < vild.index("randomness.seed=2")  # after train.options: the run's wins
-    (oadp,) = [x for x in fits if "--experiment oadp_demo+seed1 " in x]
-    assert "--globals" in oadp and "--blocks" in oadp and "--config oadp_demo --cfg-options randomness.seed=1" in oadp
+    (oadp,) = [x for x in fits if "--experiment=oadp_demo+seed1 " in x]
+    assert "--globals" in oadp and "--blocks" in oadp and "--config=oadp_demo --cfg-options randomness.seed=1" in oadp
     assert any("--out-dir results/evaluate/baseline_demo+seed1 " in x for x in evaluations)
     runs = "baseline_demo baseline_demo+seed1 baseline_demo+seed2 vild_demo vild_demo+seed1 vild_demo+seed2 oadp_demo "
     assert f"--experiments {runs}" in reports[0]
-    (main,) = [x for x in fits if "--experiment vild_demo " in x]
-    assert "randomness.seed=5" in main and "--config " not in main
+    (main,) = [x for x in fits if "--experiment=vild_demo " in x]
+    assert "randomness.seed=5" in main and "--config=vild_demo" in main and "randomness.seed=2" not in main
 
 
 def _tables(text: str) -> list[int]:
