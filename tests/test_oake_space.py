@@ -102,7 +102,7 @@ def test_a_final_copy_without_room_keeps_the_verified_partial(tmp_path, monkeypa
         Path(dst).write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(writer, "_repack", repack)
+    monkeypatch.setattr(writer, "repack", repack)
     with pytest.raises(space.DiskSpaceError, match=r"shard-000\.h5\.final: writing failed"):
         write_shard(path)
     assert not path.exists() and not Path(f"{path}.final").exists() and Path(f"{path}.partial").exists()

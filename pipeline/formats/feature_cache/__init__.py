@@ -3,6 +3,7 @@ the detector's data transform and the ml prompt read.
 
 - :mod:`.layout`: datasets, shapes, dtypes and attrs of a shard; constants, shard assignment, checksum helpers;
 - :mod:`.writer`: ``ShardWriter``, crash-safe and resumable through ``<path>.partial``, repacked on finalize;
+- :mod:`.final`: the final copy a verified partial is repacked into (contiguous or gzip rows);
 - :mod:`.reader`: ``ShardReader``, random access to the rows of a final shard (memory-mapped, fork-safe);
 - :mod:`.verify`: ``verify_shard``, everything wrong with a final shard as readable strings;
 - :mod:`.space`: the free-space checks of the writer and ``DiskSpaceError`` (a full disk, named with the shard).

@@ -21,6 +21,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import h5py
+
 from pipeline.formats.feature_cache.layout import CacheError
 
 #: bytes kept free beyond a write: HDF5's metadata and chunk-cache flushes, the file's close
@@ -60,6 +62,12 @@ def write_failed(shard: Path, exc: BaseException) -> DiskSpaceError:
     except OSError as err:
         free = f"free space of {shard.parent} unknown ({err})"
     return DiskSpaceError(f"shard {shard}: writing failed ({type(exc).__name__}: {exc}); {free}")
+
+
+def open_in_hdf5(path: Path) -> bool:
+    """Whether HDF5 still holds ``path`` open (a file it failed to close)."""
+    names = (fid.name for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+    return any(os.fsdecode(name) == str(path) for name in names)
 
 
 #: the exit status of a process that skips HDF5's clean-up: a stage's failure on bad input (pipeline.core.cli)

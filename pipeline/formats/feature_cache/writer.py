@@ -12,7 +12,8 @@ datasets shuffled + gzip-1 in chunks of ``COMPRESSED_CHUNK`` rows: ~13% smaller,
 
 Disk space (:mod:`.space`) is checked before the whole shard (given ``expected_rows``), each commit and the final
 copy; a write that fails all the same raises :class:`~.space.DiskSpaceError` naming the shard and the free space,
-and the writer then only closes the file (the partial keeps its last commit for a rerun with space).
+and the writer then only closes the file (a rerun with space resumes from the last commit, or starts the shard
+again if HDF5 left the partial unreadable).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ import h5py
 import numpy as np
 
 from pipeline.formats.feature_cache import space
+from pipeline.formats.feature_cache.final import repack
 from pipeline.formats.feature_cache.layout import (
     _BLOCK,
-    _ROW_NAMES,
-    COMPRESSED_CHUNK,
     COMPRESSIONS,
     FORMAT_VERSION,
     KINDS,
@@ -160,8 +160,9 @@ class ShardWriter:
             _fsync(self.partial_path)
 
     def _written(self, write, *args) -> Any:
-        """``write(*args)``; an ``OSError`` (disk full, quota, I/O) marks the writer failed, closes the file and
-        becomes a :class:`~.space.DiskSpaceError` naming the shard and the free space."""
+        """``write(*args)``; a failed write (h5py raises ``OSError`` or ``RuntimeError``: disk full, quota, I/O) marks
+        the writer failed, closes the file and becomes a :class:`~.space.DiskSpaceError` naming the shard and the
+        free space."""
         try:
             return write(*args)
         except (OSError, RuntimeError) as exc:  # h5py raises either for a failed write or flush
@@ -346,10 +347,12 @@ class ShardWriter:
         final = data_nbytes(self.kind, self.storage, self.dim, len(self.image_ids), self.rows)
         space.require(staged, final, "the final copy")
         try:
-            _repack(self.partial_path, staged, self.compression)
+            repack(self.partial_path, staged, self.compression)
             if self._fsync:
                 _fsync(staged)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
+            if space.open_in_hdf5(staged):  # HDF5 could not close the copy it failed to write
+                space.skip_hdf5_exit_cleanup()
             staged.unlink(missing_ok=True)  # the verified partial stays: a rerun with space repacks it again
             raise space.write_failed(staged, exc) from exc
         os.replace(staged, self.path)
@@ -385,21 +388,3 @@ class ShardWriter:
             log.exception("%s: commit on exit failed", self.partial_path)
         finally:
             self.close()
-
-
-def _repack(src: Path, dst: Path, compression: str | None = None) -> None:
-    """Copy a verified partial into a compact final file: every dataset contiguous and exactly sized (no
-    half-empty chunks on disk), so that readers can memory-map the row datasets. With ``compression="gzip"``
-    the row datasets are byte-shuffled and gzip-compressed in chunks of ``COMPRESSED_CHUNK`` rows instead
-    (smaller on disk, slower random reads)."""
-    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
-        fout.attrs.update(fin.attrs)
-        for name, d in fin.items():
-            packed = {}
-            if compression and name in _ROW_NAMES and d.shape[0] > 0:
-                chunks = (min(COMPRESSED_CHUNK, d.shape[0]), *d.shape[1:])
-                packed = {"chunks": chunks, "compression": "gzip", "compression_opts": 1, "shuffle": True}
-            out = fout.create_dataset(name, shape=d.shape, dtype=d.dtype, **packed)
-            for lo in range(0, d.shape[0], _BLOCK):
-                out[lo : lo + _BLOCK] = d[lo : lo + _BLOCK]
-            out.attrs.update(d.attrs)
