@@ -127,3 +127,41 @@ def test_schedule_line_names_steps_and_decay_or_its_absence():
     line = schedule_line(flat)
     assert "40000 iterations, lr 0.02 for 16 images (mmengine scales it to the real batch)" in line
     assert line.endswith("no lr decay step (constant lr after the warm-up)")
+
+
+def test_the_workflow_stops_a_batch_that_does_not_divide_before_any_job():
+    from workflow import config_check, config_layers
+
+    demo = {"clip": {"model": "OADP-Tiny-ViT-32", "weights": "random"}}  # the project's demo, no file from elsewhere
+
+    def configure(cli):
+        return config_check.configure(config_layers.merge(demo, cli), workdir_file=None)
+
+    assert configure({"train": {"gpus": 2, "batch_size": 1}}).config["train"]["effective_batch"] == "reference"
+    with pytest.raises(config_check.ConfigError, match="experiment baseline_demo: config keys 'train.gpus' x"):
+        configure({"train": {"gpus": 3}})
+    configure({"train": {"gpus": 3, "effective_batch": "actual"}})
+    with pytest.raises(config_check.ConfigError, match="'proposals.gpus' x 'proposals.batch_size' = 1 x 4 = 4"):
+        configure({"proposals": {"batch_size": 4}})  # the demo's RPN: lr_batch 2
+
+
+def test_the_report_states_each_trainings_batch_beside_the_reference(tmp_path):
+    import torch
+
+    from pipeline.models.detector.checkpoint import write_checkpoint
+    from pipeline.report import seeds
+
+    batches = {
+        "oadp_ov_coco": batching.plan(16, 1, 2).as_dict(),
+        "vild_ov_coco": batching.plan(16, 1, 2).as_dict(),
+        "oadp_fast": batching.plan(16, 2, 2, "actual").as_dict(),
+    }
+    for run, batch in batches.items():
+        write_checkpoint(tmp_path / run / "final.pth", {"w": torch.zeros(1)}, {"experiment": run, "batch": batch})
+    lines = seeds.environment_lines(tmp_path, [*batches, "imported_run"])  # a run without the record: no line
+    assert lines[-2:] == [
+        "- batch of oadp_ov_coco, vild_ov_coco: 1 GPU x 2 images x 8 accumulated = 16 images per optimiser step "
+        "(reference 16), effective_batch reference",
+        "- batch of oadp_fast: 2 GPUs x 2 images x 1 accumulated = 4 images per optimiser step (reference 16; lr x "
+        "0.25), effective_batch actual",
+    ]

@@ -27,6 +27,7 @@ import yaml
 from pipeline.core import runs, vocab
 from pipeline.formats import custom_dataset
 from pipeline.models.detector import experiment as detector_experiment
+from pipeline.models.training import check_batches
 from workflow import config_layers
 from workflow.pretrained import check_pretrained_files, pretrained_files
 
@@ -417,6 +418,7 @@ def configure(
         check_dataset_keys(cfg)
         check_release_paths(cfg)
         check_train_import(cfg)
+        check_batches(cfg)  # gpus x batch_size divide the batch of an optimiser step (train, proposals)
         trained = trained_experiments(cfg)
         warnings += check_pretrained_files(cfg, trained)
         custom_split = check_custom_dataset(cfg)

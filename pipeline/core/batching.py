@@ -55,6 +55,13 @@ class Batch:
         return {**asdict(self), "effective": self.effective}
 
 
+def describe_record(record: dict) -> str:
+    """:meth:`Batch.describe` of a record of :meth:`Batch.as_dict` (``final.pth``'s ``meta.batch``), with its mode:
+    ``... (reference 16), effective_batch reference``."""
+    batch = Batch(**{k: record[k] for k in ("gpus", "per_gpu", "accumulation", "reference", "mode")})
+    return f"{batch.describe()}, effective_batch {batch.mode}"
+
+
 def _nearest(values: Sequence[int], target: int) -> list[int]:
     """The values nearest to ``target`` below and above it (at most one each)."""
     below = [v for v in values if v < target]

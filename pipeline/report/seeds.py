@@ -133,4 +133,17 @@ def environment_lines(train_dir: Path | None, runs: Sequence[str]) -> list[str]:
             "- The trainings ran in different environments: kernels chosen by instruction set, thread count or "
             "library settings change the last bits of every step, which training amplifies (expect AP50 to differ)."
         )
-    return lines
+    return lines + batch_lines(train_dir, runs)
+
+
+def batch_lines(train_dir: Path, runs: Sequence[str]) -> list[str]:
+    """The trainings' batches (``final.pth`` ``meta.batch``: GPUs, images per GPU, accumulation, effective batch
+    beside the reference's), runs with the same batch on one line; none for runs without the record."""
+    from pipeline.core.batching import describe_record
+
+    by_batch: dict[str, list[str]] = {}
+    for run in runs:
+        record = training_meta(train_dir, run).get("batch")
+        if record:
+            by_batch.setdefault(describe_record(record), []).append(run)
+    return [f"- batch of {', '.join(md_text(n) for n in names)}: {md_text(b)}" for b, names in by_batch.items()]
