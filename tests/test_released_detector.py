@@ -324,9 +324,10 @@ def test_the_released_buffers_are_accepted_and_the_wrong_prompt_file_is_named(in
     a, b = (torch.load(tmp_path / f, weights_only=True)["state_dict"] for f in ("final.pth", "final2.pth"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if not k.endswith("_extra_state"))
 
-    # fp16 storage of the right rows is the same prompt file
+    # fp16 storage of the right rows and exponents is the same prompt file and ensemble
     halved = OrderedDict(state)
-    halved["roi_head.bbox_head.fc_cls._embeddings"] = state["roi_head.bbox_head.fc_cls._embeddings"].half()
+    for key in ("roi_head.bbox_head.fc_cls._embeddings", "roi_head._lambda"):
+        halved[key] = state[key].half()
     convert(inputs, write_release(tmp_path / "iter_3.pth", halved), tmp_path / "final3.pth")
 
     swapped = OrderedDict(state)

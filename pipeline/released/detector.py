@@ -81,7 +81,7 @@ def check_buffers(source: Mapping[str, torch.Tensor], model, files: Mapping[str,
             roi, k = model.roi_head, len(here) - 1
             if value.shape != here.shape:
                 problems.append(f"{key} {_shape(value)} (this experiment's ensemble has {k} classes + background)")
-            elif not torch.allclose(value[:k], here[:k], atol=1e-6):
+            elif not torch.allclose(value[:k], here[:k], atol=1e-3):  # fp16 storage: 2/3 within 2e-4
                 problems.append(
                     f"{key}: the file's ensemble exponents (base {_exponents(value[: roi.num_base])}, novel "
                     f"{_exponents(value[roi.num_base : k])}) are not this experiment's (roi_head.ensemble: "
