@@ -54,6 +54,19 @@ def test_a_shard_that_cannot_fit_is_refused_before_anything_is_written(tmp_path,
     assert Path(f"{path}.partial").exists()
 
 
+def test_a_partial_on_a_full_disk_is_left_as_it_is(tmp_path, monkeypatch, reference):
+    path = tmp_path / "shard-000.h5"
+    write_shard(path, stop_after=100)
+    before = Path(f"{path}.partial").read_bytes()
+    free_space(monkeypatch, space.HEADROOM - 1)
+    with pytest.raises(space.DiskSpaceError, match=r"not enough free disk space for opening the shard"):
+        write_shard(path)
+    assert Path(f"{path}.partial").read_bytes() == before  # not resumed (resuming writes), not started again
+    monkeypatch.undo()
+    assert write_shard(path) == IDS[100:]
+    assert_same_shard(path, reference)
+
+
 def test_a_commit_without_room_stops_cleanly_and_a_rerun_with_space_completes(tmp_path, monkeypatch, reference):
     path = tmp_path / "shard-000.h5"
     write_shard(path, stop_after=100)  # 100 images committed (64 + the 36 committed when the block is left)

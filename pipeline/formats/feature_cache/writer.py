@@ -119,11 +119,15 @@ class ShardWriter:
         self._h5: h5py.File | None = None
         self._failed = False  # a write failed: write nothing more, only close
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # before the partial is touched (a resume on a full disk would fail to write and start the shard again):
+        # the headroom, and given expected_rows the whole shard, whose partial grows to about the final size and
+        # whose final copy is then written beside it
+        needed, what = 0, "opening the shard"
         if expected_rows is not None:
-            # the partial grows to about the final size, and finalize then writes the final copy beside it
             total = data_nbytes(kind, storage, self.dim, len(self.image_ids), int(expected_rows))
             held = self.partial_path.stat().st_size if self.partial_path.exists() else 0
-            space.require(self.path, max(0, 2 * total - held), f"{expected_rows} rows and their final copy")
+            needed, what = max(0, 2 * total - held), f"{expected_rows} rows and their final copy"
+        space.require(self.path, needed, what)
         reason = self._try_resume() if self.partial_path.exists() else None
         if self._h5 is None:
             if reason:
