@@ -59,6 +59,13 @@ def test_a_renamed_user_config_reads_what_its_base_reads_and_a_removed_head_read
     assert got["vild-like"].caches == ("blocks", "objects")
 
 
+def test_a_variant_of_a_users_file(tmp_path):
+    mine = user_config(tmp_path, "mine", "oadp_ov_coco")
+    got = E.resolve_all([], {"mine-no_block": {"from": str(mine), "options": {"model.roi_head.block_head": None}}})
+    assert got["mine-no_block"].config == str(mine) and got["mine-no_block"].base == "mine"
+    assert got["mine-no_block"].caches == ("globals", "objects")
+
+
 def test_variants_are_a_base_plus_overrides():
     variants = {
         "oadp_ov_coco-object": {"from": "oadp_ov_coco-object_block", "options": {"model.roi_head.block_head": None}},
