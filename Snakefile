@@ -61,6 +61,7 @@ include: "workflow/rules/oake.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/detect.smk"
+include: "workflow/rules/plan.smk"
 
 
 rule all:

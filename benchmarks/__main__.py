@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.core import atomic, cli
 
-BENCHMARKS = ("annotations", "prompts", "oake", "train", "dag")
+BENCHMARKS = ("annotations", "prompts", "oake", "train", "dag", "stages")
 
 
 def main(argv=None) -> None:

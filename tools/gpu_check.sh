@@ -5,6 +5,7 @@
 #   env      torch sees the GPU; mmcv's RoIAlign and NMS run on it (mmcv built with CUDA ops)      -> env.log
 #   tests    the GPU-marked tests (pytest -m gpu): torchvision's own CUDA ops, OAKE on CUDA vs CPU  -> tests.xml
 #   bench    OAKE throughput: each extractor end to end vs the bare batched forward, ViT-B-32 fp16  -> bench/oake.json
+#   bench_stages  the cost plan's GPU throughputs: OAKE rows/s per kind, detector s/iteration       -> bench/stages.json
 #   presets  both presets end to end under dry_run on CUDA through the same snakemake commands as CI
 #            (tests/test_presets_e2e.py: CLIP under autocast at oake.precision, AMP training, one GPU per
 #            job; the two presets side by side)                                                    -> presets/
@@ -43,6 +44,8 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 
 step tests 90 "$PY" -m pytest -q -rs -m gpu --junitxml "$OUT/tests.xml" tests
 step bench 120 "$PY" -m benchmarks oake --out-dir "$OUT/bench"
+# the throughputs the cost plan reads for this GPU (python -m pipeline.plan --device <its short name>)
+step bench_stages 240 "$PY" -m benchmarks stages --out-dir "$OUT/bench"
 
 # both presets at once, each its own snakemake run (8 cores, two GPU jobs at a time)
 export OADP_PRESETS_KEEP="$OUT/presets" OADP_PRESETS_SNAKEMAKE="--cores 8 --resources gpu=2"
@@ -72,6 +75,9 @@ for xml in sorted(out.glob("*.xml")):
 bench = out / "bench/oake.json"
 if bench.exists():
     summary["oake_throughput"] = json.loads(bench.read_text())["throughput"]
+stages = out / "bench/stages.json"
+if stages.exists():
+    summary["stages"] = json.loads(stages.read_text())
 for preset in ("ov_coco", "ov_lvis"):
     folder = out / "presets" / preset
     if (folder / "time.json").exists():
@@ -93,6 +99,11 @@ if "oake_throughput" in summary:
         f"| {k} | {v['extractor_images_per_s']} | {v['bare_forward_images_per_s']} | {v['ratio']} |"
         for k, v in summary["oake_throughput"].items()
     ]
+if "stages" in summary:
+    st = summary["stages"]
+    lines += ["", f"| cost plan throughputs on {st['device_name']} | rows/s |", "|---|---|"]
+    lines += [f"| oake {m} {k} | {v['rows_per_s']} |" for m, kinds in st["oake"].items() for k, v in kinds.items()]
+    lines += [f"| train {c} (s per iteration of 2 images) | {v['s_per_iter']} |" for c, v in st["train"].items()]
 for preset, entry in summary["presets"].items():
     lines += ["", f"{preset}: {entry['seconds']} s (cuda: {entry['cuda']}); metrics in presets/{preset}/evaluate/"]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,99 @@
+# The cost plan: `snakemake --cores 1 --force plan` writes results/plan/plan.json and prints per stage the work, the
+# disk of each output and the time on plan.device (python -m pipeline.plan). It reads what exists, runs nothing
+# else: no inputs, so it never triggers a job; --force makes it rerun when plan.json exists.
+
+import json
+from types import SimpleNamespace
+
+
+def plan_splits():
+    """FOLDER=ANNOTATIONS of every OAKE folder, the training split first: the files listing every image."""
+    return [f"{f}={oake_source(SimpleNamespace(folder=f))}" for f in OAKE_FOLDERS]
+
+
+def plan_expected():
+    """The demo's image counts, sizes and classes, for a plan made before its files are generated."""
+    if DATASET != "demo":
+        return []
+    demo = config["demo"]
+    args = ["--expected-images", str(demo["num_train"]), str(demo["num_val"]), "--expected-sizes"]
+    return args + list(demo["sizes"]) + ["--expected-classes", str(len(demo["classes"]))]
+
+
+def plan_runs():
+    """Every detector run (each experiment and variant, then its seed runs) as RUN=CONFIG."""
+    runs = []
+    for run in experiment_runs():
+        name, _ = run_names.split_run(run)
+        runs.append(f"{run}={EXPERIMENTS[name].config}")
+    return runs
+
+
+def plan_run_options():
+    """JSON {run: dotted-key overrides}: train.options, a variant's overrides, a seed run's seed."""
+    out = {}
+    for run in experiment_runs():
+        name, seed = run_names.split_run(run)
+        options = {**config["train"]["options"], **EXPERIMENTS[name].option_dict}
+        if seed is not None:
+            options["randomness.seed"] = seed
+        out[run] = options
+    return json.dumps(out)
+
+
+def plan_train_args():
+    """The detectors' and the RPN's schedule keys that are set (unset keys: the configs' own)."""
+    args = []
+    for flag, value in (
+        ("--train-iters", config["train"]["iters"]),
+        ("--train-batch-size", config["train"]["batch_size"]),
+        ("--rpn-iters", config["proposals"]["iters"]),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if config["train"]["import"]:
+        args += ["--imported", *config["train"]["import"]]
+    if config["proposals"]["import"]:
+        args.append("--proposals-imported")
+    if config["dry_run"]:
+        args.append("--dry-run")
+    return args
+
+
+rule plan:
+    output:
+        "results/plan/plan.json",
+    log:
+        "results/logs/plan/plan.log",
+    conda:
+        "../../envs/mmdet.yaml"
+    params:
+        dataset=DATASET,
+        splits=plan_splits(),
+        expected=plan_expected(),
+        model=config["clip"]["model"],
+        kinds=config["oake"]["kinds"],
+        shards=config["oake"]["shards"],
+        storage=config["oake"]["object_storage"],
+        compression=config["oake"]["compression"],
+        per_image=config["proposals"]["max_per_img"],
+        rpn_epochs=config["proposals"]["epochs"],
+        rpn_gpus=config["proposals"]["gpus"],
+        rpn_batch=config["proposals"]["batch_size"],
+        rpn_lr_batch=config["proposals"]["lr_batch"],
+        rpn_mode=config["proposals"]["effective_batch"],
+        runs=plan_runs(),
+        run_options=plan_run_options(),
+        gpus=config["train"]["gpus"],
+        mode=config["train"]["effective_batch"],
+        train=plan_train_args(),
+        device=config["plan"]["device"],
+    shell:
+        "python -m pipeline.plan --log {log:q} --dataset {params.dataset:q} --splits {params.splits:q}"
+        " {params.expected:q} --clip-model {params.model:q} --kinds {params.kinds:q} --shards {params.shards:q}"
+        " --object-storage {params.storage:q} --compression {params.compression:q}"
+        " --objects-per-image {params.per_image:q} --rpn-epochs {params.rpn_epochs:q} --rpn-gpus {params.rpn_gpus:q}"
+        " --rpn-batch-size {params.rpn_batch:q} --rpn-lr-batch {params.rpn_lr_batch:q}"
+        " --rpn-effective-batch {params.rpn_mode:q} --experiments {params.runs:q}"
+        " --experiment-options {params.run_options:q} --train-gpus {params.gpus:q}"
+        " --train-effective-batch {params.mode:q} {params.train:q} --device {params.device:q} --output {output:q}"
