@@ -159,7 +159,8 @@ def test_a_variants_resume_fingerprint_differs_from_its_bases(tmp_path):
 @pytest.mark.slow
 def test_a_user_config_by_path_trains(tmp_path):
     """``--config`` a user's file inheriting oadp_demo without the global head: trained (dry run) with the caches
-    its heads distil from, blocks and objects; the checkpoint records its config."""
+    its heads distil from, blocks and objects; the checkpoint records its config. Then a variant of it without the
+    block head, with the words the train rule gives it (its config, its overrides): objects only."""
     import torch
 
     from pipeline import train
@@ -167,20 +168,30 @@ def test_a_user_config_by_path_trains(tmp_path):
 
     demo, prompt_files = _oadp_demo_setup(tmp_path, num_train=4)
     mine = user_config(tmp_path, "my_oadp", "oadp_demo", "model = dict(global_head=None)\n")
-    exp = E.resolve_all([str(mine)])["my_oadp"]
-    assert exp.caches == ("blocks", "objects") and exp.prompts == ("ml", "vild")
-    work = tmp_path / "train/my_oadp"
-    args = ["fit", "--experiment", "my_oadp", f"--config={exp.config}", "--num-base", "3"]
-    args += ["--names-from", str(tmp_path / "train.all.json"), "--annotations", str(tmp_path / "train.base.json")]
-    args += ["--images", str(demo / "images/train")]
-    for kind in exp.prompts:
-        args += ["--prompt", f"{kind}={prompt_files[kind]}"]
-    for kind in exp.caches:
-        args += [f"--{kind}", str(tmp_path / f"{kind[0]}.h5")]  # the shards _oadp_demo_setup extracted
-    args += ["--work-dir", str(work), "--workers", "0", "--dry-run"]
-    train.main(args)
-    meta = torch.load(work / "final.pth", map_location="cpu", weights_only=True)["meta"]
-    assert meta["experiment"] == "my_oadp"
-    assert meta["config"]["model"]["global_head"] is None
-    assert meta["config"]["model"]["roi_head"]["block_head"] is not None
-    assert json.loads(json.dumps(meta["config"]["train_cfg"]))["max_iters"] == 4
+    got = E.resolve_all(
+        [str(mine)], {"my_oadp-object": {"from": "my_oadp", "options": {"model.roi_head.block_head": None}}}
+    )
+    assert got["my_oadp"].caches == ("blocks", "objects") and got["my_oadp"].prompts == ("ml", "vild")
+    assert got["my_oadp-object"].caches == ("objects",)
+
+    def fit(exp: E.Experiment) -> dict:
+        work = tmp_path / "train" / exp.name
+        args = ["fit", f"--experiment={exp.name}", f"--config={exp.config}", "--num-base", "3"]
+        args += ["--names-from", str(tmp_path / "train.all.json"), "--annotations", str(tmp_path / "train.base.json")]
+        args += ["--images", str(demo / "images/train")]
+        for kind in exp.prompts:
+            args += ["--prompt", f"{kind}={prompt_files[kind]}"]
+        for kind in exp.caches:
+            args += [f"--{kind}", str(tmp_path / f"{kind[0]}.h5")]  # the shards _oadp_demo_setup extracted
+        args += ["--work-dir", str(work), "--workers", "0", "--dry-run"]
+        train.main(args + (["--cfg-options", *exp.cli_options()] if exp.options else []))
+        meta = torch.load(work / "final.pth", map_location="cpu", weights_only=True)["meta"]
+        assert meta["experiment"] == exp.name
+        assert json.loads(json.dumps(meta["config"]["train_cfg"]))["max_iters"] == 4
+        return meta["config"]["model"]
+
+    model = fit(got["my_oadp"])
+    assert model["global_head"] is None and model["roi_head"]["block_head"] is not None
+    model = fit(got["my_oadp-object"])
+    assert model["global_head"] is None and model["roi_head"]["block_head"] is None
+    assert model["roi_head"]["object_head"] is not None
