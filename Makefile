@@ -33,7 +33,7 @@ test: install
 # Both real-data presets end to end under dry_run on a generated reference-style tree (tests/test_presets_e2e.py:
 # ViT-B-32, R50-FPN at the presets' resolutions, seeded random weights; 20 min on 2 quiet cores; run by .ci/run).
 test-presets: install
-	$(VENV)/bin/pytest -q -rs -s -m presets tests/test_presets_e2e.py --durations=5
+	$(VENV)/bin/pytest -q -rs -s -m presets tests/test_presets_e2e.py tests/test_plan.py --durations=5
 
 bench: install
 	$(PY) -m benchmarks
