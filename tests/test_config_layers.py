@@ -128,6 +128,7 @@ CLI_OPTIONS = {
     "oake.shards": ("pipeline.oake.globals", None, "shards"),
     "oake.precision": ("pipeline.oake.globals", None, "precision"),
     "on_bad_image": ("pipeline.oake.globals", None, "on_bad_image"),
+    "max_image_pixels": ("pipeline.oake.globals", None, "max_image_pixels"),
     "oake.compression": ("pipeline.oake.globals", None, "compression"),
     "oake.block0_box": ("pipeline.oake.blocks", None, "block0_box"),
     "oake.object_storage": ("pipeline.oake.objects", None, "storage"),

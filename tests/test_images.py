@@ -166,3 +166,27 @@ def test_the_detector_reads_images_through_the_decoder(tmp_path):
         data = test_pipeline(steps)(ImageItem(1, tmp_path / "r.jpg"), decode(tmp_path / "r.jpg"))
         np.testing.assert_array_equal(data["inputs"].numpy().transpose(1, 2, 0), upright[:, :, ::-1])
         assert data["data_samples"].metainfo["ori_shape"] == (40, 20)
+
+
+@pytest.mark.slow
+def test_the_pixel_limit_and_the_policy_reach_every_stage_that_reads_images(snakemake_bin, tmp_path):
+    """max_image_pixels and on_bad_image are passed to proposals predict, the OAKE extractors, train predict, detect
+    and export_instructcv (the demo's plan)."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    cmd = [snakemake_bin, "-n", "-p", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    proc = subprocess.run([*cmd, "--config", "max_image_pixels=1234", "on_bad_image=skip"],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    readers = {
+        "proposals predict": [x for x in lines if "python -m pipeline.proposals" in x and " predict " in x],
+        "oake": [x for x in lines if "python -m pipeline.oake." in x and "pipeline.oake.verify" not in x],
+        "train predict": [x for x in lines if "python -m pipeline.train" in x and " predict " in x],
+        "detect": [x for x in lines if "python -m pipeline.detect" in x],
+        "export_instructcv": [x for x in lines if "python -m pipeline.export_instructcv" in x],
+    }
+    for stage, commands in readers.items():
+        assert commands and all("--max-image-pixels 1234" in x and "--on-bad-image skip" in x for x in commands), stage

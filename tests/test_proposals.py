@@ -571,5 +571,5 @@ def test_a_missing_backbone_file_is_named(tmp_path):
     ann = write_json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 0, "name": "x"}]})
     missing = tmp_path / "pretrained/torchvision/resnet50-0676ba61.pth"
     argv = ["train", "--annotations", str(ann), "--images", str(tmp_path), "--work-dir", str(tmp_path / "w")]
-    with pytest.raises(FileNotFoundError, match=f"--backbone-init torchvision:{missing}: no file"):
+    with pytest.raises(ValueError, match=f"--backbone-init torchvision:{missing}: no file"):
         proposals.main([*argv, "--backbone-init", f"torchvision:{missing}"])

@@ -153,10 +153,9 @@ def vision_avg_classifier(
             for ex in exemplars[name]:
                 path = Path(image_root) / ex["file_name"]
                 try:
-                    with Image.open(path) as im:
-                        image = im.convert("RGB")
-                except OSError as exc:
-                    raise PromptError(f"{path}: cannot read exemplar image of class {name!r} ({exc})") from exc
+                    image = images.decode(path)
+                except images.UnreadableImage as exc:
+                    raise PromptError(f"{path}: cannot read exemplar image of class {name!r} ({exc.reason})") from exc
                 views += exemplar_views(image, ex, context, num_augs)
         batch = torch.stack([preprocess.standard(v) for v in views]).to(device)
         rows.append(model.encode_image(batch).float().mean(0).cpu())

@@ -132,7 +132,7 @@ def run_train(opts: TrainOptions) -> None:
     cli.check_gpus(opts.gpus)
     kind, _, path = opts.backbone_init.partition(":")
     if path and not Path(path).is_file():
-        raise FileNotFoundError(f"--backbone-init {opts.backbone_init}: no file {path} (relative to {Path.cwd()})")
+        raise ValueError(f"--backbone-init {opts.backbone_init}: no file {path} (relative to {Path.cwd()})")
     if kind == "random":
         log.warning("the RPN starts from random weights (--backbone-init random); mmdet's RPN starts from ImageNet")
     config = rpn_config.train_config(opts)  # reads the annotation file once

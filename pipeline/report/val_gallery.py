@@ -87,7 +87,7 @@ def gallery_picture(
     for im in images:
         path = image_path(im, image_dir)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: image {im['id']} of the val gallery is missing")
+            raise ValueError(f"{path}: image {im['id']} of the val gallery is missing")
         picture, factor = upscaled(decode(path), CELL_MIN_SIDE)
         truth = gts[im["id"]]
         cells = [

@@ -41,7 +41,7 @@ def config_path(experiment: str | Path) -> Path:
     path = Path(experiment)
     if path.suffix == ".py":
         if not path.is_file():
-            raise FileNotFoundError(f"detector config {path} does not exist")
+            raise ValueError(f"detector config {path} does not exist")
         return path
     path = CONFIG_DIR / f"{experiment}.py"
     if not path.is_file():
