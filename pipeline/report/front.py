@@ -2,7 +2,8 @@
 
 The workflow description (``workflow/report/workflow.rst``) includes it as raw HTML, so the report opens on the
 numbers: one row per experiment with novel / base / all AP50 and, where evaluated, APr, each the mean (min–max)
-over the experiment's seed runs, and the transfer plot embedded as a data URI. Every name is HTML-escaped.
+over the experiment's seed runs, and the transfer plot embedded as a data URI (as wide as the page's text column;
+a click shows it large, above the rule graph). Every name is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.report.html import data_uri
+from pipeline.report.html import embedded_img
 from pipeline.report.seeds import spread_text
 
 HEADLINE = (("novel_ap50", "novel AP50"), ("base_ap50", "base AP50"), ("all_ap50", "all AP50"), ("apr", "APr"))
@@ -19,6 +20,9 @@ STYLE = (
     "table.headline{border-collapse:collapse;margin:.5em 0}"
     "table.headline th,table.headline td{border:1px solid #bbb;padding:3px 8px;text-align:right}"
     "table.headline th:first-child,table.headline td:first-child{text-align:left}"
+    ".zoom input{display:none}.zoom img{max-width:100%;cursor:zoom-in}"
+    ".zoom input:checked+img{max-width:none;width:min(1100px,90vw);position:relative;z-index:10;background:#fff;"
+    "box-shadow:0 0 12px #888;cursor:zoom-out}"
 )
 
 
@@ -41,10 +45,7 @@ def front_html(
     )
     plot = ""
     if transfer_png is not None and transfer_png.is_file():
-        plot = (
-            f'<p><img alt="transfer: base and novel AP50 per experiment" src="{data_uri(transfer_png)}" '
-            'style="width:min(1000px,68vw);max-width:none"></p>'
-        )
+        plot = f"<p>{embedded_img(transfer_png, 'transfer: base and novel AP50 per experiment')}</p>"
     return (
         f"<style>{STYLE}</style><h2>Results</h2>{note}"
         f'<table class="headline"><tr><th>experiment</th><th>seeds</th>{head}</tr>{"".join(rows)}</table>'
