@@ -1,6 +1,7 @@
-"""The configuration's checks (workflow/config_check.py) as a module: unknown keys and names with the closest valid
-one, known CLIP architectures and runs, paths and dotted keys that reach a command line, the deprecated
-oake.on_bad_image, the schema's defaults as Snakemake's validate fills them, base-class counts from core.vocab."""
+"""The configuration's checks (workflow/config_check.py, workflow/config_names.py) as modules: unknown keys and
+names with the closest valid one, known CLIP architectures and runs, paths and dotted keys that reach a command
+line, the deprecated oake.on_bad_image, the schema's defaults as Snakemake's validate fills them, base-class counts
+from core.vocab."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from pipeline.core import vocab
 from workflow import config_check as C
 from workflow import config_layers
+from workflow import config_names as N
 
 DEMO = {"clip": {"model": "OADP-Tiny-ViT-32", "weights": "random"}}  # no file from elsewhere, no teacher
 
@@ -71,7 +73,7 @@ def test_clip_model_must_be_a_known_architecture(name):
 
 def test_the_tiny_clip_names_are_those_the_models_register():
     configs = pytest.importorskip("pipeline.models.clip.configs")
-    assert C.tiny_clip_names() == list(configs.TINY_CONFIGS)
+    assert N.tiny_clip_names() == list(configs.TINY_CONFIGS)
 
 
 def test_open_clip_names_are_read_without_importing_open_clip():
@@ -79,15 +81,15 @@ def test_open_clip_names_are_read_without_importing_open_clip():
     import sys
 
     code = (
-        "import sys; from workflow import config_check as C; n = C.open_clip_names(); "
+        "import sys; from workflow import config_names as N; n = N.open_clip_names(); "
         "print(len(n), 'open_clip' in sys.modules, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=C.ROOT)
     count, imported, torch = out.stdout.split()
     assert int(count) > 50 and imported == "False" and torch == "False"
     open_clip = pytest.importorskip("open_clip")
-    assert set(open_clip.list_models()) - set(C.tiny_clip_names()) <= set(C.open_clip_names())
-    assert "ViT-B-32" in C.open_clip_names()
+    assert set(open_clip.list_models()) - set(N.tiny_clip_names()) <= set(N.open_clip_names())
+    assert "ViT-B-32" in N.open_clip_names()
 
 
 @pytest.mark.parametrize(
@@ -107,14 +109,16 @@ def test_runs_label_val_pairs_only_and_a_checkpoint_is_a_file(tmp_path):
     assert "config key 'export_instructcv.sources': ['vild_demo'] label val pairs only" in message
     assert configure({"export_instructcv": {"sources": ["gt"], "split": "train"}})
     missing = tmp_path / "final.pth"
-    assert f"config key 'detect.checkpoint': no such file: {missing}" in refused({"detect": {"checkpoint": str(missing)}})
+    assert f"config key 'detect.checkpoint': no such file: {missing}" in refused(
+        {"detect": {"checkpoint": str(missing)}}
+    )
     missing.write_bytes(b"x")
     assert configure({"detect": {"checkpoint": str(missing)}}).config["detect"]["checkpoint"] == str(missing)
 
 
 def test_seed_runs_are_runs():
     checked = configure({"train": {"seeds": [2]}, "export_instructcv": {"sources": ["gt", "vild_demo+seed2"]}})
-    assert "vild_demo+seed2" in C.run_names(checked.config)
+    assert "vild_demo+seed2" in N.run_names(checked.config)
     assert "vild_demo+seed3" in refused({"train": {"seeds": [2]}, "detect": {"experiment": "vild_demo+seed3"}})
 
 

@@ -21,7 +21,9 @@ WHAT = {
         "the CLIP weights (OpenAI's ViT-B-32.pt; the reference README: python -c 'import clip; "
         "clip.load_default()' with its CLIP fork; open_clip files and Hugging Face folders work too)"
     ),
-    "prompts.detpro": "DetPro's learned LVIS prompts iou_neg5_ens.pth (the reference README: DetPro's Baidu Netdisk link)",
+    "prompts.detpro": (
+        "DetPro's learned LVIS prompts iou_neg5_ens.pth (the reference README: DetPro's Baidu Netdisk link)"
+    ),
     "proposals.import": "the reference's OLN proposals of the split (a pickle of [N, 5] arrays)",
     "torchvision": f"the RPN backbone's initial weights, {_IMAGENET_R50}",
     "detector": f"a detector checkpoint the RPN starts from, such as {_SOCO}",
