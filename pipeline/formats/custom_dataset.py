@@ -1,6 +1,6 @@
 """A user's COCO-format dataset (``dataset: custom``): the checks that refuse bad input before any job runs.
 
-Snakemake runs :func:`check_dataset` on both split files while it reads the config (workflow/rules/config.smk), and
+Snakemake runs :func:`check_dataset` on both split files while it reads the config (workflow/config_check.py), and
 the annotations stage runs :func:`check_split_file` again on the file it remaps. Only the JSON files are read and
 the image files are looked up, never decoded, so a COCO-sized dataset is checked in seconds.
 
