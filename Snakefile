@@ -17,8 +17,8 @@
 #   train/{experiment}/final.pth; evaluate/{experiment}/{detections.json,regions.npz}     (train)
 #   evaluate/{experiment}/{metrics,per_class_ap,pr_curves,open_ended}.json                (evaluate)
 #   detect/{experiment}/{detections.json,pictures/,index.html}; export_instructcv/{source}/image_pairs_{part}/  (detect)
-#   report/summary.{md,html}, report/{pr_curves,per_class_ap,loss_curves,transfer}.png,
-#          report/val_gallery_{experiment}.png                                        (report)
+#   report/summary.{md,html}, front.html, ablation.csv, {pr_curves,per_class_ap,loss_curves,transfer}.png,
+#          report/val_gallery.png                                                     (report)
 #   logs/<rule>/...                               one log per job
 #
 # Default config = the embedded demo; real data: --configfile workflow/presets/ov_coco.yaml
