@@ -347,3 +347,23 @@ def test_report_captions_interpolate_only_values_that_cannot_carry_markup():
     for caption in sorted((REPO / "workflow/report").glob("*.rst")):
         for expression in re.findall(r"\{\{(.*?)\}\}", caption.read_text(), re.S):
             assert expression.strip() in allowed, (caption.name, expression)
+
+
+def test_an_lvis_ablation_compares_apr_apc_apf_ap():
+    from pipeline.report.ablation import ablation_rows
+
+    metrics = {
+        "oadp_ov_lvis": {"novel_ap50": None, "apr": 20.0, "apc": 28.0, "apf": 32.0, "ap": 28.5},
+        "oadp_ov_lvis+seed1": {"novel_ap50": None, "apr": 22.0, "apc": 28.0, "apf": 32.0, "ap": 28.5},
+        "oadp_ov_lvis-no_global": {"novel_ap50": None, "apr": 19.0, "apc": 27.0, "apf": 32.5, "ap": 28.0},
+        "oadp_ov_lvis-no_global+seed1": {"novel_ap50": None, "apr": 20.0, "apc": 27.5, "apf": 32.0, "ap": 28.0},
+    }
+    runs_of = {"oadp_ov_lvis": ["oadp_ov_lvis", "oadp_ov_lvis+seed1"],
+               "oadp_ov_lvis-no_global": ["oadp_ov_lvis-no_global", "oadp_ov_lvis-no_global+seed1"]}  # fmt: skip
+    variants = {"oadp_ov_lvis-no_global": {"from": "oadp_ov_lvis", "options": {"model.global_head": None}}}
+    keys, rows = ablation_rows("oadp_ov_lvis", ["oadp_ov_lvis-no_global"], variants, runs_of, metrics)
+    assert [k for k, _ in keys] == ["apr", "apc", "apf", "ap"]
+    # paired: APr -1, -2 -> -1.5 (-2.0–-1.0) *; APc -1, -0.5 -> -0.8 *; APf +0.5, 0 -> +0.2 (+0.0–+0.5)
+    assert [d.text(signed=True) for d in rows[1].differences] == [
+        "-1.5 (-2.0–-1.0) *", "-0.8 (-1.0–-0.5) *", "+0.2 (+0.0–+0.5)", "-0.5 *"]  # fmt: skip
+    assert rows[0].values[0].text() == "21.0 (20.0–22.0)"
