@@ -178,3 +178,8 @@ def test_error_block_has_no_traceback():
     block = C.error_block(C.ConfigError("invalid configuration:\n  config key 'x': bad"))
     assert block.splitlines() == ["Error: invalid configuration (nothing was run):", "  config key 'x': bad"]
     assert C.error_block(C.ConfigError("config key 'y': bad")).endswith(":\nconfig key 'y': bad")
+
+
+def test_detect_vocabulary_names_hold_no_comma():
+    message = refused({"detect": {"vocabulary": ["red star", "a, b"]}})
+    assert "config key 'detect.vocabulary': names may not contain a comma: ['a, b']" in message
