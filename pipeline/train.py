@@ -227,9 +227,16 @@ def _encode_masks(masks) -> list[dict]:
 
 
 @STAGE.command("predict", PredictOptions, "COCO-format detections of a split")
-@torch.inference_mode()
 def run_predict(opts: PredictOptions) -> None:
+    import torch
+
+    with torch.inference_mode():
+        _predict(opts)
+
+
+def _predict(opts: PredictOptions) -> None:
     import numpy as np
+    import torch
 
     from pipeline.models.detector.inference import predict
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from pipeline.core.images import ImageItem, ImagePolicy
 from pipeline.core.progress import track
-from pipeline.models.detector.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,7 @@ def load_detector(checkpoint: str | Path, device: str = "cpu", vocabulary: Vocab
     from mmengine.config import Config
 
     from pipeline.models.detector import register_modules
+    from pipeline.models.detector.checkpoint import read_checkpoint
     from pipeline.models.detector.config import classifier_nodes
 
     register_modules()
