@@ -125,6 +125,8 @@ def prompt_rows(stored: Mapping, names: Sequence[str], clip, checkpoint: str | P
     if not meta:
         log.warning("%s: stored prompts without meta (older final.pth): assuming the CLIP given made them", checkpoint)
     if "context" in stored:
+        if len(names) >= PROGRESS_NAMES:
+            log.info("embedding %d names with the learned context of the %s prompts", len(names), kind or "ml")
         embeddings = text.context_embeddings(clip.model, names, stored["context"])
     elif kind == "vild" or (kind is None and "scaler" not in stored):
         renormalize, progress = meta.get("renormalized") == "True", len(names) >= PROGRESS_NAMES
