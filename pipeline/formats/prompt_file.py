@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.core import atomic
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PromptError(ValueError):
@@ -32,6 +34,8 @@ def save(
     context: torch.Tensor | None = None,
 ) -> None:
     """Write a prompt file atomically (tensors, strings and floats only: ``weights_only`` loadable)."""
+    import torch
+
     embeddings = embeddings.detach().float().cpu().contiguous()
     if embeddings.ndim != 2 or embeddings.shape[0] != len(names):
         raise PromptError(f"{path}: {len(names)} names but embeddings of shape {tuple(embeddings.shape)}")
@@ -50,6 +54,8 @@ def save(
 
 def load(path: str | Path) -> dict:
     """Load a prompt file safely (``weights_only=True``) and check its structure."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001

@@ -26,7 +26,7 @@ from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
 from pipeline.formats import feature_cache as cache
 from pipeline.models.clip import geometry
-from pipeline.released import STAGE, archives, oake_files
+from pipeline.released import STAGE, archives
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def run_features(opts: FeaturesOptions) -> dict:
 def _fill(writer, queue: list[int], opts: FeaturesOptions, types: dict, sizes: dict, dim: int) -> list[int]:
     """Add the rows of ``queue`` (ascending ids) in order from every source, up to the first image that no source
     holds; returns the images that no source holds."""
+    from pipeline.released import oake_files  # torch: imported by the run, not by the stage's parser
+
     wanted = set(queue)
     randoms = archives.RandomAccess([p for p, t in types.items() if t != "tar"], opts.kind, wanted)
     waiting = archives.Reorder(Path(f"{opts.output}.spill"), opts.buffer_mb << 20)

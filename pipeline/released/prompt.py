@@ -18,15 +18,16 @@ import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
 from pipeline.formats.annotation_file import vocabulary
 from pipeline.formats.prompt_file import PromptError, save
 from pipeline.released import STAGE
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class PromptOptions:
 
 
 def _scalar(obj: Mapping, key: str, path: Path) -> float:
+    import torch
+
     value = obj[key]
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
         value = value.item()
@@ -63,6 +66,8 @@ def read_reference(path: Path) -> tuple[list[str], torch.Tensor, float | None, f
             strings, embeddings that are not a finite ``[len(names), D]`` float tensor, ``scaler`` without
             ``bias`` (each names the file and the key).
     """
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

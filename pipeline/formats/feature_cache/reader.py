@@ -14,7 +14,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from pipeline.formats.feature_cache.layout import _ROW_NAMES, CacheError, _py
 
@@ -29,6 +28,8 @@ def _memmap(path: Path, d: h5py.Dataset) -> Any:
 
 def _float32(rows: Any) -> np.ndarray:
     """A float32 copy; torch's vectorised half -> float conversion is about 7x numpy's."""
+    import torch  # here: a stage's parser imports this package, and torch takes seconds to import
+
     return torch.from_numpy(np.array(rows)).float().numpy()
 
 
