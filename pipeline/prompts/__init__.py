@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from pipeline.core import atomic
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
@@ -274,6 +272,8 @@ def run_multimodal(opts: MultimodalOptions) -> None:
 
 @STAGE.command("ml", MLOptions, "learned multi-label prompt on OAKE globals")
 def run_ml(opts: MLOptions) -> None:
+    import torch
+
     from pipeline.formats.feature_cache import ShardReader
     from pipeline.prompts import ml
 

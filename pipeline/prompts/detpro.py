@@ -4,10 +4,12 @@ class order) read as names and rows for a prompt file."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.formats.prompt_file import PromptError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def lvis_mmdet_names() -> list[str]:
@@ -22,6 +24,8 @@ def lvis_mmdet_names() -> list[str]:
 
 def import_detpro(path: str | Path) -> tuple[list[str], torch.Tensor]:
     """Read DetPro's tensor (tensors only, ``weights_only``) -> (names, ``[1203, D]`` float32)."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
