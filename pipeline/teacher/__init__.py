@@ -41,36 +41,38 @@ The evaluation reloads the written checkpoint through :func:`pipeline.models.cli
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.core import atomic, cli, dry_run
-from pipeline.teacher.data import AUG_STREAM, CaptionBatches, caption_test_set, crop_uint8, normalize, read_caption_set
-from pipeline.teacher.model import (
-    TokenRows,
-    block_constant_init,
-    caption_token_ids,
-    create_model,
-    encode_image_downsampled,
-    parameter_counts,
-    pooled_patch_kernel,
-    save_checkpoint,
-)
 from pipeline.teacher.options import TEACHER_MODEL, TOKEN_ROWS, TeacherError, TeacherOptions
-from pipeline.teacher.training import MAX_LOGIT_SCALE, contrastive_loss, train
-from pipeline.teacher.zeroshot import (
-    EVAL_BATCH,
-    PHOTO_TEMPLATE,
-    accuracy,
-    class_text_embeddings,
-    context_square,
-    image_embeddings,
-    scene_objects,
-    similar_pairs,
-    zero_shot,
-)
+
+# the torch side of the stage, imported on first use (by ``run`` or a caller): the parser needs none of it
+_LAZY = {
+    "pipeline.teacher.data": (
+        "AUG_STREAM", "CaptionBatches", "caption_test_set", "crop_uint8", "normalize", "read_caption_set",
+    ),
+    "pipeline.teacher.model": (
+        "TokenRows", "block_constant_init", "caption_token_ids", "create_model", "encode_image_downsampled",
+        "parameter_counts", "pooled_patch_kernel", "save_checkpoint",
+    ),
+    "pipeline.teacher.training": ("MAX_LOGIT_SCALE", "contrastive_loss", "train"),
+    "pipeline.teacher.zeroshot": (
+        "EVAL_BATCH", "PHOTO_TEMPLATE", "accuracy", "class_text_embeddings", "context_square", "image_embeddings",
+        "scene_objects", "similar_pairs", "zero_shot",
+    ),
+}  # fmt: skip
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AUG_STREAM",
@@ -116,6 +118,9 @@ def run(opts: TeacherOptions, output: Path, zeroshot: Path, captions: Path | Non
     """Train, write the checkpoint, reload it through :func:`pipeline.models.clip.load_clip`, evaluate, write the
     report."""
     from pipeline.models.clip import load_clip
+    from pipeline.teacher.model import create_model, parameter_counts, save_checkpoint
+    from pipeline.teacher.training import train
+    from pipeline.teacher.zeroshot import zero_shot
 
     model = create_model(opts)
     counts = parameter_counts(model)
