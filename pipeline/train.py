@@ -71,7 +71,7 @@ class FitOptions:
     globals: tuple[str, ...] = option((), help=_SHARDS_HELP.format("globals"))
     blocks: tuple[str, ...] = option((), help=_SHARDS_HELP.format("blocks"))
     objects: tuple[str, ...] = option((), help=_SHARDS_HELP.format("objects"))
-    iters: int | None = option(None, help="iterations (none: the config's schedule)")
+    iters: int | None = option(None, help="optimiser steps (none: the config's schedule)")
     batch_size: int | None = option(None, help="images per GPU (none: the config's, 2)")
     workers: int | None = option(None, help="data loader workers per process (none: the config's)")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")

@@ -218,7 +218,7 @@ def test_rpn_training_resumes_only_the_same_run(tmp_path, monkeypatch):
     def train(lr: str = "0.01", *extra: str) -> None:
         proposals.main(
             ["train", "--annotations", "train.base.json", "--images", str(demo.relative_to(project) / "images/train"),
-             "--work-dir", str(work), "--depth", "18", "--scale", "128", "--iters", "2", "--lr", lr,
+             "--work-dir", str(work), "--depth", "18", "--scale", "128", "--iters", "2", "--lr", lr, "--lr-batch", "2",
              "--workers", "0", "--checkpoint-every", "1", "--backbone-init", "random", *extra]
         )  # fmt: skip
 
@@ -316,6 +316,8 @@ def test_oln_style_head_trains_and_predicts(tmp_path):
             "6",
             "--lr",
             "0.01",
+            "--lr-batch",
+            "2",  # the demo's: 2 images per optimiser step, nothing accumulated
             "--workers",
             "0",
         ]

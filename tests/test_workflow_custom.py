@@ -128,7 +128,14 @@ def test_a_generated_custom_dataset_runs_end_to_end(snakemake_bin, tmp_path):
     config = custom_config(
         paths,
         [names[3]],
-        proposals={"backbone_init": "random", "depth": 18, "scale": 256, "iters": 3, "max_per_img": 20},
+        proposals={
+            "backbone_init": "random",
+            "depth": 18,
+            "scale": 256,
+            "iters": 3,
+            "max_per_img": 20,
+            "effective_batch": "actual",  # 3 iterations of 2 images (the schema's 16 would accumulate 8 each)
+        },
         oake={"shards": 1},
         train={
             "iters": 3,
