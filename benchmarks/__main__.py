@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.core import atomic, cli
 
-BENCHMARKS = ("annotations", "prompts", "oake", "train", "dag", "stages")
+BENCHMARKS = ("annotations", "prompts", "oake", "train", "dag", "stages", "full_size")
 
 
 def main(argv=None) -> None:

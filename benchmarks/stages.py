@@ -6,7 +6,8 @@ On this machine's device (CUDA when visible, else the CPU), measured through the
   :data:`PROPOSALS_PER_IMAGE` proposals each, for the demo's CLIP and ViT-B-32 (random weights: the same
   compute as trained ones); rows/s and images/s (model loading not counted);
 * ``train``: seconds per iteration of 2 images of each detector config of :data:`CPU_CONFIGS` (and
-  :data:`GPU_CONFIGS` on a GPU), the warm-up steps not counted (:mod:`benchmarks.train`'s worker).
+  :data:`GPU_CONFIGS` on a GPU), the warm-up steps not counted (:mod:`benchmarks.train`'s worker): the median
+  step of the faster of two runs.
 
 Layout: :mod:`pipeline.plan.timing`.
 """
@@ -121,7 +122,16 @@ def run(scale: float = 1.0) -> dict:
     configs = {**CPU_CONFIGS, **(GPU_CONFIGS if device == "cuda" else {})}
     result["train"] = {}
     for config, size in configs.items():
-        m = train_bench._measure(config, "oadp", device, size, 100 if size[0] > 300 else 50, steps, 3)
-        result["train"][config] = {"s_per_iter": round(m["median_s"], 4), "images_per_iter": 2, "image_size": size}
+        # the faster of two runs (timeit's convention): other work on a shared machine only ever slows a run down
+        runs = [
+            train_bench._measure(config, "oadp", device, size, 100 if size[0] > 300 else 50, steps, 3) for _ in "ab"
+        ]
+        medians = [round(m["median_s"], 4) for m in runs]
+        result["train"][config] = {
+            "s_per_iter": min(medians),
+            "runs_s_per_iter": medians,
+            "images_per_iter": 2,
+            "image_size": size,
+        }
     result["load_average_after"] = round(os.getloadavg()[0], 2)
     return result
