@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core import atomic, cli, images, workdir
+from pipeline.core import atomic, batching, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
@@ -75,12 +75,7 @@ class FitOptions:
     batch_size: int | None = option(None, help="images per GPU (none: the config's, 2)")
     workers: int | None = option(None, help="data loader workers per process (none: the config's)")
     gpus: int = option(1, help="> 1: relaunch under torchrun, one process per GPU")
-    effective_batch: str = option(
-        "reference",
-        help="reference: every optimiser step sees the config's batch (16 images), gradients accumulated over "
-        "16 / (gpus x batch size) iterations; actual: one step per iteration, lr scaled to gpus x batch size",
-        choices=("reference", "actual"),
-    )
+    effective_batch: str = batching.mode_option("the config's batch (auto_scale_lr.base_batch_size: 16 images)")
     dry_run: bool = option(
         False, help=f"{dry.ITERS} iterations on the first {dry.IMAGES} images of --annotations", action="store_true"
     )

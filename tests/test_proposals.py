@@ -365,11 +365,12 @@ def test_multi_gpu_training_relaunches_under_torchrun(tmp_path):
 def test_the_training_dataset_holds_base_boxes_only(tmp_path):
     """Build the dataset exactly as the trainer does and look at every instance it yields."""
     from mmdet.registry import DATASETS
-    from mmdet.utils import register_all_modules
+
+    from pipeline.models.detector import register_modules
 
     demo = make_demo_split(tmp_path, num_train=8, num_val=1)
     ns = train_args(tmp_path / "train.base.json", demo / "images/train", tmp_path, "--depth", "18", "--scale", "256")
-    register_all_modules()
+    register_modules()  # mmdet's and the project's transforms (ReadImage)
     dataset = DATASETS.build(rpn_config.train_config(ns)["train_dataloader"]["dataset"])
     labels = [inst["bbox_label"] for i in range(len(dataset)) for inst in dataset.get_data_info(i)["instances"]]
     raw = json.loads((demo / "annotations/instances_train.json").read_text())

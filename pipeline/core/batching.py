@@ -49,16 +49,34 @@ class Batch:
             line += f"; lr x {self.lr_factor:g}"
         return line + ")"
 
+    @classmethod
+    def from_record(cls, record) -> Batch:
+        """The batch of an :meth:`as_dict` record (``final.pth``'s ``meta.batch``, a config's ``batch``)."""
+        return cls(**{k: record[k] for k in ("gpus", "per_gpu", "accumulation", "reference", "mode")})
+
     def as_dict(self) -> dict:
         """Plain values for ``final.pth`` and the report: ``gpus``, ``per_gpu``, ``accumulation``, ``effective``,
         ``reference``, ``mode``."""
         return {**asdict(self), "effective": self.effective}
 
 
+def mode_option(reference: str):
+    """The ``--effective-batch`` option of a training stage (:data:`MODES`, default ``reference``); ``reference``
+    names the batch of an optimiser step in words (``--lr-batch images``)."""
+    from pipeline.core.options import option
+
+    return option(
+        "reference",
+        help=f"reference: every optimiser step sees {reference}, gradients accumulated over as many iterations of "
+        "gpus x batch size images as that takes; actual: one step per iteration, lr scaled to gpus x batch size",
+        choices=MODES,
+    )
+
+
 def describe_record(record: dict) -> str:
     """:meth:`Batch.describe` of a record of :meth:`Batch.as_dict` (``final.pth``'s ``meta.batch``), with its mode:
     ``... (reference 16), effective_batch reference``."""
-    batch = Batch(**{k: record[k] for k in ("gpus", "per_gpu", "accumulation", "reference", "mode")})
+    batch = Batch.from_record(record)
     return f"{batch.describe()}, effective_batch {batch.mode}"
 
 

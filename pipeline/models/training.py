@@ -69,9 +69,7 @@ def schedule_line(cfg) -> str:
     batch = cfg.get("batch") or {}
     n = int(batch.get("accumulation", 1))
     if batch:
-        parts.append(
-            Batch(**{k: batch[k] for k in ("gpus", "per_gpu", "accumulation", "reference", "mode")}).describe()
-        )
+        parts.append(Batch.from_record(batch).describe())
     loop = cfg["train_cfg"]
     if loop.get("type", "IterBasedTrainLoop") == "IterBasedTrainLoop":
         iters = int(loop["max_iters"])
@@ -106,7 +104,7 @@ def check_batches(config) -> None:
     experiment and the nearest valid settings otherwise. Reads the detector configs with ``mmengine.config`` only."""
     from pipeline.core.batching import plan
     from pipeline.models.detector import experiment
-    from pipeline.models.detector.config import reference_batch
+    from pipeline.models.detector.config import batch_of
 
     train = config["train"]
     imported = set(train.get("import") or {})
@@ -114,10 +112,10 @@ def check_batches(config) -> None:
         if experiment.entry_name(entry) in imported:
             continue
         cfg = experiment.load(entry, train.get("options") or {})
-        per_gpu = train.get("batch_size") or int(cfg.train_dataloader.batch_size)
-        reference = reference_batch(cfg) or train["gpus"] * per_gpu
+        if train.get("batch_size"):
+            cfg.train_dataloader.batch_size = train["batch_size"]
         try:
-            plan(reference, train["gpus"], per_gpu, train["effective_batch"], keys="train")
+            batch_of(cfg, train["gpus"], train["effective_batch"])
         except ValueError as err:
             raise ValueError(f"experiment {entry}: {err}") from None
     rpn = config["proposals"]

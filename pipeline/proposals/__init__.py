@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core import atomic, cli, images, workdir
+from pipeline.core import atomic, batching, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
 from pipeline.core.hashing import sha256_file
@@ -65,12 +65,7 @@ class TrainOptions:
     batch_size: int = option(2, help="images per GPU")
     lr: float = option(0.02, help="SGD learning rate for --lr-batch images per optimiser step")
     lr_batch: int = option(16, help="images per optimiser step --lr is for: the reference batch")
-    effective_batch: str = option(
-        "reference",
-        help="reference: every optimiser step sees --lr-batch images, gradients accumulated over "
-        "lr_batch / (gpus x batch size) iterations; actual: gpus x batch size images per step, lr scaled linearly",
-        choices=("reference", "actual"),
-    )
+    effective_batch: str = batching.mode_option("--lr-batch images")
     scale: int = option(800, help="short side of the training images")
     workers: int = option(2, help="data loader workers per process")
     checkpoint_every: int = option(200, help="optimiser steps between checkpoints")
