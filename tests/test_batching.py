@@ -165,3 +165,27 @@ def test_the_report_states_each_trainings_batch_beside_the_reference(tmp_path):
         "- batch of oadp_fast: 2 GPUs x 2 images x 1 accumulated = 4 images per optimiser step (reference 16; lr x "
         "0.25), effective_batch actual",
     ]
+
+
+@pytest.mark.parametrize("preset", ["ov_coco", "ov_lvis"])
+def test_the_presets_accumulate_to_16_on_any_gpu_count_that_divides_it(preset):
+    from pathlib import Path
+
+    import yaml
+
+    from workflow import config_check
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / f"workflow/presets/{preset}.yaml").read_text())
+    config_check.fill_defaults(cfg, config_check.load_schema())
+    assert cfg["train"]["effective_batch"] == cfg["proposals"]["effective_batch"] == "reference"
+    for gpus in (1, 2, 4, 8):
+        for stage in ("train", "proposals"):
+            cfg[stage]["gpus"] = gpus
+        check_batches(cfg)
+        for entry in cfg["experiments"]:
+            built = _detector(entry, world_size=gpus)
+            assert built.batch["effective"] == 16 and built.batch["accumulation"] == 8 // gpus
+    cfg["train"]["gpus"] = 3
+    with pytest.raises(ValueError, match="nearest valid settings: train.gpus 2 \\(batch_size 2\\); train.gpus 4"):
+        check_batches(cfg)
