@@ -189,3 +189,17 @@ def test_the_presets_accumulate_to_16_on_any_gpu_count_that_divides_it(preset):
     cfg["train"]["gpus"] = 3
     with pytest.raises(ValueError, match="nearest valid settings: train.gpus 2 \\(batch_size 2\\); train.gpus 4"):
         check_batches(cfg)
+
+
+def test_batch_norm_layers_with_batch_statistics_are_counted():
+    """Accumulation reproduces a large batch except in BatchNorm layers that compute batch statistics: frozen ones
+    (eval mode, mmdet's norm_eval) are not counted, trainable ones are (the log names how many)."""
+    import torch
+
+    from pipeline.models.hooks import trainable_batch_norms
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(4), torch.nn.Conv2d(4, 4, 1))
+    model.train()
+    assert trainable_batch_norms(model) == 2
+    model[0].eval()  # norm_eval: running statistics, as the detectors' backbone
+    assert trainable_batch_norms(model) == 1
