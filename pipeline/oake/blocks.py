@@ -11,15 +11,18 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from pipeline.core import cli
 from pipeline.core.device import autocast
 from pipeline.core.options import option
-from pipeline.models.clip import geometry, preprocess, vision
+from pipeline.models.clip import geometry
 from pipeline.oake import extract
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 FORWARD_BATCH = 256
@@ -27,6 +30,10 @@ FORWARD_BATCH = 256
 
 def block_crops(image: Image.Image) -> torch.Tensor:
     """``[Nb, 3, 224, 224]`` uint8 in :func:`geometry.block_boxes` order."""
+    import torch  # in the run's workers, not in the parser
+
+    from pipeline.models.clip import preprocess
+
     crops = [preprocess.standard_uint8(image)]
     level_image = image
     for level in geometry.pyramid(*image.size):
@@ -45,6 +52,10 @@ def make_prepare(block0: str):
 
 
 def make_forward(visual, device: torch.device, precision: str):
+    import torch
+
+    from pipeline.models.clip import preprocess, vision
+
     def forward(records: list[dict]) -> list[dict]:
         crops = torch.cat([r["crops"] for r in records])
         rows = []

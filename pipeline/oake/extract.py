@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from pipeline.core import cli, images
 from pipeline.core import dry_run as dry
@@ -34,9 +33,10 @@ STAGE_VERSION = 1
 _ON_BAD_IMAGE = images.ON_BAD_IMAGE  # (the field ``images`` hides the module inside ExtractOptions)
 
 
-class _Images(Dataset):
+class _Images:
     """Decodes one image and runs ``prepare`` on it (inside a worker); an unreadable image becomes a record
-    ``{"image_id", "item", "error"}`` for the main process to apply the bad-image policy to."""
+    ``{"image_id", "item", "error"}`` for the main process to apply the bad-image policy to. A map-style dataset
+    (``__len__``, ``__getitem__``), as torch's DataLoader reads one; torch is imported by :func:`run` only."""
 
     def __init__(
         self,
@@ -156,6 +156,8 @@ def run(
         todo = [it for it in items if it.image_id in pending]
         if len(todo) < len(items):
             log.info("%s: resuming, %d of %d images already extracted", opts.output, len(items) - len(todo), len(items))
+        from torch.utils.data import DataLoader
+
         loader = DataLoader(
             _Images(todo, prepare, opts.max_image_pixels),
             batch_size=opts.batch_images,

@@ -11,23 +11,31 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from pipeline.core import cli
 from pipeline.core.device import autocast
-from pipeline.models.clip import preprocess, vision
 from pipeline.oake import extract
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 
 def prepare(item: extract.ImageItem, image: Image.Image) -> dict:
+    from pipeline.models.clip import preprocess  # torch: in the run's workers, not in the parser
+
     return {"image": preprocess.pil_to_uint8(image)}
 
 
 def make_forward(visual, device: torch.device, precision: str):
+    import torch
+
+    from pipeline.models.clip import preprocess, vision
+
     def forward(records: list[dict]) -> list[dict]:
         out: list[dict | None] = [None] * len(records)
         by_size: dict[tuple, list[int]] = defaultdict(list)

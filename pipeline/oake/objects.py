@@ -18,10 +18,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from pipeline.core import cli
@@ -30,8 +29,13 @@ from pipeline.core.device import autocast
 from pipeline.core.hashing import sha256_file
 from pipeline.core.options import option
 from pipeline.formats.proposal_file import ProposalFile
-from pipeline.models.clip import geometry, preprocess, vision
+from pipeline.models.clip import geometry
 from pipeline.oake import extract
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.models.clip import vision
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ def kept_proposals(proposals: ProposalFile, image_id: int, limit: int | None) ->
 
 
 def make_prepare(proposals: ProposalFile, grid: int, limit: int | None, expand_mode: str = "adaptive"):
+    from pipeline.models.clip import preprocess  # torch: in the run's workers, not in the parser
+
     def prepare(item: extract.ImageItem, image: Image.Image) -> dict:
         boxes, scores = kept_proposals(proposals, item.image_id, limit)
         crops, masks = preprocess.object_inputs(image, boxes, grid, expand_mode)
@@ -54,6 +60,10 @@ def make_prepare(proposals: ProposalFile, grid: int, limit: int | None, expand_m
 
 
 def make_forward(encoder: vision.ObjectAwareEncoder, device: torch.device, precision: str):
+    import torch
+
+    from pipeline.models.clip import preprocess
+
     def forward(records: list[dict]) -> list[dict]:
         crops = torch.cat([r["crops"] for r in records])
         masks = torch.cat([r["masks"] for r in records])
@@ -103,6 +113,8 @@ def run(opts: ObjectsOptions) -> dict:
     missing = [it.image_id for it in extract.shard_items(opts) if it.image_id not in proposals]
     if missing:
         raise ValueError(f"{opts.proposals}: no proposals for image(s) {missing[:10]} of {opts.annotations}")
+    from pipeline.models.clip import vision
+
     device, clip = extract.load_model(opts)
     encoder = vision.ObjectAwareEncoder(clip.model.visual, masking=opts.object_masking)
     attrs = {
