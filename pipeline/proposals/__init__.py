@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from pipeline.core import atomic, batching, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
@@ -135,6 +133,7 @@ def run_train(opts: TrainOptions) -> None:
         workdir.guard_work_dir(opts.work_dir, config, dirs=[opts.images], run={"gpus": opts.gpus})
     if cli.relaunch_under_torchrun("pipeline.proposals", opts.gpus, opts.argv):
         return
+    import torch
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -168,6 +167,7 @@ def run_train(opts: TrainOptions) -> None:
 
 def load_rpn(checkpoint: str | Path, device: str):
     """The trained RPN from ``final.pth`` (tensors and plain metadata only: ``weights_only=True``)."""
+    import torch
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
@@ -182,7 +182,6 @@ def load_rpn(checkpoint: str | Path, device: str):
     return model.to(device).eval(), meta
 
 
-@torch.inference_mode()
 def predict(
     model,
     meta: dict,
@@ -196,8 +195,10 @@ def predict(
     the skipped images ``{"image_id", "reason"}``.
 
     An unreadable image follows ``on_bad_image`` (:mod:`pipeline.core.images`): ``error`` raises ``ValueError`` naming
-    it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image)."""
+    it; ``skip`` gives it no proposals (its id stays in ``ids``, so that OAKE objects find every image). Runs under
+    ``torch.inference_mode``."""
     import numpy as np
+    import torch
 
     from pipeline.models.detector.inference import test_pipeline as rpn_test_pipeline
 
@@ -205,20 +206,21 @@ def predict(
     policy = images.ImagePolicy(on_bad_image, max_image_pixels)
     pipeline = rpn_test_pipeline(test_pipeline)
     ids, boxes, scores = [], [], []
-    for item in track(items, "proposals", unit="img", logger=log):
-        image = policy.read(item)
-        if image is None:
+    with torch.inference_mode():
+        for item in track(items, "proposals", unit="img", logger=log):
+            image = policy.read(item)
+            if image is None:
+                ids.append(item.image_id)
+                boxes.append(np.zeros((0, 4), np.float32))
+                scores.append(np.zeros(0, np.float32))
+                continue
+            data = pipeline(item, image)
+            batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
+            out = model.test_step(batch)[0].pred_instances
+            order = torch.argsort(out.scores, descending=True)[:max_per_img]
             ids.append(item.image_id)
-            boxes.append(np.zeros((0, 4), np.float32))
-            scores.append(np.zeros(0, np.float32))
-            continue
-        data = pipeline(item, image)
-        batch = {"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}
-        out = model.test_step(batch)[0].pred_instances
-        order = torch.argsort(out.scores, descending=True)[:max_per_img]
-        ids.append(item.image_id)
-        boxes.append(out.bboxes[order].float().cpu().numpy())
-        scores.append(out.scores[order].float().cpu().numpy())
+            boxes.append(out.bboxes[order].float().cpu().numpy())
+            scores.append(out.scores[order].float().cpu().numpy())
     return ids, boxes, scores, policy.skipped
 
 
