@@ -26,8 +26,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from pipeline.core import atomic, batching, cli, images, workdir
 from pipeline.core import dry_run as dry
 from pipeline.core.device import resolve_device
@@ -149,6 +147,8 @@ def _config(opts: FitOptions, *, cuda: bool):
 
 @STAGE.command("fit", FitOptions, "train an experiment")
 def run_fit(opts: FitOptions) -> None:
+    import torch
+
     cli.check_gpus(opts.gpus)
     cfg = _config(opts, cuda=torch.cuda.is_available())
     check_initial_weights(cfg, opts.experiment)

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from pipeline.core import atomic
 
 
@@ -39,12 +37,16 @@ def stored_prompts(cfg) -> dict[str, dict]:
 
 def write_checkpoint(path: str | Path, state_dict: Mapping, meta: Mapping) -> None:
     """Write ``final.pth`` atomically: ``{"state_dict": state_dict, "meta": meta}``."""
+    import torch
+
     with atomic.atomic_path(path, suffix=".pth") as tmp:
         torch.save({"state_dict": state_dict, "meta": dict(meta)}, tmp)
 
 
 def read_checkpoint(checkpoint: str | Path) -> dict:
     """``final.pth`` loaded with ``weights_only=True``; an error names the file when it has no ``meta.config``."""
+    import torch
+
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("meta", {}):
         raise ValueError(f"{checkpoint}: not a final.pth of pipeline.train (no meta.config)")
