@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.core import batching
 from pipeline.models.detector import config as C
-from pipeline.models.training import check_batches, schedule_line
+from pipeline.models.training import schedule_line
+from workflow.batches import check_batches
 
 NAMES = ["c", "x", "a", "b"]
 PROMPTS = {"vild": "vild.pth", "ml": "ml.pth", "detpro": "detpro.pth"}  # recorded as paths only; not read here

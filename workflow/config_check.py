@@ -22,8 +22,8 @@ import yaml
 from pipeline.core import vocab
 from pipeline.formats import custom_dataset
 from pipeline.models.detector import experiment as detector_experiment
-from pipeline.models.training import check_batches
 from workflow import config_layers
+from workflow.batches import check_batches
 from workflow.config_layers import ConfigError
 from workflow.config_names import check_clip_model, check_names, check_paths, check_run_names, did_you_mean
 from workflow.pretrained import check_pretrained_files, pretrained_files

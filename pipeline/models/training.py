@@ -94,30 +94,3 @@ def schedule_line(cfg) -> str:
             decay.append(f"lr x{sched.get('gamma', 0.1):g} after {unit}s {list(sched['milestones'])}")
     parts.append("; ".join(decay) if decay else "no lr decay step (constant lr after the warm-up)")
     return ", ".join(parts)
-
-
-def check_batches(config) -> None:
-    """The workflow configuration's batches, before any job: every trained experiment (``experiments`` not in
-    ``train.import``) and the RPN (unless ``proposals.import``) with ``effective_batch: reference`` need
-    ``gpus x batch_size`` to divide the batch of an optimiser step (an experiment config's
-    ``auto_scale_lr.base_batch_size``; the RPN's ``proposals.lr_batch``). ``ValueError`` naming the keys, the
-    experiment and the nearest valid settings otherwise. Reads the detector configs with ``mmengine.config`` only."""
-    from pipeline.core.batching import plan
-    from pipeline.models.detector import experiment
-    from pipeline.models.detector.config import batch_of
-
-    train = config["train"]
-    imported = set(train.get("import") or {})
-    for entry in config.get("experiments") or []:
-        if experiment.entry_name(entry) in imported:
-            continue
-        cfg = experiment.load(entry, train.get("options") or {})
-        if train.get("batch_size"):
-            cfg.train_dataloader.batch_size = train["batch_size"]
-        try:
-            batch_of(cfg, train["gpus"], train["effective_batch"])
-        except ValueError as err:
-            raise ValueError(f"experiment {entry}: {err}") from None
-    rpn = config["proposals"]
-    if not rpn.get("import"):
-        plan(rpn["lr_batch"], rpn["gpus"], rpn["batch_size"], rpn["effective_batch"], keys="proposals")

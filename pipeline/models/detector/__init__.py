@@ -9,7 +9,7 @@ def register_modules() -> None:
     """Import the modules that register the pyramid's parts in mmdet's registries (and mmdet's own)."""
     from mmdet.utils import register_all_modules
 
-    from pipeline.models.detector import datasets, model, modules, roi_head, transforms  # noqa: F401
     from pipeline.models import hooks  # noqa: F401  (accumulation and random-state hooks)
+    from pipeline.models.detector import datasets, model, modules, roi_head, transforms  # noqa: F401
 
     register_all_modules()
