@@ -44,6 +44,7 @@ include: "workflow/rules/inputs/proposals.smk"
 include: "workflow/rules/inputs/train.smk"
 include: "workflow/rules/inputs/evaluate.smk"
 include: "workflow/rules/inputs/detect.smk"
+include: "workflow/rules/inputs/plan.smk"
 include: "workflow/rules/local_gpu.smk"
 
 
