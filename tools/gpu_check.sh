@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue #20, part 6): one command on a machine with one CUDA GPU, under 8 minutes once the venv is
+# The GPU check (issue #20, part 6): one command on a machine with one CUDA GPU, about 12 minutes once the venv is
 # installed there. Writes OUT/summary.md and OUT/summary.json (default OUT: results/gpu_check), beside each step's
 # log and outputs:
 #   env      torch sees the GPU; mmcv's RoIAlign and NMS run on it (mmcv built with CUDA ops)      -> env.log
@@ -45,7 +45,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 step tests 90 "$PY" -m pytest -q -rs -m gpu --junitxml "$OUT/tests.xml" tests
 step bench 120 "$PY" -m benchmarks oake --out-dir "$OUT/bench"
 # the throughputs the cost plan reads for this GPU (python -m pipeline.plan --device <its short name>)
-step bench_stages 240 "$PY" -m benchmarks stages --out-dir "$OUT/bench"
+step bench_stages 300 "$PY" -m benchmarks stages --out-dir "$OUT/bench"
 
 # both presets at once, each its own snakemake run (8 cores, two GPU jobs at a time)
 export OADP_PRESETS_KEEP="$OUT/presets" OADP_PRESETS_SNAKEMAKE="--cores 8 --resources gpu=2"
