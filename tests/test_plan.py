@@ -328,3 +328,34 @@ def test_snakemake_plan_target_writes_the_plan(snakemake_bin, tmp_path):
     assert runs == [r for e in demo["experiments"] for r in (e, f"{e}+seed1")]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["logs", "plan"]
     assert "oake_objects" in proc.stdout and "unmeasured" in proc.stdout
+
+
+PLAN_DEFAULTS = {
+    "plan.device": "device",
+    "oake.kinds": "kinds",
+    "oake.shards": "shards",
+    "oake.object_storage": "object_storage",
+    "oake.compression": "compression",
+    "proposals.max_per_img": "objects_per_image",
+    "proposals.epochs": "rpn_epochs",
+    "proposals.iters": "rpn_iters",
+    "proposals.gpus": "rpn_gpus",
+    "proposals.batch_size": "rpn_batch_size",
+    "proposals.lr_batch": "rpn_lr_batch",
+    "proposals.effective_batch": "rpn_effective_batch",
+    "train.iters": "train_iters",
+    "train.batch_size": "train_batch_size",
+    "train.gpus": "train_gpus",
+    "train.effective_batch": "train_effective_batch",
+}
+
+
+@pytest.mark.parametrize("key", sorted(PLAN_DEFAULTS))
+def test_plan_cli_defaults_agree_with_the_schema(key):
+    from tests.test_config_layers import schema_defaults
+
+    value = schema_defaults()
+    for part in key.split("."):
+        value = value[part]
+    default = plan.build_parser().get_default(PLAN_DEFAULTS[key])
+    assert (list(default) if isinstance(default, tuple) else default) == value, key
