@@ -95,19 +95,6 @@ class PlanOptions:
     output: Path = option(Path("results/plan/plan.json"), help="the plan as JSON (output)")
 
 
-def clip_dim(model: str) -> int:
-    """The embedding dim of a CLIP architecture (open_clip's config or a tiny named config; nothing loaded)."""
-    import open_clip
-
-    from pipeline.models.clip import configs
-
-    configs.register()
-    cfg = open_clip.get_model_config(model)
-    if cfg is None:
-        raise ValueError(f"clip model {model!r}: unknown architecture; known: {configs.known_models()[:20]} ...")
-    return int(cfg["embed_dim"])
-
-
 def _splits(opts: PlanOptions) -> list[work.SplitImages]:
     out = []
     for k, entry in enumerate(opts.splits):
@@ -294,7 +281,9 @@ def _training(opts, splits, dim, rates) -> list[dict]:
 def build(opts: PlanOptions) -> dict:
     """The plan as a dict (the ``--output`` JSON)."""
     splits = _splits(opts)
-    dim = clip_dim(opts.clip_model)
+    from pipeline.models.clip import configs as clip_configs
+
+    dim = clip_configs.embed_dim(opts.clip_model)
     rates = timing.load(opts.device, opts.bench)
     stages = _proposals(opts, splits, rates) + _oake(opts, splits, dim, rates) + _training(opts, splits, dim, rates)
     by_kind: dict[str, int | None] = {}

@@ -67,19 +67,6 @@ class FeaturesOptions:
     dry_run: bool = option(False, help="the split's dry-run images of this shard only", action="store_true")
 
 
-def embed_dim(model: str) -> int:
-    """The embedding dimension of a CLIP architecture (open_clip's config; no weights are loaded)."""
-    import open_clip
-
-    from pipeline.models.clip import configs
-
-    configs.register()
-    cfg = open_clip.get_model_config(model)
-    if cfg is None:
-        raise ValueError(f"unknown CLIP model {model!r}; known models: {', '.join(configs.known_models())}")
-    return int(cfg["embed_dim"])
-
-
 def _sizes(annotations: Path) -> dict[int, tuple[int, int]]:
     """image id -> (width, height) of every image of the file (sizes are needed for block boxes only)."""
     out = {}
@@ -130,7 +117,9 @@ def run_features(opts: FeaturesOptions) -> dict:
         if unsized:
             raise ValueError(f"{opts.annotations}: images {unsized[:10]} have no width/height (needed for blocks)")
     types = {p: archives.source_type(p) for p in opts.source}
-    dim = embed_dim(opts.model)
+    from pipeline.models.clip import configs as clip_configs
+
+    dim = clip_configs.embed_dim(opts.model)
     compression = None if opts.compression == "none" else opts.compression
     start = time.perf_counter()
     with cache.ShardWriter(

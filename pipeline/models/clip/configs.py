@@ -61,3 +61,11 @@ def known_models() -> list[str]:
 
 
 register()
+
+
+def embed_dim(model: str) -> int:
+    """The embedding dimension of a CLIP architecture (open_clip's config or a tiny one; no weights are loaded)."""
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        raise ValueError(f"unknown CLIP model {model!r}; known models: {', '.join(known_models())}")
+    return int(cfg["embed_dim"])
