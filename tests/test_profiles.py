@@ -194,7 +194,7 @@ def test_no_gpu_limit_without_a_gpu_or_on_a_cluster(snakemake_bin, tmp_path):
 def test_the_workflow_applies_the_local_gpu_limit(snakemake_bin, tmp_path):
     """The project's Snakefile includes local_gpu.smk: a 2-GPU training is planned with the local limit of 1."""
     gpus = tmp_path / "gpus.yaml"
-    gpus.write_text("train: {gpus: 2}\n")
+    gpus.write_text("train: {gpus: 2, batch_size: 1}\n")  # 2 x 1 = the demo configs' batch
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     base = [snakemake_bin, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n"]
     base += ["--configfile", str(tmp_path / "config.yaml"), str(gpus), "--cores", "2"]

@@ -455,6 +455,8 @@ def test_a_demo_detector_exported_and_imported_back_evaluates_the_same(snakemake
         "experiments=[baseline_demo]",
         "prompts={kinds: [vild]}",
         "clip={model: OADP-Tiny-ViT-32, weights: random}",
+        "detect={experiment: null}",  # the demo's detect and export use vild_demo, not a run here
+        "export_instructcv={sources: []}",
         "train={init: random}",
     ]
     snakemake(snakemake_bin, tmp_path, target, "--cores", "2", "--config", *config, demo=SMALL_DEMO)
