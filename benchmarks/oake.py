@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import demo_data
-from pipeline.core import atomic
+from benchmarks import generated
 from pipeline.core.device import resolve_device
 from pipeline.formats import proposal_file
 from pipeline.formats.feature_cache import ShardReader, ShardWriter
@@ -177,27 +176,9 @@ def run(scale: float = 1.0) -> dict:
     n_images = max(4, int(16 * scale))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        demo_data.run(
-            demo_data.DemoOptions(
-                out_dir=tmp / "demo",
-                classes=("red circle", "blue square", "green star"),
-                num_train=1,
-                num_val=n_images,
-                sizes=((640, 480), (480, 360), (320, 240)),
-            )
+        ann, images, props = generated.images_with_proposals(
+            tmp, n_images, ((640, 480), (480, 360), (320, 240)), PROPOSALS_PER_IMAGE, 120
         )
-        ann, images = tmp / "demo/annotations/instances_val.json", tmp / "demo/images/val"
-        data = atomic.read_json(ann)
-        rng = np.random.default_rng(0)
-        ids, boxes, scores = [], [], []
-        for im in data["images"]:
-            xy = rng.uniform(0, [im["width"] * 0.7, im["height"] * 0.7], size=(PROPOSALS_PER_IMAGE, 2))
-            wh = rng.uniform(16, 120, size=(PROPOSALS_PER_IMAGE, 2))
-            ids.append(im["id"])
-            boxes.append(np.concatenate([xy, xy + wh], 1))
-            scores.append(rng.uniform(size=PROPOSALS_PER_IMAGE))
-        props = tmp / "proposals.h5"
-        proposal_file.write(props, ids, boxes, scores)
 
         clip = load_clip(MODEL, "random", device=resolve_device("auto"))
         device = resolve_device("auto")

@@ -20,12 +20,10 @@ import tempfile
 from pathlib import Path
 
 import h5py
-import numpy as np
 import torch
 
-from pipeline import demo_data
+from benchmarks import generated
 from pipeline.core import atomic
-from pipeline.formats import proposal_file
 from pipeline.oake import blocks, objects
 from pipeline.oake import globals as oake_globals
 
@@ -49,26 +47,7 @@ def _device() -> tuple[str, str]:
 
 def _images(tmp: Path, count: int) -> tuple[Path, Path, Path]:
     """Generated images (640x480, 640x427, 427x640) with random proposals: annotations, image folder, proposals."""
-    demo_data.run(
-        demo_data.DemoOptions(
-            out_dir=tmp / "demo",
-            classes=("red circle", "blue square", "green star"),
-            num_train=1,
-            num_val=count,
-            sizes=((640, 480), (640, 427), (427, 640)),
-        )
-    )
-    ann, images = tmp / "demo/annotations/instances_val.json", tmp / "demo/images/val"
-    rng = np.random.default_rng(0)
-    ids, boxes, scores = [], [], []
-    for im in atomic.read_json(ann)["images"]:
-        xy = rng.uniform(0, [im["width"] * 0.7, im["height"] * 0.7], size=(PROPOSALS_PER_IMAGE, 2))
-        ids.append(im["id"])
-        boxes.append(np.concatenate([xy, xy + rng.uniform(16, 160, size=(PROPOSALS_PER_IMAGE, 2))], 1))
-        scores.append(rng.uniform(size=PROPOSALS_PER_IMAGE))
-    props = tmp / "proposals.h5"
-    proposal_file.write(props, ids, boxes, scores)
-    return ann, images, props
+    return generated.images_with_proposals(tmp, count, ((640, 480), (640, 427), (427, 640)), PROPOSALS_PER_IMAGE, 160)
 
 
 def _first(annotations: Path, count: int, folder: Path) -> Path:
