@@ -204,3 +204,16 @@ def test_batch_norm_layers_with_batch_statistics_are_counted():
     assert trainable_batch_norms(model) == 2
     model[0].eval()  # norm_eval: running statistics, as the detectors' backbone
     assert trainable_batch_norms(model) == 1
+
+
+def test_the_plan_time_check_covers_variants_with_their_overrides():
+    """A variant whose overrides change the loader's batch is checked as the variant, after train.options."""
+    cfg = _workflow()
+    cfg["variants"] = {"oadp-b3": {"from": "oadp_ov_coco", "options": {"train_dataloader.batch_size": 3}}}
+    with pytest.raises(ValueError, match="variant oadp-b3: config keys 'train.gpus' x 'train.batch_size' = 1 x 3"):
+        check_batches(cfg)
+    cfg["train"]["import"] = {"oadp-b3": "c.pth"}  # an imported variant trains nothing
+    check_batches(cfg)
+    # a variant that only drops a head keeps its base's batch
+    no_global = {"oadp-ng": {"from": "oadp_ov_coco", "options": {"model.global_head": None}}}
+    check_batches({**_workflow(), "variants": no_global})
