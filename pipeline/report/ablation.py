@@ -222,7 +222,9 @@ def ablation_section(
         lines += [
             "Each value: mean (min–max) over the row's seeds, percent. Δ: the row minus the full method, over paired "
             "seeds when both ran the same ones (else the difference of the means, with the widest range); `*` marks "
-            "a difference whose whole range lies on one side of 0, i.e. beyond the seed noise seen. The paper's "
+            "a difference whose whole range lies on one side of 0, i.e. beyond the seed noise seen. A hint, not a "
+            "test: with n paired seeds, noise alone puts every difference on one side of 0 in 2^(1-n) of cases "
+            "(1 in 4 for three seeds). The paper's "
             "ablation rows are not in the reference notes this project follows (OADP_METHOD.md, section 10), so "
             "only the full method's published figure is shown, for the released configs.",
         ]
