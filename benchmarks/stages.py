@@ -9,6 +9,10 @@ On this machine's device (CUDA when visible, else the CPU), measured through the
   GPU :data:`GPU_CONFIGS`, the presets' at 800x1216), the warm-up steps not counted (:mod:`benchmarks.train`'s
   worker): the median step of the faster of two runs.
 
+On a CPU both are measured with :data:`CPU_JOB_THREADS` thread(s): Snakemake runs each OAKE and training job with
+``OMP_NUM_THREADS`` = the rule's threads, which is 1 for these rules, so a figure at the machine's thread count would
+not be the time of a job of the DAG.
+
 Layout: :mod:`pipeline.plan.timing`.
 """
 
@@ -30,6 +34,8 @@ from pipeline.oake import globals as oake_globals
 #: CLIP models and the images each is measured on (ViT-B-32's object-aware forward takes seconds per crop on a CPU)
 MODELS = {"OADP-Teacher-ViT-4H": 24, "ViT-B-32": 4}
 PROPOSALS_PER_IMAGE = 20
+#: threads of an OAKE or training job on a CPU (the rules declare no ``threads:``: Snakemake's default, 1)
+CPU_JOB_THREADS = 1
 CPU_CONFIGS = {"oadp_demo": (256, 341), "vild_demo": (256, 341), "baseline_demo": (256, 341)}
 GPU_CONFIGS = {"oadp_ov_coco": (800, 1216), "vild_ov_coco": (800, 1216), "oadp_ov_lvis": (800, 1216)}
 RUNNERS = {
@@ -93,6 +99,8 @@ def run(scale: float = 1.0) -> dict:
     from benchmarks import train as train_bench
 
     device, name = _device()
+    if device == "cpu":
+        torch.set_num_threads(CPU_JOB_THREADS)
     result: dict = {"benchmark": "stages", "device": device, "device_name": name, "threads": torch.get_num_threads()}
     result["load_average_before"] = round(os.getloadavg()[0], 2)  # other work on the machine slows every figure
     with tempfile.TemporaryDirectory(prefix="oadp-stages-") as tmp:

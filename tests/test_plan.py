@@ -155,6 +155,38 @@ def test_plan_before_the_files_exist_uses_the_expected_sizes(tmp_path):
         plan.build(_options(tmp_path, splits))
 
 
+def test_a_variants_extraction_is_planned_once_on_the_training_split(tmp_path):
+    """--variant-folders: each folder is one more extraction of its kind, on the training split only, as big as the
+    configured one (same images, same proposals), with its own outputs and benchmark files."""
+    splits = {"train": tmp_path / "missing_train.json", "val": tmp_path / "missing_val.json"}
+    expected = {"expected_images": (6, 3), "expected_sizes": ("640x480",), "expected_classes": 4}
+    base = plan.build(_options(tmp_path, splits, **expected))
+    ablation = plan.build(
+        _options(tmp_path, splits, variant_folders=("objects-mask_off", "objects-expand_constant"), **expected)
+    )
+    added = [s for s in ablation["stages"] if s not in base["stages"]]
+    assert [(s["stage"], s["folder"]) for s in added] == [
+        ("oake_objects", "train-mask_off"),
+        ("oake_objects", "train-expand_constant"),
+    ]
+    objects = next(s for s in base["stages"] if s["stage"] == "oake_objects" and s["folder"] == "train")
+    for stage in added:
+        assert stage["bytes"] == objects["bytes"] and stage["work"] == objects["work"]
+    assert added[0]["jobs"][1]["output"] == str(tmp_path / "results/oake/demo/objects-mask_off/train/shard-001.h5")
+    # the seconds come from the variant's own benchmark file (the path of workflow/rules/oake.smk)
+    bench = tmp_path / "results/benchmarks/oake_objects/demo/train-mask_off/shard-001.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t100\n")
+    again = plan.build(_options(tmp_path, splits, variant_folders=("objects-mask_off",), **expected))
+    (stage,) = [s for s in again["stages"] if s.get("folder") == "train-mask_off"]
+    assert [j["measured_seconds"] for j in stage["jobs"]] == [None, 12.5]
+    assert ablation["bytes_by_kind"]["objects"] == 3 * objects["bytes"] + (
+        base["bytes_by_kind"]["objects"] - objects["bytes"]
+    )
+    with pytest.raises(ValueError, match="--variant-folders 'masks-off'"):
+        plan.build(_options(tmp_path, splits, variant_folders=("masks-off",), **expected))
+
+
 def test_times_come_from_the_device_benchmark_and_say_unmeasured_otherwise(tmp_path, capsys):
     bench = tmp_path / "bench"
     write_json(

@@ -61,6 +61,11 @@ class PlanOptions:
     expected_classes: int = option(0, help="class count of a split not generated yet")
     clip_model: str = option(help="CLIP architecture of OAKE (its embedding dim sizes the shards)")
     kinds: tuple[str, ...] = option(("globals", "blocks", "objects"), help="OAKE kinds the DAG builds")
+    variant_folders: tuple[str, ...] = option(
+        (),
+        help="OAKE folders at extraction settings of a variant (KIND-SETTING..., e.g. objects-mask_off): "
+        "extracted for the training split only",
+    )
     shards: int = option(1, help="shards per split and kind")
     object_storage: str = option("float16", help="objects' embedding storage", choices=("float16", "int8"))
     compression: str = option("none", help="final shards' compression", choices=("none", "gzip"))
@@ -147,37 +152,45 @@ def _stage(name: str, key: dict, work_: dict, jobs: list[dict], time_source: str
 
 
 def _oake(opts, splits, dim, rates) -> list[dict]:
+    """One stage per OAKE folder and split: each kind of ``opts.kinds`` on every split, then each of
+    ``opts.variant_folders`` (a kind at a variant's extraction settings) on the training split."""
     stages = []
     proposals_dir = opts.results / "proposals" / opts.dataset
-    for split in splits:
+    folders = [(kind, kind, split) for split in splits for kind in opts.kinds]
+    folders += [(folder.split("-", 1)[0], folder, splits[0]) for folder in opts.variant_folders]
+    for kind, folder, split in folders:
+        if kind not in ("globals", "blocks", "objects"):
+            raise ValueError(
+                f"--variant-folders {folder!r}: expected KIND-SETTING with KIND globals, blocks or objects"
+            )
         dry_ids = split.dry_ids if opts.dry_run else None
         limit = dry.OBJECTS_PER_IMAGE if opts.dry_run else opts.objects_per_image
-        found = work.proposal_rows(proposals_dir / f"{split.folder}.h5", split.ids, limit)
-        rows_of = {
-            "globals": np.ones(len(split.ids), dtype=np.int64),
-            "blocks": work.block_rows(split.sizes),
-            "objects": found if found is not None else np.full(len(split.ids), limit, dtype=np.int64),
-        }
-        for kind in opts.kinds:
-            storage = opts.object_storage if kind == "objects" else "float16"
-            jobs, images, rows = [], 0, 0
-            for index in range(opts.shards):
-                members = work.shard_members(split.ids, opts.shards, index, dry_ids)
-                n, m = len(members), int(rows_of[kind][members].sum())
-                images, rows = images + n, rows + m
-                name = f"{opts.dataset}/{split.folder}/shard-{index:03d}"
-                out = opts.results / "oake" / opts.dataset / kind / split.folder / f"shard-{index:03d}.h5"
-                bench = opts.results / "benchmarks" / f"oake_{kind}" / f"{name}.tsv"
-                nbytes = disk.shard_bytes(kind, storage, dim, n, m)
-                if opts.compression == "gzip":
-                    nbytes = None  # compressed size depends on the contents
-                jobs.append(_job(out, bench, nbytes, rates.oake_seconds(opts.clip_model, kind, m)))
-            measured = kind in rates.oake.get(opts.clip_model, {})
-            source = f"stages.json oake {opts.clip_model} {kind}" if measured else timing.UNMEASURED
-            work_ = {"images": images, "rows": rows, "rows_per_image": round(rows / max(images, 1), 2), "dim": dim}
-            if kind == "objects":
-                work_["rows_from"] = "proposals file" if found is not None else f"{limit} proposals per image"
-            stages.append(_stage(f"oake_{kind}", {"folder": split.folder}, work_, jobs, source))
+        if kind == "objects":
+            found = work.proposal_rows(proposals_dir / f"{split.folder}.h5", split.ids, limit)
+            rows_of = found if found is not None else np.full(len(split.ids), limit, dtype=np.int64)
+        else:
+            rows_of = np.ones(len(split.ids), dtype=np.int64) if kind == "globals" else work.block_rows(split.sizes)
+        storage = opts.object_storage if kind == "objects" else "float16"
+        suffix = folder[len(kind) :]  # "" at the configured settings, "-mask_off" etc. for a variant's
+        jobs, images, rows = [], 0, 0
+        for index in range(opts.shards):
+            members = work.shard_members(split.ids, opts.shards, index, dry_ids)
+            n, m = len(members), int(rows_of[members].sum())
+            images, rows = images + n, rows + m
+            out = opts.results / "oake" / opts.dataset / folder / split.folder / f"shard-{index:03d}.h5"
+            bench = opts.results / "benchmarks" / f"oake_{kind}" / opts.dataset / f"{split.folder}{suffix}"
+            nbytes = disk.shard_bytes(kind, storage, dim, n, m)
+            if opts.compression == "gzip":
+                nbytes = None  # compressed size depends on the contents
+            jobs.append(
+                _job(out, bench / f"shard-{index:03d}.tsv", nbytes, rates.oake_seconds(opts.clip_model, kind, m))
+            )
+        measured = kind in rates.oake.get(opts.clip_model, {})
+        source = f"stages.json oake {opts.clip_model} {kind}" if measured else timing.UNMEASURED
+        work_ = {"images": images, "rows": rows, "rows_per_image": round(rows / max(images, 1), 2), "dim": dim}
+        if kind == "objects":
+            work_["rows_from"] = "proposals file" if found is not None else f"{limit} proposals per image"
+        stages.append(_stage(f"oake_{kind}", {"folder": f"{split.folder}{suffix}"}, work_, jobs, source))
     return stages
 
 

@@ -16,6 +16,7 @@ rule plan:
         expected=plan_expected(),
         model=config["clip"]["model"],
         kinds=config["oake"]["kinds"],
+        variant_folders=repeated("--variant-folders", [f for f in read_caches() if "-" in f]),
         shards=config["oake"]["shards"],
         storage=config["oake"]["object_storage"],
         compression=config["oake"]["compression"],
@@ -34,6 +35,7 @@ rule plan:
     shell:
         "python -m pipeline.plan --log {log:q} --dataset {params.dataset:q} --splits {params.splits:q}"
         " {params.expected:q} --clip-model {params.model:q} --kinds {params.kinds:q} --shards {params.shards:q}"
+        " {params.variant_folders:q}"
         " --object-storage {params.storage:q} --compression {params.compression:q}"
         " --objects-per-image {params.per_image:q} --rpn-epochs {params.rpn_epochs:q} --rpn-gpus {params.rpn_gpus:q}"
         " --rpn-batch-size {params.rpn_batch:q} --rpn-lr-batch {params.rpn_lr_batch:q}"
