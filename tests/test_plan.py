@@ -183,6 +183,11 @@ def test_a_variants_extraction_is_planned_once_on_the_training_split(tmp_path):
     assert ablation["bytes_by_kind"]["objects"] == 3 * objects["bytes"] + (
         base["bytes_by_kind"]["objects"] - objects["bytes"]
     )
+    # extraction settings of the whole run: the kind's folder on every split, not one more extraction
+    run_wide = plan.build(_options(tmp_path, splits, kinds=("globals", "blocks", "objects-mask_off"), **expected))
+    objects = [s for s in run_wide["stages"] if s["stage"] == "oake_objects"]
+    assert [s["folder"] for s in objects] == ["train-mask_off", "val-mask_off"]
+    assert run_wide["bytes_by_kind"] == base["bytes_by_kind"]
     with pytest.raises(ValueError, match="--variant-folders 'masks-off'"):
         plan.build(_options(tmp_path, splits, variant_folders=("masks-off",), **expected))
 

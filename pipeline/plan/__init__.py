@@ -60,7 +60,11 @@ class PlanOptions:
     )
     expected_classes: int = option(0, help="class count of a split not generated yet")
     clip_model: str = option(help="CLIP architecture of OAKE (its embedding dim sizes the shards)")
-    kinds: tuple[str, ...] = option(("globals", "blocks", "objects"), help="OAKE kinds the DAG builds")
+    kinds: tuple[str, ...] = option(
+        ("globals", "blocks", "objects"),
+        help="OAKE folders the DAG builds on every split: a kind, with a suffix where the configured extraction "
+        "settings differ from the defaults (objects-mask_off)",
+    )
     variant_folders: tuple[str, ...] = option(
         (),
         help="OAKE folders at extraction settings of a variant (KIND-SETTING..., e.g. objects-mask_off): "
@@ -152,17 +156,17 @@ def _stage(name: str, key: dict, work_: dict, jobs: list[dict], time_source: str
 
 
 def _oake(opts, splits, dim, rates) -> list[dict]:
-    """One stage per OAKE folder and split: each kind of ``opts.kinds`` on every split, then each of
-    ``opts.variant_folders`` (a kind at a variant's extraction settings) on the training split."""
+    """One stage per OAKE folder and split: each folder of ``opts.kinds`` on every split, then each of
+    ``opts.variant_folders`` (a kind at a variant's extraction settings) on the training split. A folder is its
+    kind, or its kind and the settings' suffix (``objects-mask_off``)."""
     stages = []
     proposals_dir = opts.results / "proposals" / opts.dataset
-    folders = [(kind, kind, split) for split in splits for kind in opts.kinds]
-    folders += [(folder.split("-", 1)[0], folder, splits[0]) for folder in opts.variant_folders]
-    for kind, folder, split in folders:
+    folders = [("--kinds", folder, split) for split in splits for folder in opts.kinds]
+    folders += [("--variant-folders", folder, splits[0]) for folder in opts.variant_folders]
+    for flag, folder, split in folders:
+        kind = folder.split("-", 1)[0]
         if kind not in ("globals", "blocks", "objects"):
-            raise ValueError(
-                f"--variant-folders {folder!r}: expected KIND-SETTING with KIND globals, blocks or objects"
-            )
+            raise ValueError(f"{flag} {folder!r}: expected KIND or KIND-SETTING with KIND globals, blocks or objects")
         dry_ids = split.dry_ids if opts.dry_run else None
         limit = dry.OBJECTS_PER_IMAGE if opts.dry_run else opts.objects_per_image
         if kind == "objects":

@@ -25,6 +25,16 @@ def plan_expected():
     )
 
 
+def plan_oake_folders():
+    """The OAKE folders of the configured extraction settings, one per kind of oake.kinds (every split)."""
+    return [oake_kind_folder(kind) for kind in config["oake"]["kinds"]]
+
+
+def plan_variant_folders():
+    """The OAKE folders that only variants read (their own extraction settings; training images)."""
+    return [f for f in read_caches() if f not in plan_oake_folders()]
+
+
 def plan_runs():
     """Every detector run (each experiment and variant, then its seed runs) as RUN=CONFIG."""
     runs = []
