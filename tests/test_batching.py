@@ -99,6 +99,7 @@ def _workflow(**train):
         "experiments": ["vild_ov_coco", "oadp_ov_coco"],
         "train": {"gpus": 1, "batch_size": None, "effective_batch": "reference", "options": {}, "import": {}, **train},
         "proposals": {"import": None, "gpus": 1, "batch_size": 2, "lr_batch": 16, "effective_batch": "reference"},
+        "prompts": {"kinds": ["vild", "ml"]},
     }
 
 

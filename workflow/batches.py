@@ -16,8 +16,7 @@ def check_batches(config) -> None:
 
     train = config["train"]
     imported = set(train.get("import") or {})
-    resolved = experiment.resolve_all(config.get("experiments") or [], config.get("variants") or {})
-    for name, run in resolved.items():
+    for name, run in experiment.check(config).items():  # resolved once per configuration (remembered)
         if name in imported:
             continue
         cfg = experiment.load(run.config, train.get("options") or {})
